@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message on one line and exits non-zero (no traceback)."""
+
+
+class TalkingHeadError(Exception):
+    """Base class for errors caused by the user's input (files, options), not by a bug."""
+
+
+class VideoError(TalkingHeadError):
+    """A video or image that cannot be read or written."""
+
+
+class NoFaceError(TalkingHeadError):
+    """No face found where one is required."""
+
+
+class CheckpointError(TalkingHeadError):
+    """A missing, corrupt or incompatible checkpoint / avatar file."""
