@@ -1,0 +1,28 @@
+"""Networks of Zakharov et al. 2019 (paper §3.2): embedder E, generator G (with projection P), discriminator D.
+
+Pure ``nn.Module``s: no I/O, no device literals.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ModelConfig
+from .discriminator import Discriminator
+from .embedder import Embedder
+from .generator import Generator
+from .layers import fold_spectral_norm, has_spectral_norm
+
+__all__ = ["Embedder", "Generator", "Discriminator", "build_models", "count_parameters",
+           "fold_spectral_norm", "has_spectral_norm"]
+
+
+def build_models(cfg: ModelConfig) -> tuple[Embedder, Generator, Discriminator]:
+    """(E, G, D) for ``cfg`` (D's W has cfg.num_videos rows)."""
+    return Embedder(cfg), Generator(cfg), Discriminator(cfg)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False, exclude: tuple[str, ...] = ()) -> int:
+    """Number of parameter entries; ``exclude``: name prefixes to skip (e.g. ``("W.",)`` for D's trunk)."""
+    return sum(p.numel() for name, p in module.named_parameters()
+               if (p.requires_grad or not trainable_only) and not name.startswith(exclude))
