@@ -1,0 +1,122 @@
+"""Driving landmarks → landmarks for the source face (DESIGN.md §2, cross-identity driving).
+
+The paper (§3.1, §4 "puppeteering") feeds the driver's own landmarks to G, so the driver's face *shape* leaks
+into the output (a thin-faced driver makes a round face thin). `retarget` instead transfers the driver's
+*relative* motion: for every frame, the head pose change (a similarity transform fitted on rigid points)
+and the expression deltas (pose-free point offsets from the driver's reference frame) — both relative to the
+driver's reference frame (first or most neutral) — and applies them to the source's own landmarks. The
+driver's deltas are carried into the source's frame by a Procrustes similarity and scaled per axis by the
+ratio of the two faces' extents, so a mouth opening by a third of the driver's face height opens the source's
+mouth by a third of *its* face height. `absolute=True` is the paper's raw mode: the driver's landmarks mapped
+by one similarity transform (driver reference → source) into the source crop.
+
+All points are (x, y) pixels, numpy float arrays; the transforms are 2×3 matrices M with p' = p @ M[:, :2].T
++ M[:, 2].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Points that move little with expression (iBUG 68): jaw ends at the ears, nose bridge and tip, eye corners.
+RIGID = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def procrustes(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares similarity transform (scale, rotation, translation; no reflection) taking points a onto
+    b (Umeyama 1991). a, b: (K, 2) -> M (2, 3) with b ≈ a @ M[:, :2].T + M[:, 2]."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"procrustes needs two (K, 2) arrays of the same shape, got {a.shape} and {b.shape}")
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    ma, mb = w @ a, w @ b  # (2,)
+    a0, b0 = a - ma, b - mb
+    cov = (b0 * w[:, None]).T @ a0  # (2, 2)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    dm = np.diag([1.0, d])
+    r = u @ dm @ vt  # rotation
+    var_a = float((w * (a0 ** 2).sum(axis=1)).sum())
+    scale = float(np.trace(np.diag(s) @ dm)) / max(var_a, 1e-12)
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * r
+    m[:, 2] = mb - m[:, :2] @ ma
+    return m
+
+
+def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(…, K, 2) points through a 2×3 matrix."""
+    return np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def invert_transform(m: np.ndarray) -> np.ndarray:
+    a_inv = np.linalg.inv(m[:, :2])
+    return np.concatenate([a_inv, (-a_inv @ m[:, 2])[:, None]], axis=1)
+
+
+def compose(m2: np.ndarray, m1: np.ndarray) -> np.ndarray:
+    """The transform applying m1, then m2."""
+    return np.concatenate([m2[:, :2] @ m1[:, :2], (m2[:, :2] @ m1[:, 2] + m2[:, 2])[:, None]], axis=1)
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Inner-lip gap (points 61-63 vs 67-65) over the outer-eye-corner distance."""
+    gap = np.linalg.norm(points[[61, 62, 63]] - points[[67, 66, 65]], axis=1).mean()
+    return float(gap / max(np.linalg.norm(points[36] - points[45]), 1e-6))
+
+
+def neutral_index(seq: np.ndarray, max_frames: int | None = None) -> int:
+    """Index of the most neutral frame of a (T, 68, 2) sequence: mouth closed and face frontal
+    (nose tip centred between the eye corners), ties to the earliest. max_frames: only look at the first ones."""
+    seq = np.asarray(seq, np.float64)[:max_frames]
+    scores = []
+    for p in seq:
+        iod = max(np.linalg.norm(p[36] - p[45]), 1e-6)
+        mid = (p[36] + p[45]) / 2
+        yaw = abs(float(np.dot(p[30] - mid, (p[45] - p[36]) / iod))) / iod  # nose offset along the eye line
+        scores.append(mouth_opening(p) + yaw)
+    return int(np.argmin(scores))
+
+
+def _extent(points: np.ndarray) -> np.ndarray:
+    """(width, height) of a face: outer eye-corner / jaw span, and brow-to-chin height."""
+    width = np.ptp(points[0:17, 0])
+    height = points[8, 1] - 0.5 * (points[19, 1] + points[24, 1])
+    return np.array([max(width, 1e-6), max(abs(height), 1e-6)])
+
+
+def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.ndarray | None = None,
+             absolute: bool = False, expression_scale: float = 1.0) -> np.ndarray:
+    """Landmarks for the source face following the driver (DESIGN.md §2).
+
+    source_points: (68, 2) the source's landmarks (e.g. in its crop); driver_seq: (T, 68, 2) the driver's,
+    any coordinates; driver_ref: (68, 2) the driver's reference (neutral) pose, default the first frame.
+    Relative (default): out_t = A ∘ P_t (A⁻¹(source) + k ⊙ d_t), where A is the Procrustes similarity taking
+    driver_ref to the source, P_t the driver's pose change (similarity fitted on rigid points, ref → t),
+    d_t = P_t⁻¹(driver_t) − driver_ref the pose-free expression deltas and k the per-axis ratio of the
+    faces' extents (source over driver, in the driver's frame). Absolute: out_t = A(driver_t).
+    Returns (T, 68, 2) float32.
+    """
+    src = np.asarray(source_points, np.float64)
+    seq = np.asarray(driver_seq, np.float64)
+    if seq.ndim == 2:
+        seq = seq[None]
+    if src.shape != (68, 2) or seq.shape[1:] != (68, 2):
+        raise ValueError(f"expected (68, 2) source and (T, 68, 2) driver landmarks, got {src.shape}, {seq.shape}")
+    ref = seq[0] if driver_ref is None else np.asarray(driver_ref, np.float64)
+    a = procrustes(ref[RIGID], src[RIGID])  # driver reference frame -> source frame
+    if absolute:
+        return apply_transform(a, seq).astype(np.float32)
+    a_inv = invert_transform(a)
+    src_in_ref = apply_transform(a_inv, src)  # (68, 2), the source drawn in the driver's reference frame
+    k = _extent(src_in_ref) / _extent(ref)  # (2,) per-axis proportions of the two faces
+    out = np.empty_like(seq)
+    for t, drv in enumerate(seq):
+        p = procrustes(ref[RIGID], drv[RIGID])  # pose change ref -> t
+        delta = apply_transform(invert_transform(p), drv) - ref  # (68, 2) expression, pose removed
+        moved = src_in_ref + expression_scale * k * delta
+        out[t] = apply_transform(compose(a, p), moved)
+    return out.astype(np.float32)
