@@ -75,7 +75,8 @@ class Discriminator(nn.Module):
     def resize_videos(self, n: int) -> None:
         """Resizes W to ``n`` rows, keeping the first min(n, old) rows; new rows init like fresh ones.
 
-        Replaces the W parameter: rebuild W's (SparseAdam) optimiser afterwards.
+        Replaces the W parameter: rebuild W's (SparseAdam) optimiser afterwards. Also sets
+        ``cfg.num_videos = n`` on the (shared) ModelConfig, so a saved config matches W's rows.
         """
         old = self.W.weight
         new = nn.Embedding(n, old.shape[1], sparse=True, device=old.device, dtype=old.dtype)
