@@ -140,7 +140,7 @@ def crop_from_landmarks(points: np.ndarray, out_size: int, margin: float = 0.45,
 
 
 def clip_crop(points_seq, out_size: int, margin: float = 0.45, shift_y: float = -0.2,
-              max_growth: float = 1.3, coverage: float = 0.95) -> CropTransform:
+              max_growth: float = 1.3, coverage: float = 0.95, image_shape=None) -> CropTransform:
     """One stable crop for a whole clip (as in VoxCeleb-style preprocessing): the box covering the per-frame
     boxes of (nearly) all frames (`coverage` quantile, robust to outliers), made square, its side capped at
     `max_growth` × the median per-frame side so a moving head isn't shrunk to a dot. With `image_shape`

@@ -281,6 +281,14 @@ class VideoLandmarkTracker:
             face = Face(box=face.box, points=pts, score=face.score)
         return face
 
+    def reset(self) -> None:
+        """Forget the tracked face (the next frame runs the detector)."""
+        self._reset()
+
+    def update(self, frame: np.ndarray) -> Face | None:
+        """The next frame of the sequence -> its Face or None (streaming use, e.g. a webcam)."""
+        return self._step(_as_rgb_uint8(frame))
+
     def track_iter(self, frames: Iterable[np.ndarray]) -> Iterator[Face | None]:
         self._reset()
         for frame in frames:
