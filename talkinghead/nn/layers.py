@@ -51,8 +51,9 @@ def fold_spectral_norm(module: nn.Module) -> nn.Module:
     normalised one, using the stored power-iteration vectors (eval-mode value, no extra iteration).
 
     Outputs in eval mode are unchanged; afterwards a forward pass no longer pays for the normalisation. Use
-    for inference only (training the folded module would no longer be spectral-normalised). Returns
-    ``module``.
+    for inference only (training the folded module would no longer be spectral-normalised), and fold after
+    loading weights: the folded state dict has plain ``weight`` keys instead of
+    ``parametrizations.weight.original`` / ``_u`` / ``_v``. Returns ``module``.
     """
     for m in list(module.modules()):
         if parametrize.is_parametrized(m, "weight") and has_spectral_norm(m):
