@@ -1,0 +1,161 @@
+"""Checkpoints: the training state of a run, and the inference model file (DESIGN.md §3).
+
+Two kinds of file:
+- training checkpoint (`RUN/checkpoints/last.pt`, torch pickle): config, step, E/G/D weights including the
+  per-video table W, optimiser states, RNG states — everything needed for an exact resume;
+- model file (`*.safetensors`): config + E, G and D's trunk (w0 and b kept; never W, whose size grows with
+  the training set) in fp32 or fp16. It rebuilds the networks from the file alone and is what few-shot
+  fine-tuning and animation load.
+Both are written atomically (temporary name, then rename): an interruption never leaves a broken file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from talkinghead import __version__
+from talkinghead.config import Config
+from talkinghead.errors import CheckpointError
+
+MODEL_FORMAT = "talkinghead-model"
+MODEL_FORMAT_VERSION = 1
+TRAIN_FORMAT_VERSION = 1
+W_PREFIX = "D.W."  # the discriminator's per-video table, excluded from model files
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Calls write_fn(tmp_path) and renames tmp_path to path; removes the temporary file on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    state = {"format_version": TRAIN_FORMAT_VERSION, "talkinghead_version": __version__, **state}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling error means a broken file
+        raise CheckpointError(f"cannot read training checkpoint {path}: {e}") from None
+    if state.get("format_version") != TRAIN_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: training checkpoint format {state.get('format_version')} "
+                              f"is not supported (expected {TRAIN_FORMAT_VERSION})")
+    return state
+
+
+def model_tensors(E, G, D=None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Flat name → tensor dict of E, G and D's trunk (never W), optionally cast (floating tensors only)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("E.", E), ("G.", G), ("D.", D)):
+        if module is None:
+            continue
+        for k, v in module.state_dict().items():
+            name = prefix + k
+            if name.startswith(W_PREFIX):
+                continue
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            tensors[name] = v.contiguous()
+    return tensors
+
+
+def save_model(path: str | os.PathLike, cfg: Config, E, G, D=None, dtype: torch.dtype | None = None,
+               extra_metadata: dict[str, str] | None = None) -> None:
+    """Writes the inference model file: safetensors with the config in its metadata."""
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": str(MODEL_FORMAT_VERSION),
+        "talkinghead_version": __version__,
+        "config": cfg.to_json(),
+        "has_discriminator": str(D is not None),
+    }
+    meta.update(extra_metadata or {})
+    tensors = model_tensors(E, G, D, dtype)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor], dict[str, str]]:
+    """Reads a model file: (config, tensors, metadata), validating its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read model file {path}: {e}") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a talkinghead model file")
+    if int(meta.get("format_version", "0")) > MODEL_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: model format {meta['format_version']} is newer than this "
+                              f"talkinghead ({__version__}) supports; upgrade talkinghead")
+    cfg = Config.from_json(meta["config"])
+    return cfg, tensors, meta
+
+
+def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path="model") -> None:
+    """Loads the tensors under `prefix` into module (cast to the module's dtypes); W rows may be absent."""
+    sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    sub = {k: v.to(own[k].dtype) if k in own else v for k, v in sub.items()}
+    missing, unexpected = module.load_state_dict(sub, strict=False)
+    missing = [k for k in missing if not (prefix + k).startswith(W_PREFIX)]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the networks its config builds "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", with_discriminator: bool = True):
+    """Rebuilds (cfg, E, G, D) from a model file alone; D is None when the file has none or not asked for.
+
+    D is rebuilt with a single W row (unused in fine-tuning, where w' = w0 + ê replaces W_i + w0).
+    """
+    from talkinghead.nn import build_models
+
+    cfg, tensors, meta = read_model_file(path)
+    cfg.model.num_videos = 1
+    E, G, D = build_models(cfg.model)
+    load_state(E, tensors, "E.", path)
+    load_state(G, tensors, "G.", path)
+    has_d = meta.get("has_discriminator") == "True"
+    if with_discriminator and has_d:
+        load_state(D, tensors, "D.", path)
+    else:
+        D = None
+    for m in (E, G, D):
+        if m is not None:
+            m.to(device).eval()
+    return cfg, E, G, D
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a model file, for `--help`-style listings and checks."""
+    cfg, tensors, meta = read_model_file(path)
+    return {"config": json.loads(meta["config"]), "tensors": len(tensors),
+            "talkinghead_version": meta.get("talkinghead_version")}

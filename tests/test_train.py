@@ -1,0 +1,197 @@
+"""Trainer (paper §3.2): one step updates every parameter group, exact resume, no collapse, overfitting a
+real video, checkpoint round trips, torchrun with 2 gloo processes, CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.checkpoint import load_model, save_model
+from talkinghead.config import tiny
+from talkinghead.errors import CheckpointError, TalkingHeadError
+from talkinghead.train.meta import CHECKPOINT, MODEL_FILE, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SyntheticEpisodes(torch.utils.data.Dataset):
+    """Deterministic episodes (a function of the index) with a learnable relation between y and x."""
+
+    def __init__(self, num_videos=3, shots=2, size=64):
+        self.num_videos, self.shots, self.size = num_videos, shots, size
+
+    def __len__(self):
+        return self.num_videos * 10
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(1000 + i)
+        v = i % self.num_videos
+        s = self.size
+        yy = torch.linspace(-1, 1, s).view(s, 1).expand(s, s)
+
+        def frame():
+            c = torch.rand(2, generator=g) * 0.6 - 0.3
+            y = torch.zeros(3, s, s)
+            y[v % 3] = ((yy - c[0]).abs() < 0.05).float() * 2 - 1
+            x = torch.tanh(torch.stack([yy + c[0], yy.t() + c[1], yy * 0 + v / 3.0]))
+            return x, y
+
+        frames = [frame() for _ in range(self.shots + 1)]
+        return {"shots_x": torch.stack([f[0] for f in frames[:-1]]),
+                "shots_y": torch.stack([f[1] for f in frames[:-1]]),
+                "target_x": frames[-1][0], "target_y": frames[-1][1],
+                "video_index": torch.tensor(v, dtype=torch.long)}
+
+
+def tiny_cfg(steps=6):
+    cfg = tiny()
+    cfg.train.steps = steps
+    cfg.train.ckpt_every_steps = 1000
+    cfg.train.sample_every = 0
+    return cfg
+
+
+def test_one_step_updates_every_parameter_group(tmp_path):
+    tr = Trainer(tiny_cfg(), tmp_path / "run", dataset=SyntheticEpisodes(num_videos=5), progress=False)
+    before = {n: p.detach().clone() for n, p in
+              [*(("E." + k, v) for k, v in tr.E.named_parameters()),
+               *(("G." + k, v) for k, v in tr.G.named_parameters()),
+               *(("D." + k, v) for k, v in tr.D.named_parameters())]}
+    batch = torch.utils.data.default_collate([tr.dataset[0], tr.dataset[1]])  # videos 0 and 1
+    res = tr.train_step(batch)  # step 1: attention's f, g, h get no gradient while its γ is still 0
+    res = tr.train_step(batch)
+    assert all(np.isfinite(v) for v in res.losses.values())
+    after = dict([*(("E." + k, v) for k, v in tr.E.named_parameters()),
+                  *(("G." + k, v) for k, v in tr.G.named_parameters()),
+                  *(("D." + k, v) for k, v in tr.D.named_parameters())])
+    # D's bias b: the hinge loss' gradient −1[r<1] + 1[f>−1] cancels while every score is inside the
+    # margin (as at the start), and the G/E phase keeps D fixed — so b legitimately may not move yet.
+    unchanged = [n for n in before if n not in ("D.W.weight", "D.b") and torch.equal(before[n], after[n])]
+    assert not unchanged, f"not updated: {unchanged}"
+    W0, W1 = before["D.W.weight"], after["D.W.weight"]
+    changed_rows = [r for r in range(W0.shape[0]) if not torch.equal(W0[r], W1[r])]
+    assert changed_rows == [0, 1], "only the batch's rows of W may move (sparse update)"
+    assert res.losses["gnorm_g"] > 0 and res.losses["gnorm_d"] > 0
+
+
+def test_resume_continues_with_the_same_losses(tmp_path):
+    ds = SyntheticEpisodes()
+    full = Trainer(tiny_cfg(6), tmp_path / "full", dataset=ds, progress=False)
+    full.train()
+    log_full = [json.loads(line) for line in (tmp_path / "full/log.jsonl").read_text().splitlines()]
+
+    part = Trainer(tiny_cfg(6), tmp_path / "part", dataset=ds, progress=False)
+    part.train(max_steps=3)  # "killed" after 3 steps (the checkpoint at the end of train())
+    part.save_checkpoint()
+    assert (tmp_path / "part" / CHECKPOINT).is_file()
+    resumed = Trainer(tiny_cfg(6), tmp_path / "part", dataset=ds, resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.train()
+    log_part = [json.loads(line) for line in (tmp_path / "part/log.jsonl").read_text().splitlines()]
+    f6 = next(r for r in log_full if r["step"] == 6)
+    p6 = next(r for r in log_part if r["step"] == 6)
+    for k in ("loss_g", "cnt", "loss_d", "mch"):
+        assert f6[k] == pytest.approx(p6[k], rel=1e-5, abs=1e-6), k
+    for (n, a), b in zip(full.G.state_dict().items(), resumed.G.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), n
+
+
+def test_existing_run_needs_resume(tmp_path):
+    ds = SyntheticEpisodes()
+    Trainer(tiny_cfg(2), tmp_path / "r", dataset=ds, progress=False).train()
+    with pytest.raises(TalkingHeadError, match="--resume"):
+        Trainer(tiny_cfg(2), tmp_path / "r", dataset=ds, progress=False)
+    with pytest.raises(TalkingHeadError, match="no checkpoint"):
+        Trainer(tiny_cfg(2), tmp_path / "other", dataset=ds, resume=True, progress=False)
+
+
+def test_model_file_round_trip_identical_outputs(tmp_path):
+    tr = Trainer(tiny_cfg(2), tmp_path / "r", dataset=SyntheticEpisodes(), progress=False)
+    tr.train()
+    path = tmp_path / "r" / MODEL_FILE
+    cfg, E, G, D = load_model(path)
+    assert cfg.model.image_size == 64 and D is not None
+    b = torch.utils.data.default_collate([tr.dataset[3]])
+    tr.E.eval(), tr.G.eval(), tr.D.eval()
+    with torch.no_grad():
+        e1 = tr.E(b["shots_x"][:, 0], b["shots_y"][:, 0])
+        e2 = E(b["shots_x"][:, 0], b["shots_y"][:, 0])
+        o1 = tr.G(b["target_y"], tr.G.project(e1))
+        o2 = G(b["target_y"], G.project(e2))
+        s1, _ = tr.D(b["target_x"], b["target_y"], w=tr.D.w0.expand(1, -1) + e1)
+        s2, _ = D(b["target_x"], b["target_y"], w=D.w0.expand(1, -1) + e2)
+    assert torch.equal(e1, e2) and torch.equal(o1, o2) and torch.allclose(s1, s2)
+    assert not any(k.startswith("D.W.") for k in __import__("safetensors.torch").torch.load_file(str(path)))
+
+    half = tmp_path / "half.safetensors"
+    save_model(half, cfg, E, G, None, dtype=torch.float16)
+    _, _, G16, D16 = load_model(half)
+    assert D16 is None
+    with torch.no_grad():
+        o3 = G16(b["target_y"], G16.project(e2))
+    assert (o3 - o2).abs().max() < 0.05
+    assert half.stat().st_size < path.stat().st_size
+
+
+def test_broken_model_files_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_model(bad)
+
+
+def test_tiny_run_does_not_collapse(tmp_path):
+    cfg = tiny_cfg(40)
+    tr = Trainer(cfg, tmp_path / "r", dataset=SyntheticEpisodes(), progress=False)
+    tr.train()
+    b = torch.utils.data.default_collate([tr.dataset[i] for i in range(3)])
+    tr.E.eval(), tr.G.eval()
+    with torch.no_grad():
+        fake, _ = tr.EG(b["shots_x"], b["shots_y"], b["target_y"])
+    assert torch.isfinite(fake).all()
+    assert fake.std() > 0.05, "outputs collapsed to a constant image"
+    assert fake.mean(dim=(2, 3)).std(dim=1).max() > 0.01 or fake.std(dim=(2, 3)).min() > 0.02
+    assert (fake.abs() < 0.999).float().mean() > 0.5, "outputs saturated"
+
+
+def test_cli_dry_run_and_bad_override(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "talkinghead", "train", "--preset", "paper", "--run",
+                          str(tmp_path / "r"), "--dry-run", "--set", "loss.fm_weight=5"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)
+    assert cfg["model"]["image_size"] == 256 and cfg["model"]["embed_dim"] == 512
+    assert cfg["train"]["shots"] == 8 and cfg["loss"]["fm_weight"] == 5
+    bad = subprocess.run([sys.executable, "-m", "talkinghead", "train", "--run", str(tmp_path / "r"),
+                          "--dry-run", "--set", "loss.nope=1"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert bad.returncode != 0 and "no such config value" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    nodata = subprocess.run([sys.executable, "-m", "talkinghead", "train", "--run", str(tmp_path / "r"),
+                             "--data", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert nodata.returncode != 0 and "manifest.json" in nodata.stderr and "Traceback" not in nodata.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_keep_identical_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(REPO / "tests" / "dist_worker.py"), str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    s0 = torch.load(tmp_path / "rank0.pt")
+    s1 = torch.load(tmp_path / "rank1.pt")
+    assert s0.keys() == s1.keys()
+    for k in s0:
+        assert torch.allclose(s0[k], s1[k], atol=1e-6), k
+    assert (tmp_path / "run" / MODEL_FILE).is_file()
