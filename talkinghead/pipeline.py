@@ -1,0 +1,235 @@
+"""Video in, video out (DESIGN.md §2 whole-image workflow, §4 layered inference): driving video → landmarks
+(detect + track + smooth) → retarget onto the source face (relative motion by default) → landmark images →
+G → face crop → pasted back into the full source image (or the crop only) → H.264 mp4 with the driver's
+audio. Used by `talkinghead animate`, the demo and the web app; the Animator does the tensor work.
+
+Two streaming passes over the driver keep memory bounded for long videos: pass 1 keeps only the landmarks
+(T × 68 × 2 floats), which also lets us pick the most neutral driver frame as the motion reference; pass 2
+renders in batches and writes frames as they come. Output files appear only when complete.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from talkinghead import video
+from talkinghead.animate import Animator
+from talkinghead.avatar import Avatar
+from talkinghead.errors import NoFaceError, TalkingHeadError
+
+SYNTHETIC_TAG = {"comment": "synthetic video: made with talkinghead (few-shot neural talking head)"}
+
+
+@dataclass
+class DriverTrack:
+    """Landmarks of the driving video's (selected) frames, None where no face was found."""
+
+    path: str
+    indices: list[int] | None  # driver frame indices used (None = every frame)
+    points: list[np.ndarray | None]
+    fps: float  # output frame rate
+    width: int
+    height: int
+    seconds: float = 0.0
+
+    @property
+    def missing(self) -> int:
+        return sum(p is None for p in self.points)
+
+
+@dataclass
+class AnimateResult:
+    out: str | None
+    frames: int
+    fps: float
+    size: tuple[int, int]  # (W, H) of the written frames
+    missing_face_frames: int
+    seconds_landmarks: float
+    seconds_render: float
+    seconds_total: float
+    frames_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / max(self.seconds_total, 1e-9)
+
+
+def _bar(total, desc, progress):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr,
+                leave=False)
+
+
+def _frame_indices(info: video.VideoInfo, fps: float | None) -> tuple[list[int] | None, float]:
+    """Driver frames to use for an output rate `fps` (None: every frame at the driver's rate)."""
+    if not fps or abs(fps - info.fps) < 1e-3:
+        return None, info.fps
+    if fps <= 0:
+        raise TalkingHeadError(f"--fps must be positive, got {fps}")
+    n_out = max(1, int(info.num_frames * fps / info.fps))
+    idx = [min(int(round(k * info.fps / fps)), max(info.num_frames - 1, 0)) for k in range(n_out)]
+    return idx, float(fps)
+
+
+def _driver_frames(path, indices) -> Iterator[np.ndarray]:
+    """Frames of the driver at `indices` (repeats allowed), or all frames."""
+    if indices is None:
+        yield from video.iter_frames(path)
+        return
+    want = sorted(set(indices))
+    it = video.iter_indexed_frames(path, indices=want)
+    cur_i, cur = -1, None
+    for i in indices:
+        while cur_i < i:
+            try:
+                cur_i, cur = next(it)
+            except StopIteration:
+                return
+        yield cur
+
+
+def track_driver(path, fps: float | None = None, face_index: int | None = None, progress: bool = True,
+                 detector=None) -> DriverTrack:
+    """Pass 1: landmarks of every (selected) driving frame (VideoLandmarkTracker: detect, track, smooth)."""
+    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker
+
+    t0 = time.time()
+    info = video.probe_video(path)
+    indices, out_fps = _frame_indices(info, fps)
+    if detector is None:
+        detector = DlibDetector(upsample=1 if max(info.width, info.height) <= 640 else 0, max_side=960)
+    tracker = VideoLandmarkTracker(detector, fps=out_fps, face_index=face_index)
+    total = info.num_frames if indices is None else len(indices)
+    points: list[np.ndarray | None] = []
+    with _bar(total, "landmarks", progress) as bar:
+        for face in tracker.track_iter(_driver_frames(path, indices)):
+            points.append(None if face is None else np.asarray(face.points, np.float32))
+            bar.update(1)
+    if not points:
+        raise video.VideoError(f"no frames could be read from {path}")
+    return DriverTrack(str(path), indices, points, out_fps, info.width, info.height, time.time() - t0)
+
+
+def fill_missing(points: list[np.ndarray | None]) -> np.ndarray:
+    """Holds the last pose on frames without a face (leading gaps take the first found pose) -> (T, 68, 2)."""
+    first = next((p for p in points if p is not None), None)
+    if first is None:
+        raise NoFaceError("no face found in any frame of the driving video")
+    out, last = [], first
+    for p in points:
+        last = p if p is not None else last
+        out.append(last)
+    return np.stack(out).astype(np.float32)
+
+
+def driving_targets(avatar: Avatar, track: DriverTrack, absolute: bool = False,
+                    reference: str = "neutral") -> np.ndarray:
+    """Landmarks in the avatar's crop pixels for every output frame: (T, 68, 2) (DESIGN.md §2)."""
+    from talkinghead.landmarks.retarget import neutral_index, retarget
+
+    seq = fill_missing(track.points)
+    found = [i for i, p in enumerate(track.points) if p is not None]
+    if reference == "first":
+        ref = seq[found[0]]
+    elif reference == "neutral":
+        ref = seq[found[neutral_index(seq[found])]]
+    else:
+        raise ValueError(f"reference must be 'first' or 'neutral', got {reference!r}")
+    return retarget(avatar.source_points, seq, ref, absolute=absolute)
+
+
+def _resize_h(image: np.ndarray, h: int) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[0] == h:
+        return image
+    w = max(2, int(round(image.shape[1] * h / image.shape[0])))
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """driver | output at a common height (the output's, between 256 and 720 px)."""
+    h = int(min(max(output.shape[0], 256), 720))
+    return np.concatenate([_resize_h(driver, h), _resize_h(output, h)], axis=1)
+
+
+def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8) -> Iterator[np.ndarray]:
+    """(T, 68, 2) crop landmarks -> rendered crops (S, S, 3) uint8, in batches of `batch_size`."""
+    for s in range(0, len(targets), max(1, batch_size)):
+        crops = animator.to_uint8(animator.render_points(targets[s:s + batch_size]))  # (B, S, S, 3)
+        yield from crops
+
+
+def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: Animator | None = None,
+                  device="cpu", absolute: bool = False, crop_only: bool = False, sbs: bool = False,
+                  frames_dir=None, face_index: int | None = None, batch_size: int = 8, fps: float | None = None,
+                  reference: str = "neutral", progress: bool = True, keep_audio: bool = True,
+                  warn: Callable[[str], None] | None = None, track: DriverTrack | None = None) -> AnimateResult:
+    """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`.
+
+    Frames without a driving face hold the last pose (one warning with the counts). Errors leave no partial
+    output: the mp4 is written atomically and PNGs written so far are removed.
+    """
+    if out is None and frames_dir is None:
+        raise TalkingHeadError("nothing to write: give an output video and/or a frames folder")
+    warn = warn or (lambda msg: print(f"talkinghead: warning: {msg}", file=sys.stderr))
+    t0 = time.time()
+    animator = animator or Animator(avatar, model=model, device=device)
+    track = track or track_driver(driving, fps=fps, face_index=face_index, progress=progress)
+    if track.missing:
+        first = next(i for i, p in enumerate(track.points) if p is None)
+        warn(f"no face in {track.missing} of {len(track.points)} driving frames (first at frame {first}); "
+             "holding the nearest pose there")
+    targets = driving_targets(avatar, track, absolute=absolute)  # (T, 68, 2)
+    t1 = time.time()
+
+    drivers = _driver_frames(driving, track.indices) if sbs else None
+    frames_path = Path(frames_dir) if frames_dir is not None else None
+    written: list[Path] = []
+    writer = None
+    size = (0, 0)
+    n = 0
+    try:
+        if frames_path is not None:
+            frames_path.mkdir(parents=True, exist_ok=True)
+        if out is not None:
+            writer = video.VideoWriter(out, track.fps, audio_from=driving if keep_audio else None,
+                                       metadata=SYNTHETIC_TAG)
+        with _bar(len(targets), "render", progress) as bar:
+            for crop in render_stream(animator, targets, batch_size):
+                frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
+                if sbs:
+                    drv = next(drivers, None)
+                    if drv is None:
+                        raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
+                    frame = side_by_side(drv, frame)
+                if writer is not None:
+                    writer.write(frame)
+                if frames_path is not None:
+                    p = frames_path / f"{n:06d}.png"
+                    video.write_image(p, frame)
+                    written.append(p)
+                size = (frame.shape[1], frame.shape[0])
+                n += 1
+                bar.update(1)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    t2 = time.time()
+    return AnimateResult(out=None if out is None else str(out), frames=n, fps=track.fps, size=size,
+                         missing_face_frames=track.missing, seconds_landmarks=track.seconds,
+                         seconds_render=t2 - t1, seconds_total=t2 - t0,
+                         frames_dir=None if frames_path is None else str(frames_path))
