@@ -195,3 +195,30 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     for k in s0:
         assert torch.allclose(s0[k], s1[k], atol=1e-6), k
     assert (tmp_path / "run" / MODEL_FILE).is_file()
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "videos" / "capman_1.mp4").is_file(),
+                    reason="real media not found at ../shared/data (see its fetch.sh)")
+def test_tiny_run_overfits_one_real_video(tmp_path):
+    from talkinghead.data.preprocess import preprocess
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    os.symlink(SHARED / "videos" / "capman_1.mp4", src / "capman_1.mp4")
+    preprocess(src, tmp_path / "data", resolution=64, frames_per_video=12, every=8, progress=False)
+    cfg = tiny_cfg(100)
+    cfg.train.log_every = 1
+    cfg.train.lr_ge = 1e-3  # overfitting a single video in 100 steps: a larger step than the paper's 5e-5
+    tr = Trainer(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
+    assert tr.cfg.model.num_videos == 1
+    tr.train()
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    first = np.mean([r["cnt"] for r in log[:10]])
+    last = np.mean([r["cnt"] for r in log[-10:]])
+    print(f"overfit: content loss {first:.3f} -> {last:.3f}")
+    assert last < 0.6 * first, (first, last)
+    assert all(np.isfinite(r["loss_g"]) and np.isfinite(r["loss_d"]) for r in log)

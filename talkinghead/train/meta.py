@@ -47,8 +47,9 @@ class EpisodeBatchSampler(Sampler):
     frames from an RNG seeded by that index — so a resumed run sees exactly the batches it would have.
     """
 
-    def __init__(self, batch_size: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1):
-        self.batch_size = batch_size
+    def __init__(self, dataset_len: int, batch_size: int, start_step: int, total_steps: int, rank: int = 0,
+                 world_size: int = 1):
+        self.dataset_len, self.batch_size = dataset_len, batch_size
         self.start_step, self.total_steps = start_step, total_steps
         self.rank, self.world_size = rank, world_size
 
@@ -58,7 +59,7 @@ class EpisodeBatchSampler(Sampler):
     def __iter__(self):
         for step in range(self.start_step, self.total_steps):
             base = (step * self.world_size + self.rank) * self.batch_size
-            yield [base + j for j in range(self.batch_size)]
+            yield [(base + j) % self.dataset_len for j in range(self.batch_size)]
 
 
 class GeneratorWithEmbedder(nn.Module):
@@ -131,8 +132,10 @@ class Trainer:
             if data_root is None:
                 raise TalkingHeadError("no training data given (--data DIR)")
             from talkinghead.data.dataset import EpisodeDataset
+            # many episodes per video: index n draws its frames from an RNG seeded by n (reproducible)
             dataset = EpisodeDataset(data_root, shots=cfg.train.shots, split="train",
-                                     image_size=cfg.model.image_size, seed=cfg.train.seed)
+                                     image_size=cfg.model.image_size, seed=cfg.train.seed,
+                                     episodes_per_video=10**6)
         self.dataset = dataset
         if state is None:
             cfg.model.num_videos = int(dataset.num_videos)
@@ -291,7 +294,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------
     def loader(self) -> DataLoader:
         t = self.cfg.train
-        sampler = EpisodeBatchSampler(t.batch_size, self.step, t.steps, self.info.rank, self.info.world_size)
+        sampler = EpisodeBatchSampler(len(self.dataset), t.batch_size, self.step, t.steps, self.info.rank, self.info.world_size)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers,
                           pin_memory=self.device.type == "cuda",
                           persistent_workers=False, prefetch_factor=4 if t.num_workers else None)
