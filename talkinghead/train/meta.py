@@ -143,8 +143,9 @@ class Trainer:
             raise TalkingHeadError(f"the data has {dataset.num_videos} training videos but the run was "
                                    f"started with {cfg.model.num_videos}")
 
-        torch.manual_seed(cfg.train.seed + self.info.rank)
+        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (W is not DDP-broadcast)
         E, G, D = build_models(cfg.model)
+        torch.manual_seed(cfg.train.seed + 1 + self.info.rank)
         self.E, self.G, self.D = (m.to(self.device) for m in (E, G, D))
         self.EG = GeneratorWithEmbedder(self.E, self.G)
         self.content_terms = build_content_terms(cfg, self.device)
