@@ -1,0 +1,179 @@
+"""Avatars (paper §3.3): FF and FT save/load round trips, FT beats FF on its shots, version checks, loading
+without the training code. Tiny model built in the test; real portraits from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.animate import Animator
+from talkinghead.avatar import Avatar, LoadedModel, make_ff_avatar, prepare_shots
+from talkinghead.checkpoint import save_model
+from talkinghead.config import tiny
+from talkinghead.errors import CheckpointError, NoFaceError
+from talkinghead.nn import build_models
+from talkinghead.train.finetune import make_avatar
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+IMAGES = DATA / "images"
+needs_media = pytest.mark.skipif(not (IMAGES / "franck_01829.jpg").is_file(),
+                                 reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """2 shared CPU cores: one intra-op thread avoids oversubscription stalls (≈40× slower otherwise)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_model(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    cfg = tiny()
+    E, G, D = build_models(cfg.model)
+    save_model(path, cfg, E, G, D)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", 0)
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("model2") / "other.safetensors", 1)
+
+
+SHOTS = [str(IMAGES / "franck_01829.jpg"), str(IMAGES / "franck_04000.jpg")]
+
+
+@pytest.fixture(scope="module")
+def ff_avatar(tiny_model):
+    if not Path(SHOTS[0]).is_file():
+        pytest.skip(f"real media not found in {DATA}")
+    return make_ff_avatar(SHOTS, tiny_model, shots=2)
+
+
+@pytest.fixture(scope="module")
+def ft_avatar(tiny_model):
+    if not Path(SHOTS[0]).is_file():
+        pytest.skip(f"real media not found in {DATA}")
+    return make_avatar(SHOTS, tiny_model, mode="ft", shots=2, steps=12, patience=0, progress=False)
+
+
+def _render(avatar, model=None, points=None):
+    an = Animator(avatar, model=model)
+    pts = avatar.source_points[None] if points is None else points
+    return an.render_points(pts)
+
+
+@needs_media
+def test_ff_round_trip(ff_avatar, tiny_model, tmp_path):
+    p = ff_avatar.save(tmp_path / "f.avatar")
+    av = Avatar.load(p)
+    assert av.mode == "ff" and av.shots == 2 and av.generator_state is None
+    assert len(av.source_hashes) == 2
+    assert av.model["sha256"] == LoadedModel.load(tiny_model).sha256
+    assert av.source_image.shape == (576, 720, 3)
+    assert np.array_equal(av.source_crop, ff_avatar.source_crop)
+    assert av.crop == ff_avatar.crop
+    a, b = _render(ff_avatar), _render(av)
+    assert a.shape == (1, 3, 64, 64)
+    assert torch.equal(a, b)
+
+
+@needs_media
+def test_ft_round_trip_self_contained(ft_avatar, tmp_path):
+    p = ft_avatar.save(tmp_path / "t.avatar")
+    av = Avatar.load(p)
+    assert av.mode == "ft" and av.psi is not None and av.generator_state
+    av.model["path"] = str(tmp_path / "gone.safetensors")  # FT avatars need no model file
+    pts = np.stack([av.source_points, av.source_points + 1.5])
+    assert torch.equal(_render(ft_avatar, points=pts), _render(av, points=pts))
+    st = av.info["finetune"]
+    assert st["steps"] == 12 and st["adversarial"]
+
+
+@needs_media
+def test_ft_lowers_reconstruction_loss_on_shots(ff_avatar, ft_avatar, tiny_model):
+    """FT (ψ' and G' trained on the shots) reconstructs the shots better than FF (ψ̂ = P·ê)."""
+    model = LoadedModel.load(tiny_model)
+    sh = prepare_shots(SHOTS, 64, shots=2)
+    x, y = sh.tensors()
+    l_ff = float((Animator(ff_avatar, model=model).render(y) - x).abs().mean())
+    l_ft = float((Animator(ft_avatar, model=model).render(y) - x).abs().mean())
+    st = ft_avatar.info["finetune"]
+    assert st["ft"]["l1"] < st["ff"]["l1"]
+    assert l_ft < 0.98 * l_ff, (l_ff, l_ft)
+    assert abs(l_ff - st["ff"]["l1"]) < 1e-4  # same measure as the fine-tuning report
+
+
+@needs_media
+def test_mismatched_model_is_a_checkpoint_error(ff_avatar, other_model, tmp_path):
+    p = ff_avatar.save(tmp_path / "f.avatar")
+    av = Avatar.load(p)
+    with pytest.raises(CheckpointError, match="another model"):
+        Animator(av, model=other_model)
+    av.model["path"] = str(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="needs its model file"):
+        Animator(av)
+
+
+@needs_media
+def test_load_errors(ff_avatar, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        Avatar.load(tmp_path / "nope.avatar")
+    bad = tmp_path / "bad.avatar"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError):
+        Avatar.load(bad)
+    p = ff_avatar.save(tmp_path / "f.avatar")
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(CheckpointError):
+        Avatar.load(p)
+    # a newer format version
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    p = ff_avatar.save(tmp_path / "g.avatar")
+    with safe_open(str(p), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["format_version"] = "99"
+    save_file(load_file(str(p)), str(p), metadata=meta)
+    with pytest.raises(CheckpointError, match="format 99") as ei:
+        Avatar.load(p)
+    assert "\n" not in str(ei.value)
+
+
+def test_no_face_in_source_is_one_line_error(tiny_model, tmp_path):
+    grey = np.full((240, 320, 3), 128, np.uint8)
+    with pytest.raises(NoFaceError) as ei:
+        make_ff_avatar([grey], tiny_model, shots=1)
+    assert "\n" not in str(ei.value)
+
+
+@needs_media
+def test_avatar_loads_without_training_code(ft_avatar, tmp_path):
+    p = ft_avatar.save(tmp_path / "t.avatar")
+    code = (
+        "import sys, json\n"
+        "from talkinghead.avatar import Avatar\n"
+        "from talkinghead.animate import Animator\n"
+        f"a = Avatar.load({str(p)!r})\n"
+        "Animator(a).render_points(a.source_points[None])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('talkinghead.train'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
