@@ -24,6 +24,8 @@ def synthetic_dataset(cfg):
     import torch
 
     class Episodes(torch.utils.data.Dataset):
+        num_videos = cfg.model.num_videos
+
         def __len__(self):
             return 1000
 
