@@ -184,6 +184,8 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     t0 = time.time()
     animator = animator or Animator(avatar, model=model, device=device)
     track = track or track_driver(driving, fps=fps, face_index=face_index, progress=progress)
+    if track.missing == len(track.points):
+        raise NoFaceError(f"no face found in any of the {len(track.points)} frames of {driving}")
     if track.missing:
         first = next(i for i, p in enumerate(track.points) if p is None)
         warn(f"no face in {track.missing} of {len(track.points)} driving frames (first at frame {first}); "

@@ -1,0 +1,257 @@
+"""Animation (DESIGN.md §2): relative-motion retargeting keeps the source's face shape, the Animator/pipeline
+and the `talkinghead animate` CLI on a real driving clip (frame count, fps, audio, paste-back size), and
+one-line errors without partial outputs for bad inputs. Tiny model built in the test."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead import video
+from talkinghead.avatar import Avatar, LoadedModel, make_ff_avatar
+from talkinghead.checkpoint import save_model
+from talkinghead.cli import main
+from talkinghead.config import tiny
+from talkinghead.landmarks.retarget import (apply_transform, mouth_opening, neutral_index, procrustes,
+                                            retarget)
+from talkinghead.nn import build_models
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SOURCE = DATA / "images" / "franck_01829.jpg"
+DRIVER = DATA / "videos" / "pexels_woman.mp4"
+needs_media = pytest.mark.skipif(not (SOURCE.is_file() and DRIVER.is_file()),
+                                 reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription stalls
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- retargeting (no media) -------------------------------------------------------------------------------
+def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0) -> np.ndarray:
+    """68 iBUG-ordered points of a cartoon face: jaw half-ellipse, brows, nose, eyes, lips. (68, 2)."""
+    w, h = width, height
+    p = np.zeros((68, 2))
+    th = np.linspace(math.pi, 0, 17)
+    p[0:17] = np.stack([w / 2 * np.cos(th), h * np.sin(th)], 1)
+    p[17:22] = np.stack([np.linspace(-0.4, -0.1, 5) * w, np.full(5, -0.35 * h)], 1)
+    p[22:27] = np.stack([np.linspace(0.1, 0.4, 5) * w, np.full(5, -0.35 * h)], 1)
+    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.2, 0.3, 4) * h], 1)
+    p[31:36] = np.stack([np.linspace(-0.1, 0.1, 5) * w, np.full(5, 0.38 * h)], 1)
+    for start, ex in ((36, -0.22), (42, 0.22)):
+        a = np.linspace(0, 2 * math.pi, 7)[:-1] + math.pi
+        p[start:start + 6] = np.stack([ex * w + 0.08 * w * np.cos(a), -0.1 * h + 0.03 * h * np.sin(a)], 1)
+    a = np.linspace(0, 2 * math.pi, 13)[:-1] + math.pi
+    p[48:60] = np.stack([0.2 * w * np.cos(a), 0.62 * h + 0.07 * h * np.sin(-a)], 1)
+    a = np.linspace(0, 2 * math.pi, 9)[:-1] + math.pi
+    p[60:68] = np.stack([0.12 * w * np.cos(a), 0.62 * h + 0.01 * h * np.sin(-a)], 1)
+    # mouth opening: lower lip (outer 55-59, inner 65-67) and chin (jaw 6-10) move down
+    p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += mouth_open * h
+    p[6:11, 1] += 0.6 * mouth_open * h
+    return (p + [cx, cy]).astype(np.float32)
+
+
+def jaw_ratio(p: np.ndarray) -> float:
+    """Face width (jaw ends) over jaw height (chin to the jaw-ends line); similarity-invariant."""
+    width = np.linalg.norm(p[16] - p[0])
+    return float(width / np.linalg.norm(p[8] - (p[0] + p[16]) / 2))
+
+
+def similarity(points, angle_deg, scale, shift):
+    a = math.radians(angle_deg)
+    r = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    c = points.mean(0)
+    return ((points - c) @ r.T + c + shift).astype(np.float32)
+
+
+def test_procrustes_recovers_similarity():
+    a = synthetic_face(100, 90)
+    b = similarity(a, 17, 1.6, [12, -30])
+    m = procrustes(a, b)
+    assert np.abs(apply_transform(m, a) - b).max() < 1e-3
+
+
+def test_relative_retargeting_keeps_source_shape():
+    source = synthetic_face(130, 100, cx=64, cy=60)  # round face in a crop
+    thin = [0.0, 0.0, 0.06, 0.12, 0.06]
+    driver = np.stack([similarity(synthetic_face(70, 115, o, cx=300, cy=200), ang, 1.3, [dx, 0])
+                       for o, ang, dx in zip(thin, [0, 8, -5, 12, 0], [0, 10, 20, -15, 5])])
+    out = retarget(source, driver)
+    assert out.shape == (5, 68, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], source, atol=1e-3)  # reference frame: the source itself
+    r_src, r_drv = jaw_ratio(source), jaw_ratio(driver[0])
+    # frame 1: head moved, no expression -> the source's shape exactly, in the driver's pose
+    assert jaw_ratio(out[1]) == pytest.approx(r_src, rel=1e-3)
+    # all frames: face shape stays the source's (only the chin drop of the open mouth changes it a little)
+    for t in range(5):
+        assert abs(jaw_ratio(out[t]) - r_src) < 0.15 * abs(r_drv - r_src), t
+    # the expression is transferred: the mouth opens, proportionally to the source's face
+    def gap_over_height(p):  # inner-lip gap relative to the face height (brows to chin)
+        return mouth_opening(p) * np.linalg.norm(p[36] - p[45]) / (p[8, 1] - p[19, 1])
+
+    assert mouth_opening(out[3]) > mouth_opening(source) + 0.08
+    assert gap_over_height(out[3]) - gap_over_height(out[0]) == pytest.approx(
+        gap_over_height(similarity(driver[3], -12, 1, [0, 0])) - gap_over_height(driver[0]), rel=0.25)
+    assert mouth_opening(out[3]) > mouth_opening(out[2]) > mouth_opening(out[0])
+    # the paper's absolute mode leaks the driver's shape
+    absolute = retarget(source, driver, absolute=True)
+    assert jaw_ratio(absolute[1]) == pytest.approx(r_drv, rel=1e-3)
+    # head rotation is carried over (8 degrees in frame 1)
+    m = procrustes(out[0], out[1])
+    assert math.degrees(math.atan2(m[1, 0], m[0, 0])) == pytest.approx(8, abs=0.5)
+
+
+def test_neutral_reference_prefers_closed_mouth():
+    seq = np.stack([synthetic_face(100, 100, o) for o in (0.1, 0.05, 0.0, 0.08)])
+    assert neutral_index(seq) == 2
+
+
+# ---- pipeline and CLI (real media, tiny model) -------------------------------------------------------
+def _cut(src: Path, dst: Path, frames: int) -> Path:
+    with video.VideoWriter(dst, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
+        for f in video.iter_frames(src, max_frames=frames):
+            w.write(f)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    if not (SOURCE.is_file() and DRIVER.is_file()):
+        pytest.skip(f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+    d = tmp_path_factory.mktemp("media")
+    torch.manual_seed(0)
+    cfg = tiny()
+    E, G, D = build_models(cfg.model)
+    save_model(d / "tiny.safetensors", cfg, E, G, D)
+    torch.manual_seed(1)
+    E2, G2, _ = build_models(cfg.model)
+    save_model(d / "other.safetensors", cfg, E2, G2)
+    clip = _cut(DRIVER, d / "drive.mp4", 16)
+    return {"dir": d, "model": d / "tiny.safetensors", "other": d / "other.safetensors", "clip": clip}
+
+
+def _run_cli(argv, capsys):
+    rc = main(argv)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    return rc, err
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name]
+
+
+@needs_media
+def test_cli_animate_makes_playable_mp4(media, tmp_path, capsys):
+    out, frames = tmp_path / "out.mp4", tmp_path / "frames"
+    rc, err = _run_cli(["animate", str(SOURCE), str(media["clip"]), "-o", str(out), "--model", str(media["model"]),
+                        "--frames", str(frames), "--no-progress", "--batch-size", "5"], capsys)
+    assert rc == 0, err
+    drv, info = video.probe_video(media["clip"]), video.probe_video(out)
+    decoded = list(video.iter_frames(out))
+    assert len(decoded) == drv.num_frames == 16
+    assert info.fps == pytest.approx(drv.fps, rel=1e-3)
+    assert info.has_audio
+    # paste-back: the whole source image, at its size
+    src = video.read_image(SOURCE)
+    assert decoded[0].shape == src.shape
+    pngs = sorted(frames.glob("*.png"))
+    assert len(pngs) == 16 and video.read_image(pngs[0]).shape == src.shape
+    # away from the face the source image is unchanged
+    assert np.abs(decoded[3][:40, :40].astype(int) - src[:40, :40]).mean() < 4
+
+
+@needs_media
+def test_pipeline_crop_only_side_by_side_and_missing_faces(media, tmp_path):
+    from talkinghead.pipeline import animate_video, track_driver
+
+    model = LoadedModel.load(media["model"])
+    av = make_ff_avatar([str(SOURCE)], model, shots=1)
+    track = track_driver(media["clip"], progress=False)
+    assert track.missing == 0
+    track.points[3:6] = [None] * 3  # frames without a face hold the last pose
+    track.points[0] = None
+    warnings = []
+    res = animate_video(av, media["clip"], None, model=model, crop_only=True, sbs=True, frames_dir=tmp_path / "f",
+                        track=track, progress=False, warn=warnings.append)
+    assert res.frames == 16 and res.missing_face_frames == 4
+    assert len(warnings) == 1 and "4 of 16" in warnings[0]
+    f = video.read_image(tmp_path / "f" / "000000.png")
+    assert f.shape[0] == 256 and f.shape[1] == 256 + round(640 * 256 / 360)  # driver | 64² crop at 256 px
+    assert res.frames_per_second > 0
+
+
+@needs_media
+def test_bad_inputs_one_line_errors_no_partial_output(media, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    clip, model = str(media["clip"]), str(media["model"])
+    grey = tmp_path / "grey.png"
+    video.write_image(grey, np.full((200, 240, 3), 128, np.uint8))
+    corrupt = tmp_path / "corrupt.mp4"
+    data = Path(clip).read_bytes()
+    corrupt.write_bytes(data[: len(data) // 3])
+    # an avatar made with another model
+    av_path = tmp_path / "p.avatar"
+    make_ff_avatar([str(SOURCE)], media["other"], shots=1).save(av_path)
+    cases = {
+        "no face": [str(grey), clip],
+        "corrupt": [str(SOURCE), str(corrupt)],
+        "missing": [str(tmp_path / "nobody.jpg"), clip],
+        "missing driver": [str(SOURCE), str(tmp_path / "nothing.mp4")],
+        "another model": [str(av_path), clip],
+    }
+    for name, inputs in cases.items():
+        rc, err = _run_cli(["animate", *inputs, "-o", str(out), "--model", model, "--no-progress"], capsys)
+        assert rc == 1, name
+        assert len(err) == 1 and err[0].startswith("talkinghead animate: error:"), (name, err)
+        assert not out.exists(), name
+        assert _leftovers(tmp_path) == [], name
+
+
+@needs_media
+def test_driver_without_any_face(media, tmp_path, capsys):
+    nf = DATA / "videos" / "no_face.mp4"
+    if not nf.is_file():
+        pytest.skip(f"{nf} not found")
+    clip = _cut(nf, tmp_path / "nf.mp4", 6)
+    out = tmp_path / "o.mp4"
+    rc, err = _run_cli(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(media["model"]),
+                        "--no-progress"], capsys)
+    assert rc == 1 and len(err) == 1 and "no face" in err[0]
+    assert not out.exists()
+
+
+def test_bundled_model_missing_is_one_line(tmp_path, capsys):
+    from talkinghead.avatar import BUNDLED_MODEL
+
+    if BUNDLED_MODEL.is_file():
+        pytest.skip("the bundled model is present")
+    img = tmp_path / "a.png"
+    video.write_image(img, np.zeros((8, 8, 3), np.uint8))
+    drv = tmp_path / "d.mp4"
+    with video.VideoWriter(drv, 10, preset="ultrafast") as w:
+        w.write(np.zeros((16, 16, 3), np.uint8))
+    rc, err = _run_cli(["animate", str(img), str(drv), "-o", str(tmp_path / "o.mp4")], capsys)
+    assert rc == 1 and len(err) == 1 and "bundled model" in err[0]
+
+
+@needs_media
+def test_animator_avatar_file_round_trip_renders_same(media, tmp_path):
+    from talkinghead.animate import Animator
+
+    model = LoadedModel.load(media["model"])
+    av = make_ff_avatar([str(SOURCE)], model, shots=1)
+    av2 = Avatar.load(av.save(tmp_path / "x.avatar"))
+    pts = retarget(av.source_points, np.stack([av.source_points, av.source_points * 1.01]))
+    a = Animator(av, model=model, fold=False).render_points(pts)
+    b = Animator(av2, model=model, fold=True).render_points(pts)
+    assert a.shape == (2, 3, 64, 64)
+    assert (a - b).abs().max() < 1e-4  # folded spectral norm: same outputs
