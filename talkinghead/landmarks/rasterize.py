@@ -103,8 +103,9 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray, thickness: float | Non
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    return t.div_(127.5).sub_(1.0)
+    a = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)  # (3, H, W), a new array
+    a = np.ascontiguousarray(a) * np.float32(1 / 127.5) - np.float32(1.0)
+    return torch.from_numpy(a)
 
 
 def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:

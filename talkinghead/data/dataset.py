@@ -1,0 +1,182 @@
+"""Episodes for meta-learning (paper §3.2): K shots + 1 target frame, all from one video i, with their landmark
+images y_i(t) and the video's index i (its row in the discriminator's W).
+
+Reads the shards written by `talkinghead.data.preprocess` (see its module doc for the layout).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.rasterize import image_to_tensor, rasterize
+
+
+class VideoShard:
+    """One preprocessed video: its frames (S×S crops), landmarks in crop pixels and metadata.
+    Used by the episode sampler, few-shot fine-tuning and evaluation."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise TalkingHeadError(f"not a preprocessed video (no meta.json): {self.path}")
+        self.meta: dict = json.loads(meta_path.read_text())
+        self._landmarks = None
+
+    @property
+    def video_id(self) -> str:
+        return self.meta["video_id"]
+
+    @property
+    def identity(self) -> str:
+        return self.meta["identity"]
+
+    @property
+    def split(self) -> str:
+        return self.meta.get("split", "train")
+
+    @property
+    def resolution(self) -> int:
+        return int(self.meta["resolution"])
+
+    @property
+    def fps(self) -> float:
+        return float(self.meta["fps"])
+
+    @property
+    def frame_indices(self) -> list[int]:
+        """Index of each stored frame in the source video."""
+        return self.meta["frame_indices"]
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """(F, 68, 2) float32 in crop pixels (at `resolution`)."""
+        if self._landmarks is None:
+            self._landmarks = np.load(self.path / "landmarks.npy")
+        return self._landmarks
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(F, 3) float32 crop box (cx, cy, side) of each frame in source pixels."""
+        return np.load(self.path / "boxes.npy")
+
+    def __len__(self) -> int:
+        return int(self.meta["num_frames"])
+
+    def frame_path(self, i: int) -> Path:
+        return self.path / "frames" / f"{self.frame_indices[i]:06d}.{self.meta.get('image_format', 'jpg')}"
+
+    def frame(self, i: int, size: int | None = None) -> np.ndarray:
+        """The i-th stored frame (0 <= i < len) as (S, S, 3) uint8 RGB, optionally resized to size."""
+        with Image.open(self.frame_path(i)) as im:
+            im = im.convert("RGB")
+            if size is not None and size != im.size[0]:
+                im = im.resize((size, size), Image.BICUBIC)
+            return np.asarray(im)
+
+    def points(self, i: int, size: int | None = None) -> np.ndarray:
+        """(68, 2) landmarks of the i-th frame in pixels of a size×size crop."""
+        p = self.landmarks[i].astype(np.float32)
+        if size is not None and size != self.resolution:
+            s = size / self.resolution
+            p = (p + 0.5) * s - 0.5
+        return p
+
+    def landmark_image(self, i: int, size: int | None = None) -> np.ndarray:
+        """(S, S, 3) uint8 landmark image y(t) of the i-th frame."""
+        size = size or self.resolution
+        return rasterize(self.points(i, size), size)
+
+    def pair(self, i: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y): frame and landmark image as (3, S, S) float32 in [-1, 1]."""
+        size = size or self.resolution
+        return image_to_tensor(self.frame(i, size)), image_to_tensor(self.landmark_image(i, size))
+
+
+def read_manifest(root) -> dict:
+    root = Path(root)
+    p = root / "manifest.json"
+    if not p.exists():
+        raise TalkingHeadError(f"no manifest.json in {root}; run `talkinghead preprocess ... --out {root}` first")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise TalkingHeadError(f"corrupt manifest {p}: {e}") from None
+
+
+class EpisodeDataset(Dataset):
+    """Episodes of K shots + 1 target from one video (paper §3.2).
+
+    Item: {"shots_x": (K, 3, S, S), "shots_y": (K, 3, S, S), "target_x": (3, S, S), "target_y": (3, S, S)}
+    float32 in [-1, 1] (y = landmark images), and "video_index": int64 scalar, the video's row in the
+    discriminator's W: its position among this split's videos in manifest order (sorted by video id), stable
+    across runs as long as the manifest holds the same videos.
+
+    Length = num_videos × episodes_per_video; item n is an episode of video n % num_videos. The K+1 frames
+    are distinct and drawn by a generator seeded from (seed, epoch, n): reproducible, different every epoch
+    (call `set_epoch`, as with DistributedSampler), and independent of DataLoader workers. Videos with fewer
+    than K+1 frames are left out (they would need repeats). Distribute with DistributedSampler as usual.
+    """
+
+    def __init__(self, root, shots: int, split: str | None = "train", image_size: int | None = None,
+                 episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None):
+        self.root = Path(root)
+        self.shots = int(shots)
+        if self.shots < 1:
+            raise ValueError("shots must be >= 1")
+        manifest = read_manifest(self.root)
+        entries = [e for e in manifest.get("videos", []) if split is None or e.get("split", "train") == split]
+        need = self.shots + 1 if min_frames is None else int(min_frames)
+        self.excluded = [e["video_id"] for e in entries if e.get("num_frames", 0) < need]
+        entries = [e for e in entries if e.get("num_frames", 0) >= need]
+        if not entries:
+            raise TalkingHeadError(f"no videos with >= {need} frames for split {split!r} in {self.root}")
+        self.entries = sorted(entries, key=lambda e: e["video_id"])
+        self.video_ids = [e["video_id"] for e in self.entries]
+        self.split = split
+        self.resolution = int(manifest.get("resolution") or VideoShard(self.root / self.entries[0]["path"]).resolution)
+        self.image_size = int(image_size or self.resolution)
+        self.episodes_per_video = max(1, int(episodes_per_video))
+        self.seed = int(seed)
+        self.epoch = 0
+        self._shards: dict[int, VideoShard] = {}
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.entries)
+
+    def __len__(self) -> int:
+        return self.num_videos * self.episodes_per_video
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def shard(self, video_index: int) -> VideoShard:
+        s = self._shards.get(video_index)
+        if s is None:
+            s = self._shards[video_index] = VideoShard(self.root / self.entries[video_index]["path"])
+        return s
+
+    def __getitem__(self, n: int) -> dict:
+        if not 0 <= n < len(self):
+            raise IndexError(n)
+        v = n % self.num_videos
+        shard = self.shard(v)
+        rng = np.random.default_rng([self.seed, self.epoch, n])
+        picks = rng.choice(len(shard), size=self.shots + 1, replace=False)
+        s = self.image_size
+        xs, ys = zip(*(shard.pair(int(i), s) for i in picks))
+        return {
+            "shots_x": torch.stack(xs[:-1]),  # (K, 3, S, S)
+            "shots_y": torch.stack(ys[:-1]),  # (K, 3, S, S)
+            "target_x": xs[-1],  # (3, S, S)
+            "target_y": ys[-1],  # (3, S, S)
+            "video_index": torch.tensor(v, dtype=torch.int64),
+        }
