@@ -51,14 +51,14 @@ class CropTransform:
         pts = np.asarray(pts, np.float32)
         x0, y0 = self.cx - self.side / 2, self.cy - self.side / 2
         s = self.scale
-        return np.stack([(pts[..., 0] - x0 + 0.5) * s - 0.5, (pts[..., 1] - y0 + 0.5) * s - 0.5], -1).astype(np.float32)
+        return np.stack([(pts[..., 0] - x0) * s - 0.5, (pts[..., 1] - y0) * s - 0.5], -1).astype(np.float32)
 
     def points_to_image(self, pts: np.ndarray) -> np.ndarray:
         """(..., 2) crop pixels -> source pixels."""
         pts = np.asarray(pts, np.float32)
         x0, y0 = self.cx - self.side / 2, self.cy - self.side / 2
         s = self.scale
-        return np.stack([(pts[..., 0] + 0.5) / s - 0.5 + x0, (pts[..., 1] + 0.5) / s - 0.5 + y0], -1).astype(np.float32)
+        return np.stack([(pts[..., 0] + 0.5) / s + x0, (pts[..., 1] + 0.5) / s + y0], -1).astype(np.float32)
 
     # -- pixels -------------------------------------------------------------------------------------------
     def crop(self, image: np.ndarray, pad: str = "edge") -> np.ndarray:
