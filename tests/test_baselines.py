@@ -1,0 +1,84 @@
+"""Evaluation baselines: copy-the-source and the landmark-driven piecewise-affine warp."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.baselines import copy_source, warp_baseline, warp_field, warp_sequence
+
+
+def face_points(size=256, seed=0) -> np.ndarray:
+    """68 scattered (x, y) points in the middle of the frame, standing in for a face's landmarks."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.25 * size, 0.75 * size, (68, 2))
+
+
+def smooth_image(size=256, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = torch.from_numpy(rng.uniform(0, 255, (1, 3, 8, 8))).float()
+    big = torch.nn.functional.interpolate(small, size=(size, size), mode="bicubic", align_corners=False)
+    return big[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+
+
+def test_copy_source_returns_unchanged_copy():
+    img = smooth_image(64)
+    out = copy_source(img, face_points(64), face_points(64, 1))
+    assert np.array_equal(out, img) and out is not img
+    t = torch.rand(3, 8, 8)
+    assert torch.equal(copy_source(t), t)
+
+
+def test_warp_identity_when_points_do_not_move():
+    img, pts = smooth_image(), face_points()
+    assert np.array_equal(warp_baseline(img, pts, pts), img)
+    t = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1  # (3, H, W)
+    out = warp_baseline(t, pts, pts)
+    assert out.shape == t.shape and torch.allclose(out, t, atol=1e-5)
+    assert warp_baseline(t[None], pts, pts).shape == (1, 3, 256, 256)
+
+
+def test_warp_moves_marked_pixel_with_landmarks():
+    size = 256
+    img = np.zeros((size, size, 3), np.uint8)
+    pts = face_points(size)
+    c = pts.mean(0)
+    p = np.round(c).astype(int)  # marked pixel at the middle of the "face" (inside the landmarks' hull)
+    img[p[1], p[0]] = 255
+    # translation of all landmarks: the face moves rigidly, the marked pixel with it
+    out = warp_baseline(img, pts, pts + np.array([7.0, -5.0]))
+    y, x = np.unravel_index(out[..., 0].argmax(), out.shape[:2])
+    assert (x, y) == (p[0] + 7, p[1] - 5) and out[y, x, 0] == 255
+    # scaling about the centre by 1.2: the pixel goes to c + 1.2 (p − c)
+    field = warp_field(size, size, pts, c + 1.2 * (pts - c))
+    q = c + 1.2 * (p - c)
+    qi = np.round(q).astype(int)
+    src = field[qi[1], qi[0]]  # source position sampled by the output pixel nearest q
+    assert np.allclose(src, c + (qi - c) / 1.2, atol=1e-6)
+    # the border (almost) stays put: anchors half a pixel outside are fixed
+    assert np.allclose(field[0, 0], [0, 0], atol=0.5) and np.allclose(field[-1, -1], [size - 1, size - 1], atol=0.5)
+
+
+def test_warp_handles_closed_lips_and_sequences():
+    pts = face_points(128)
+    pts[65:68] = pts[61:64]  # coincident inner-lip points (closed mouth): duplicate vertices
+    img = smooth_image(128)
+    outs = warp_sequence(img, pts, [pts, pts + 1.0])
+    assert len(outs) == 2 and outs[0].shape == img.shape
+    assert np.array_equal(outs[0], img)
+
+
+def test_warp_speed_256():
+    img, pts = smooth_image(), face_points()
+    tgt = pts + np.random.default_rng(1).normal(0, 3, pts.shape)
+    warp_baseline(img, pts, tgt)
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        warp_baseline(img, pts, tgt)
+        ts.append(time.perf_counter() - t0)
+    # budget 30 ms at 256² on an idle core; generous bound for a shared, busy CI machine
+    assert min(ts) < 0.1, f"warp_baseline 256²: best of 7 = {min(ts) * 1e3:.1f} ms"
