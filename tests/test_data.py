@@ -1,0 +1,211 @@
+"""talkinghead.data: sources and splits, preprocessing (resumable, bad inputs skipped), episode dataset."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+from talkinghead.cli import main as cli_main
+from talkinghead.data.dataset import EpisodeDataset, VideoShard
+from talkinghead.data.preprocess import preprocess, sample_indices
+from talkinghead.data.sources import apply_split, find_videos, load_split
+from talkinghead.errors import TalkingHeadError
+from talkinghead.video import VideoWriter, iter_frames
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
+                                 reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+
+
+def _touch(root: Path, *rels):
+    for r in rels:
+        p = root / r
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+
+
+def test_find_videos_folder_and_identities(tmp_path):
+    _touch(tmp_path, "a.mp4", "sub/b.MOV", "sub/c.txt", ".hidden/d.mp4", "e.webm")
+    recs = find_videos(tmp_path)
+    assert [r.video_id for r in recs] == ["a", "e", "sub__b"]
+    assert [r.identity for r in recs] == ["a", "e", "b"]
+    recs = find_videos(tmp_path, identities={"a": "P1", "sub/b.MOV": "P1"})
+    assert [r.identity for r in recs] == ["P1", "e", "P1"]
+
+
+def test_find_videos_voxceleb_layout(tmp_path):
+    _touch(tmp_path, "id10001/vidA/00001.mp4", "id10001/vidA/00002.mp4", "id10002/vidB/00001.mp4")
+    recs = find_videos(tmp_path)
+    assert [(r.identity, r.group) for r in recs] == [("id10001", "id10001/vidA")] * 2 + [("id10002", "id10002/vidB")]
+    assert len({r.video_id for r in recs}) == 3
+
+
+def test_shared_split_file(tmp_path):
+    _touch(tmp_path, "capman_1.mp4", "capman_2.mp4", "franck.mp4", "pexels_woman.mp4", "no_face.mp4")
+    spec = load_split("shared")
+    assert "reason" in spec or "about" in spec
+    recs = {r.video_id: r for r in apply_split(find_videos(tmp_path), "shared", root=tmp_path)}
+    assert set(recs) == {"capman_1", "franck", "franck_tail", "capman_2", "pexels_woman"}
+    assert {k for k, r in recs.items() if r.split == "train"} == {"capman_1", "franck"}
+    assert (recs["franck"].frame_start, recs["franck"].frame_stop) == (0, 4000)
+    assert (recs["franck_tail"].frame_start, recs["franck_tail"].frame_stop) == (4000, None)
+    assert recs["capman_1"].identity == recs["capman_2"].identity != recs["pexels_woman"].identity
+    with pytest.raises(TalkingHeadError):
+        load_split(tmp_path / "missing.json")
+
+
+def test_sample_indices():
+    assert sample_indices(0, 10, 3, 0) == [0, 3, 6, 9]
+    idx = sample_indices(4000, 4800, 2, 5)
+    assert len(idx) == 5 and idx[0] == 4000 and idx[-1] == 4798 and all(i % 2 == 0 for i in idx)
+
+
+# -- preprocessing on real media ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prep_input(tmp_path_factory):
+    """A folder with a short real talking clip, a face-less clip and a truncated mp4."""
+    if not (MEDIA / "videos").is_dir():
+        pytest.skip(f"real media not found at {MEDIA}")
+    root = tmp_path_factory.mktemp("prep_in")
+    with VideoWriter(root / "talk.mp4", 25) as w:
+        for f in iter_frames(MEDIA / "videos" / "capman_2.mp4", start=100, step=2, max_frames=12):
+            w.write(f)
+    with VideoWriter(root / "noface.mp4", 25) as w:
+        for f in iter_frames(MEDIA / "videos" / "no_face.mp4", step=8, max_frames=6):
+            w.write(f[::2, ::2])
+    src = (MEDIA / "videos" / "capman_2.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(src[:200_000])  # header intact, most frames gone
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepped(prep_input, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep_out")
+    summary = preprocess(prep_input, out, resolution=64, every=1, frames_per_video=10, workers=1, progress=False)
+    return out, summary
+
+
+def test_preprocess_writes_shards_and_skips_bad_videos(prepped):
+    out, s = prepped
+    assert s.videos == 3 and s.processed == 1 and s.frames == 10
+    reasons = {k["video_id"]: k["reason"] for k in s.skipped}
+    assert set(reasons) == {"noface", "truncated"}
+    assert "no face" in reasons["noface"] and "truncated" in reasons["truncated"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [v["video_id"] for v in manifest["videos"]] == ["talk"] and manifest["resolution"] == 64
+    shard = VideoShard(out / "videos" / "talk")
+    assert len(shard) == 10 and shard.landmarks.shape == (10, 68, 2) and shard.boxes.shape == (10, 3)
+    assert shard.frame(0).shape == (64, 64, 3)
+    lm = shard.landmarks
+    assert lm.min() > 0 and lm.max() < 64  # the face sits inside its crop
+    assert shard.meta["source"].endswith("talk.mp4") and shard.meta["frame_indices"] == sample_indices(0, 12, 1, 10)
+    assert not list((out / "videos").glob(".tmp-*"))
+
+
+def test_preprocess_twice_does_no_work(prepped, prep_input):
+    out, _ = prepped
+    before = {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*")}
+    s = preprocess(prep_input, out, resolution=64, every=1, frames_per_video=10, workers=1, progress=False)
+    assert (s.processed, s.already_done, s.previously_skipped, s.frames, s.skipped) == (0, 1, 2, 0, [])
+    assert s.seconds < 2.0
+    assert {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*")} == before
+    # the CLI on the same folder: also nothing to do; a different resolution is refused
+    assert cli_main(["preprocess", str(prep_input), "--out", str(out), "--resolution", "64", "--every", "1",
+                     "--frames-per-video", "10", "--quiet"]) == 0
+    assert cli_main(["preprocess", str(prep_input), "--out", str(out), "--resolution", "128", "--quiet"]) == 1
+
+
+@needs_media
+@pytest.mark.slow
+def test_preprocess_parallel_workers(prep_input, tmp_path):
+    s = preprocess(prep_input, tmp_path / "out", resolution=32, every=3, workers=2, progress=False)
+    assert s.processed == 1 and len(s.skipped) == 2
+
+
+def test_episodes_from_real_shard(prepped):
+    out, _ = prepped
+    ds = EpisodeDataset(out, shots=3, split="train", episodes_per_video=4)
+    assert ds.num_videos == 1 and len(ds) == 4
+    item = ds[0]
+    assert item["shots_x"].shape == (3, 3, 64, 64) and item["shots_y"].shape == (3, 3, 64, 64)
+    assert item["target_y"].max() > 0  # a visible landmark drawing
+
+
+# -- episode dataset on synthetic shards ------------------------------------------------------------------
+def _fake_root(root: Path, videos=(("v0", 6, "train"), ("v1", 9, "train"), ("v2", 5, "val"), ("v3", 2, "train")),
+               size=32):
+    """Shards whose frame j of video v is a flat colour (40 v, 20 j, 0), so an episode's source is checkable."""
+    entries = []
+    for v, (vid, n, split) in enumerate(videos):
+        d = root / "videos" / vid
+        (d / "frames").mkdir(parents=True)
+        for j in range(n):
+            Image.fromarray(np.full((size, size, 3), (40 * v, 20 * j, 0), np.uint8)).save(d / "frames" / f"{j:06d}.png")
+        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        lm = np.stack([np.cos(t), np.sin(t)], 1) * size * 0.3 + size / 2
+        np.save(d / "landmarks.npy", np.repeat(lm[None], n, 0).astype(np.float32))
+        meta = {"video_id": vid, "identity": vid, "split": split, "resolution": size, "fps": 25.0,
+                "image_format": "png", "frame_indices": list(range(n)), "num_frames": n}
+        (d / "meta.json").write_text(json.dumps(meta))
+        entries.append({"video_id": vid, "identity": vid, "group": vid, "split": split, "num_frames": n,
+                        "path": f"videos/{vid}"})
+    (root / "manifest.json").write_text(json.dumps({"resolution": size, "videos": entries}))
+    return root
+
+
+def _colour_ids(x):  # (..., 3, S, S) in [-1, 1] -> (video, frame) per image
+    rgb = ((x[..., :, 0, 0] + 1) * 127.5).round().long()
+    return [(int(c[0]) // 40, int(c[1]) // 20) for c in rgb.reshape(-1, 3)]
+
+
+def test_episode_dataset_shapes_and_one_video(tmp_path):
+    root = _fake_root(tmp_path)
+    ds = EpisodeDataset(root, shots=4, split="train", episodes_per_video=3, seed=1)
+    assert ds.num_videos == 2 and ds.video_ids == ["v0", "v1"] and ds.excluded == ["v3"]  # v3: < K+1 frames
+    assert len(ds) == 6
+    for n in range(len(ds)):
+        it = ds[n]
+        assert it["shots_x"].shape == (4, 3, 32, 32) and it["shots_x"].dtype == torch.float32
+        assert it["target_x"].shape == (3, 32, 32) and it["target_y"].shape == (3, 32, 32)
+        assert it["video_index"].dtype == torch.int64 and it["video_index"].ndim == 0
+        ids = _colour_ids(torch.cat([it["shots_x"], it["target_x"][None]]))
+        vids = {v for v, _ in ids}
+        assert vids == {int(it["video_index"])}  # all from one video, the one the index names
+        assert len({j for _, j in ids}) == 5  # K+1 distinct frames
+        assert float(it["shots_x"].min()) >= -1 and float(it["shots_x"].max()) <= 1
+    # deterministic per (seed, epoch, index), different across epochs
+    a = ds[2]["target_x"]
+    assert torch.equal(a, ds[2]["target_x"])
+    ds.set_epoch(1)
+    assert any(not torch.equal(ds[n]["target_x"], EpisodeDataset(root, 4, episodes_per_video=3, seed=1)[n]["target_x"])
+               for n in range(len(ds)))
+    val = EpisodeDataset(root, shots=2, split="val", image_size=16)
+    assert val.num_videos == 1 and val[0]["shots_x"].shape == (2, 3, 16, 16)
+
+
+def test_episode_dataset_loader_workers_and_distributed(tmp_path):
+    root = _fake_root(tmp_path)
+    ds = EpisodeDataset(root, shots=2, episodes_per_video=4)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        seen.append(list(sampler))
+    assert not set(seen[0]) & set(seen[1]) and len(seen[0]) + len(seen[1]) == len(ds)
+    dl = DataLoader(ds, batch_size=2, num_workers=2, sampler=DistributedSampler(ds, num_replicas=2, rank=0))
+    batches = list(dl)
+    assert sum(b["shots_x"].shape[0] for b in batches) == len(ds) // 2
+    assert batches[0]["shots_x"].shape[1:] == (2, 3, 32, 32) and batches[0]["video_index"].shape == (2,)
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(TalkingHeadError, match="preprocess"):
+        EpisodeDataset(tmp_path, shots=2)
+    root = _fake_root(tmp_path / "r")
+    with pytest.raises(TalkingHeadError):
+        EpisodeDataset(root, shots=20)
+    with pytest.raises(TalkingHeadError):
+        VideoShard(tmp_path)
