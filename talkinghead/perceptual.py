@@ -188,7 +188,10 @@ class DlibFaceResNet(nn.Module):
                 v = (v.double() * scale + vmin).float()
             sd[k] = v.float()
         net = cls()
-        missing, unexpected = net.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(sd, strict=False)
+        except RuntimeError as e:  # shape mismatch
+            raise CheckpointError(f"{path} is not a dlib face ResNet file: {str(e)[:300]}") from None
         if missing or unexpected:
             raise CheckpointError(f"{path} is not a dlib face ResNet file (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")

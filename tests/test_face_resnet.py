@@ -33,6 +33,12 @@ def test_corrupt_weights_file_is_a_checkpoint_error(tmp_path):
         DlibFaceResNet.from_file(bad)
     with pytest.raises(CheckpointError):
         DlibFaceResNet.from_file(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"  # a valid safetensors file of another network
+    save_file({"fc.weight": torch.zeros(3, 3)}, str(other))
+    with pytest.raises(CheckpointError, match="not a dlib face ResNet"):
+        DlibFaceResNet.from_file(other)
 
 
 def _chips(dlib, det, sp, video: str, n: int = 3, stride: int = 60) -> list[np.ndarray]:
