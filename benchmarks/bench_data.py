@@ -86,6 +86,9 @@ def main() -> None:
         print(f"{s:3d}²: rasterize {t_r * 1000:.2f} ms, landmark tensor {t_t * 1000:.2f} ms, crop {t_c * 1000:.2f} ms, "
               f"paste-back {t_p * 1000:.2f} ms")
 
+    from talkinghead.data import preprocess as _pp
+
+    _pp._detector(_pp.PreprocessOptions())  # load the shape predictor outside the timings
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
         src.mkdir()

@@ -187,6 +187,20 @@ def test_episode_dataset_shapes_and_one_video(tmp_path):
     assert val.num_videos == 1 and val[0]["shots_x"].shape == (2, 3, 16, 16)
 
 
+def test_episode_dataset_group_by(tmp_path):
+    root = _fake_root(tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    for e in m["videos"]:
+        if e["video_id"] in ("v1", "v3"):
+            e["group"] = "g13"  # two clips of one source video
+    (root / "manifest.json").write_text(json.dumps(m))
+    ds = EpisodeDataset(root, shots=10, group_by="group", episodes_per_video=5)  # 11 frames: needs both clips
+    assert ds.video_ids == ["g13"] and ds.excluded == ["v0"]
+    for n in range(len(ds)):
+        ids = _colour_ids(torch.cat([ds[n]["shots_x"], ds[n]["target_x"][None]]))
+        assert {v for v, _ in ids} == {1, 3} and len(set(ids)) == 11
+
+
 def test_episode_dataset_loader_workers_and_distributed(tmp_path):
     root = _fake_root(tmp_path)
     ds = EpisodeDataset(root, shots=2, episodes_per_video=4)

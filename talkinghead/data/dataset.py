@@ -122,35 +122,47 @@ class EpisodeDataset(Dataset):
     Length = num_videos × episodes_per_video; item n is an episode of video n % num_videos. The K+1 frames
     are distinct and drawn by a generator seeded from (seed, epoch, n): reproducible, different every epoch
     (call `set_epoch`, as with DistributedSampler), and independent of DataLoader workers. Videos with fewer
-    than K+1 frames are left out (they would need repeats). Distribute with DistributedSampler as usual.
+    than K+1 frames are left out (they would need repeats; listed in `excluded`). Distribute with
+    DistributedSampler as usual. group_by="group" makes one W row per manifest group instead of per shard
+    (VoxCeleb: the YouTube video `id/video`, its clips pooled), as the paper's "video".
     """
 
     def __init__(self, root, shots: int, split: str | None = "train", image_size: int | None = None,
-                 episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None):
+                 episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None,
+                 group_by: str = "video"):
         self.root = Path(root)
         self.shots = int(shots)
         if self.shots < 1:
             raise ValueError("shots must be >= 1")
+        if group_by not in ("video", "group"):
+            raise ValueError("group_by must be 'video' (one W row per shard) or 'group' (per manifest group, "
+                             "e.g. a VoxCeleb YouTube video made of several clips)")
         manifest = read_manifest(self.root)
         entries = [e for e in manifest.get("videos", []) if split is None or e.get("split", "train") == split]
+        # units of W: one shard each, or all shards of one group (frames drawn across its clips)
+        units: dict[str, list[dict]] = {}
+        for e in sorted(entries, key=lambda e: e["video_id"]):
+            key = e["video_id"] if group_by == "video" else e.get("group") or e["video_id"]
+            units.setdefault(key, []).append(e)
         need = self.shots + 1 if min_frames is None else int(min_frames)
-        self.excluded = [e["video_id"] for e in entries if e.get("num_frames", 0) < need]
-        entries = [e for e in entries if e.get("num_frames", 0) >= need]
-        if not entries:
+        self.excluded = [k for k, es in units.items() if sum(e.get("num_frames", 0) for e in es) < need]
+        self.video_ids = sorted(k for k in units if k not in self.excluded)
+        if not self.video_ids:
             raise TalkingHeadError(f"no videos with >= {need} frames for split {split!r} in {self.root}")
-        self.entries = sorted(entries, key=lambda e: e["video_id"])
-        self.video_ids = [e["video_id"] for e in self.entries]
+        self.units = [units[k] for k in self.video_ids]
+        self.entries = [e for es in self.units for e in es]
         self.split = split
+        self.group_by = group_by
         self.resolution = int(manifest.get("resolution") or VideoShard(self.root / self.entries[0]["path"]).resolution)
         self.image_size = int(image_size or self.resolution)
         self.episodes_per_video = max(1, int(episodes_per_video))
         self.seed = int(seed)
         self.epoch = 0
-        self._shards: dict[int, VideoShard] = {}
+        self._shards: dict[str, VideoShard] = {}
 
     @property
     def num_videos(self) -> int:
-        return len(self.entries)
+        return len(self.units)
 
     def __len__(self) -> int:
         return self.num_videos * self.episodes_per_video
@@ -158,21 +170,31 @@ class EpisodeDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def shard(self, video_index: int) -> VideoShard:
-        s = self._shards.get(video_index)
+    def _shard(self, entry: dict) -> VideoShard:
+        s = self._shards.get(entry["video_id"])
         if s is None:
-            s = self._shards[video_index] = VideoShard(self.root / self.entries[video_index]["path"])
+            s = self._shards[entry["video_id"]] = VideoShard(self.root / entry["path"])
         return s
+
+    def shard(self, video_index: int) -> VideoShard:
+        """The (first) shard of video `video_index`."""
+        return self._shard(self.units[video_index][0])
 
     def __getitem__(self, n: int) -> dict:
         if not 0 <= n < len(self):
             raise IndexError(n)
         v = n % self.num_videos
-        shard = self.shard(v)
+        shards = [self._shard(e) for e in self.units[v]]
+        sizes = np.array([len(sh) for sh in shards])
         rng = np.random.default_rng([self.seed, self.epoch, n])
-        picks = rng.choice(len(shard), size=self.shots + 1, replace=False)
+        picks = rng.choice(int(sizes.sum()), size=self.shots + 1, replace=False)
+        starts = np.cumsum(sizes) - sizes
         s = self.image_size
-        xs, ys = zip(*(shard.pair(int(i), s) for i in picks))
+        pairs = []
+        for p in picks:
+            k = int(np.searchsorted(starts, p, side="right") - 1)
+            pairs.append(shards[k].pair(int(p - starts[k]), s))
+        xs, ys = zip(*pairs)
         return {
             "shots_x": torch.stack(xs[:-1]),  # (K, 3, S, S)
             "shots_y": torch.stack(ys[:-1]),  # (K, 3, S, S)
