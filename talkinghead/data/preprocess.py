@@ -322,6 +322,7 @@ def preprocess(input, out, resolution: int = 256, frames_per_video: int = 0, wor
 # -- CLI --------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = PreprocessOptions()
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("input", help="a video, a folder of videos (recursive) or a VoxCeleb id/video/clip tree")
     parser.add_argument("--out", required=True, help="output folder (resumable: rerun to continue)")
     parser.add_argument("--resolution", type=int, default=d.resolution, help="crop side S in pixels")
