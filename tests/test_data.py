@@ -17,8 +17,12 @@ from talkinghead.errors import TalkingHeadError
 from talkinghead.video import VideoWriter, iter_frames
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
-                                 reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+_skip_no_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
+                                    reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+
+
+def needs_media(test):
+    return pytest.mark.media(_skip_no_media(test))
 
 
 def _touch(root: Path, *rels):
@@ -66,7 +70,7 @@ def test_sample_indices():
 
 # -- preprocessing on real media ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def prep_input(tmp_path_factory):
+def prep_input(tmp_path_factory):  # needs the real media (skips without)
     """A folder with a short real talking clip, a face-less clip and a truncated mp4."""
     if not (MEDIA / "videos").is_dir():
         pytest.skip(f"real media not found at {MEDIA}")
@@ -89,6 +93,7 @@ def prepped(prep_input, tmp_path_factory):
     return out, summary
 
 
+@needs_media
 def test_preprocess_writes_shards_and_skips_bad_videos(prepped):
     out, s = prepped
     assert s.videos == 3 and s.processed == 1 and s.frames == 10
@@ -106,6 +111,7 @@ def test_preprocess_writes_shards_and_skips_bad_videos(prepped):
     assert not list((out / "videos").glob(".tmp-*"))
 
 
+@needs_media
 def test_preprocess_twice_does_no_work(prepped, prep_input):
     out, _ = prepped
     before = {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*")}
@@ -126,6 +132,7 @@ def test_preprocess_parallel_workers(prep_input, tmp_path):
     assert s.processed == 1 and len(s.skipped) == 2
 
 
+@needs_media
 def test_episodes_from_real_shard(prepped):
     out, _ = prepped
     ds = EpisodeDataset(out, shots=3, split="train", episodes_per_video=4)

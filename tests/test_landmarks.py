@@ -16,8 +16,12 @@ from talkinghead.landmarks.rasterize import (PARTS, draw_landmarks, image_to_ten
 from talkinghead.video import iter_frames, read_image
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
-                                 reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+_skip_no_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
+                                    reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+
+
+def needs_media(test):
+    return pytest.mark.media(_skip_no_media(test))
 
 
 @pytest.fixture(scope="module")

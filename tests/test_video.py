@@ -11,8 +11,12 @@ from talkinghead.errors import VideoError
 from talkinghead.video import VideoWriter, is_video_path, iter_frames, probe_video, read_image
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
-                                 reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+_skip_no_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
+                                    reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
+
+
+def needs_media(test):
+    return pytest.mark.media(_skip_no_media(test))
 
 
 def _levels_video(path, n=10, size=(48, 64), fps=25):
