@@ -98,27 +98,24 @@ class CropTransform:
         fx1, fy1 = min(math.ceil(x0e + self.side), w), min(math.ceil(y0e + self.side), h)
         if fx0 >= fx1 or fy0 >= fy1:
             return out
-        src = Image.fromarray(np.ascontiguousarray(crop))
-        m = cs
-        if self.side < 0.9 * cs:  # shrinking: resize with antialiasing first, the affine map doesn't filter
-            m = max(1, round(self.side))
-            src = src.resize((m, m), Image.BICUBIC)
-        k = m / self.side  # source-crop pixels per frame pixel
-        data = (k, 0.0, (fx0 - x0e) * k, 0.0, k, (fy0 - y0e) * k)
-        size = (fx1 - fx0, fy1 - fy0)
-        warped = np.asarray(src.transform(size, Image.AFFINE, data, resample=Image.BICUBIC), np.float32)
-        # mask in crop space: 1 inside, linear ramp over the feather band, 0 outside the crop
-        u = (np.arange(m, dtype=np.float32) + 0.5) / m  # (m,) in (0, 1)
-        if feather > 0:
-            ramp = np.clip(np.minimum(u, 1 - u) / feather, 0, 1)
-        else:
-            ramp = np.ones_like(u)
-        mask = Image.fromarray(np.outer(ramp, ramp).astype(np.float32), mode="F")
-        wmask = np.asarray(mask.transform(size, Image.AFFINE, data, resample=Image.BILINEAR), np.float32)
-        # pixels outside the crop's footprint get mask 0 from the transform fill
-        wmask = np.clip(wmask, 0, 1)[..., None]
+        # the box is axis-aligned: a (antialiased) resize of the crop region covering the frame region; the crop
+        # is padded by 2 px so the region may overhang it by up to a pixel (masked out below)
+        k = cs / self.side  # crop pixels per frame pixel
+        pad = 2
+        src = Image.fromarray(np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+        box = ((fx0 - x0e) * k + pad, (fy0 - y0e) * k + pad, (fx1 - x0e) * k + pad, (fy1 - y0e) * k + pad)
+        warped = np.asarray(src.resize((fx1 - fx0, fy1 - fy0), Image.BICUBIC, box=box), np.float32)
+        # mask: 1 inside, a linear ramp over the feather band at the box border, 0 outside (separable)
+        ux = (np.arange(fx0, fx1, dtype=np.float32) + 0.5 - x0e) / self.side  # (fw,) position in the box, 0..1
+        uy = (np.arange(fy0, fy1, dtype=np.float32) + 0.5 - y0e) / self.side  # (fh,)
+
+        def ramp(u):
+            d = np.minimum(u, 1 - u)
+            return np.clip(d / feather, 0, 1) if feather > 0 else (d >= 0).astype(np.float32)
+
+        mask = np.outer(ramp(uy), ramp(ux))[..., None]  # (fh, fw, 1)
         region = out[fy0:fy1, fx0:fx1].astype(np.float32)
-        blended = wmask * warped + (1 - wmask) * region
+        blended = region + mask * (warped - region)
         out[fy0:fy1, fx0:fx1] = np.clip(np.rint(blended), 0, 255).astype(out.dtype)
         return out
 
