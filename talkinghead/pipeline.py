@@ -172,13 +172,15 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                   device="cpu", absolute: bool = False, crop_only: bool = False, sbs: bool = False,
                   frames_dir=None, face_index: int | None = None, batch_size: int = 8, fps: float | None = None,
                   reference: str = "neutral", progress: bool = True, keep_audio: bool = True,
-                  warn: Callable[[str], None] | None = None, track: DriverTrack | None = None) -> AnimateResult:
-    """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`.
+                  warn: Callable[[str], None] | None = None, track: DriverTrack | None = None,
+                  sbs_out=None) -> AnimateResult:
+    """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`; `sbs_out`:
+    also a driver | output video from the same render (`sbs` makes `out` itself side by side).
 
     Frames without a driving face hold the last pose (one warning with the counts). Errors leave no partial
     output: the mp4 is written atomically and PNGs written so far are removed.
     """
-    if out is None and frames_dir is None:
+    if out is None and frames_dir is None and sbs_out is None:
         raise TalkingHeadError("nothing to write: give an output video and/or a frames folder")
     warn = warn or (lambda msg: print(f"talkinghead: warning: {msg}", file=sys.stderr))
     t0 = time.time()
@@ -193,10 +195,11 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     targets = driving_targets(avatar, track, absolute=absolute)  # (T, 68, 2)
     t1 = time.time()
 
-    drivers = _driver_frames(driving, track.indices) if sbs else None
+    drivers = _driver_frames(driving, track.indices) if (sbs or sbs_out is not None) else None
     frames_path = Path(frames_dir) if frames_dir is not None else None
     written: list[Path] = []
-    writer = None
+    closed: list[Path] = []
+    writer = writer_sbs = None
     size = (0, 0)
     n = 0
     try:
@@ -205,14 +208,20 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
         if out is not None:
             writer = video.VideoWriter(out, track.fps, audio_from=driving if keep_audio else None,
                                        metadata=SYNTHETIC_TAG)
+        if sbs_out is not None:
+            writer_sbs = video.VideoWriter(sbs_out, track.fps, audio_from=driving if keep_audio else None,
+                                           metadata=SYNTHETIC_TAG)
         with _bar(len(targets), "render", progress) as bar:
             for crop in render_stream(animator, targets, batch_size):
                 frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
-                if sbs:
+                if drivers is not None:
                     drv = next(drivers, None)
                     if drv is None:
                         raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
-                    frame = side_by_side(drv, frame)
+                    if writer_sbs is not None:
+                        writer_sbs.write(side_by_side(drv, frame))
+                    if sbs:
+                        frame = side_by_side(drv, frame)
                 if writer is not None:
                     writer.write(frame)
                 if frames_path is not None:
@@ -222,11 +231,16 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                 size = (frame.shape[1], frame.shape[0])
                 n += 1
                 bar.update(1)
-        if writer is not None:
-            writer.close()
+        for w in (writer, writer_sbs):
+            if w is not None:
+                w.close()
+                closed.append(w.path)
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        for w in (writer, writer_sbs):
+            if w is not None:
+                w.abort()
+        for p in closed:  # one output finished before the other failed: remove it too (all or nothing)
+            p.unlink(missing_ok=True)
         for p in written:
             p.unlink(missing_ok=True)
         raise

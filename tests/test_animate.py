@@ -24,8 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SOURCE = DATA / "images" / "franck_01829.jpg"
 DRIVER = DATA / "videos" / "pexels_woman.mp4"
-needs_media = pytest.mark.skipif(not (SOURCE.is_file() and DRIVER.is_file()),
-                                 reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+_skip_no_media = pytest.mark.skipif(not (SOURCE.is_file() and DRIVER.is_file()),
+                                    reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+
+
+def needs_media(test):
+    return pytest.mark.media(_skip_no_media(test))
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -23,8 +23,12 @@ from talkinghead.train.finetune import make_avatar
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 IMAGES = DATA / "images"
-needs_media = pytest.mark.skipif(not (IMAGES / "franck_01829.jpg").is_file(),
-                                 reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+_skip_no_media = pytest.mark.skipif(not (IMAGES / "franck_01829.jpg").is_file(),
+                                    reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+
+
+def needs_media(test):
+    return pytest.mark.media(_skip_no_media(test))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -177,3 +181,25 @@ def test_avatar_loads_without_training_code(ft_avatar, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@needs_media
+def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
+    from talkinghead.cli import main
+
+    out = tmp_path / "p.avatar"
+    rc = main(["finetune", *SHOTS, "--model", str(tiny_model), "--out", str(out), "--mode", "ft", "--steps", "3",
+               "--no-progress"])
+    assert rc == 0
+    assert "(FF) ->" in capsys.readouterr().out
+    av = Avatar.load(out)
+    assert av.mode == "ft" and av.shots == 2 and av.info["finetune"]["steps"] == 3
+    # bad input: no face -> one line, no file
+    grey = tmp_path / "grey.png"
+    from talkinghead.video import write_image
+
+    write_image(grey, np.full((120, 160, 3), 128, np.uint8))
+    out2 = tmp_path / "q.avatar"
+    rc = main(["finetune", str(grey), "--model", str(tiny_model), "--out", str(out2), "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and len(err) == 1 and "no face" in err[0] and not out2.exists()
