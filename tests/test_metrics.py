@@ -157,6 +157,10 @@ def test_csim_same_person_above_different_people():
     assert same.min() > diff.max(), (same, diff)
     # identical images → 1
     assert csim(b, b).item() == pytest.approx(1.0, abs=1e-5)
+    # the PyTorch port of the descriptor (default backend) agrees with dlib's C++ model
+    for other in (a2, c):
+        assert csim(a1[:1], other, backend="torch").item() == pytest.approx(
+            csim(a1[:1], other, backend="dlib").item(), abs=0.01)
 
 
 @needs_media

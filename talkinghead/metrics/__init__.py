@@ -60,7 +60,7 @@ REGISTRY: dict[str, Metric] = {
                f"PSNR dB on [0,1], capped at {PSNR_CAP:g}"),
         Metric("lpips", False, "pair", "real", lambda f, r, **o: {"lpips": lpips(f, r, **o)},
                "LPIPS-like (unit-normalised Inception features, equal weights; uncalibrated)"),
-        Metric("csim", True, "pair", "source", _csim, "cosine similarity of dlib 128-d face descriptors"),
+        Metric("csim", True, "pair", "source", _csim, "cosine similarity of dlib 128-d face descriptors (PyTorch port by default)"),
         Metric("akd", False, "pair", "real", _akd,
                "mean landmark distance / driving inter-ocular distance; akd_no_face = no face on fake"),
         Metric("fid", False, "set", "real", fid, "FID, FID Inception-v3 pool features (2048-d)"),
