@@ -75,7 +75,7 @@ def main() -> None:
             "lpips": lambda: lpips(fake, real),
             "csim (dlib)": lambda: csim(fake, real, backend="dlib"),
             "csim (torch port)": lambda: csim(fake, real, backend="torch"),
-            "csim resize-only (dlib)": lambda: csim(fake, real, align="resize"),
+            "csim resize-only (torch port)": lambda: csim(fake, real, align="resize", backend="torch"),
             "akd": lambda: akd(fake, real),
             "fid features (per image, one set)": lambda: inception_features(fake),
         }

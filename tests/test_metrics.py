@@ -201,6 +201,11 @@ def test_akd_reports_no_face_rate():
     suite.update(fake, x)
     s = suite.summary()
     assert s["akd_no_face_rate"] == 0.5 and s["n"] == 2
+    # known driving landmarks skip their detection and give the same numbers
+    from talkinghead.metrics.akd import detect_batch
+
+    r2 = akd(fake, x, real_points=detect_batch(x))
+    assert r2.akd[0].item() == pytest.approx(r.akd[0].item()) and r2.no_face_rate == 0.5
 
 
 # ---------------------------------------------------------------------------------------------- registry

@@ -80,12 +80,13 @@ def get_metrics(names: str | list[str] | tuple[str, ...]) -> list[Metric]:
 
 @torch.no_grad()
 def compute_pairwise(names, fake: torch.Tensor, real: torch.Tensor, source: torch.Tensor | None = None,
-                     options: dict[str, dict] | None = None) -> dict[str, torch.Tensor]:
+                     options: dict[str, dict] | None = None, real_points=None) -> dict[str, torch.Tensor]:
     """Per-image values of pair metrics: {"ssim": (B,), ..., "akd_no_face": (B,)}.
 
     real: ground-truth / driving frames (B, 3, H, W); source: identity frames for CSIM (default: real).
-    options: per-metric keyword arguments, e.g. {"csim": {"align": "resize"}}. Set-level metrics (fid) raise:
-    collect them with FIDAccumulator or MetricSuite."""
+    options: per-metric keyword arguments, e.g. {"csim": {"align": "resize"}}; real_points: optional known
+    driving landmarks (B, 68, 2) in pixels of `real` for AKD (skips their detection). Set-level metrics (fid)
+    raise: collect them with FIDAccumulator or MetricSuite."""
     metrics = get_metrics(names) if not (names and isinstance(names[0], Metric)) else list(names)
     options = options or {}
     out: dict[str, torch.Tensor] = {}
@@ -93,7 +94,10 @@ def compute_pairwise(names, fake: torch.Tensor, real: torch.Tensor, source: torc
         if not m.per_pair:
             raise TalkingHeadError(f"{m.name} is a set-level metric: use MetricSuite or FIDAccumulator")
         ref = source if (m.reference == "source" and source is not None) else real
-        out.update({k: v.detach().float().cpu() for k, v in m.fn(fake, ref, **options.get(m.name, {})).items()})
+        opts = dict(options.get(m.name, {}))
+        if m.name == "akd" and real_points is not None:
+            opts["real_points"] = real_points
+        out.update({k: v.detach().float().cpu() for k, v in m.fn(fake, ref, **opts).items()})
     return out
 
 
@@ -114,9 +118,12 @@ class MetricSuite:
             self.fid_acc = FIDAccumulator(**self.options.get("fid", {}))
 
     @torch.no_grad()
-    def update(self, fake: torch.Tensor, real: torch.Tensor, source: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def update(self, fake: torch.Tensor, real: torch.Tensor, source: torch.Tensor | None = None,
+               real_points=None) -> dict[str, torch.Tensor]:
+        """Add a batch: fake/real (B, 3, H, W), source identity frames (B, 3, H, W) for CSIM (default real),
+        real_points (B, 68, 2) known driving landmarks for AKD. Returns this batch's per-image values."""
         pair = [m for m in self.metrics if m.per_pair]
-        vals = compute_pairwise(pair, fake, real, source, self.options) if pair else {}
+        vals = compute_pairwise(pair, fake, real, source, self.options, real_points) if pair else {}
         for k, v in vals.items():
             self.values.setdefault(k, []).append(v)
         if self.fid_acc is not None:
