@@ -333,6 +333,9 @@ class Avatar:
                 tensors["G." + k] = v.detach().cpu().contiguous()
         path = Path(path)
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=self.metadata()))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)  # the temporary file was private (mkstemp)
         return path
 
     @classmethod
