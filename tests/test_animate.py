@@ -259,3 +259,37 @@ def test_animator_avatar_file_round_trip_renders_same(media, tmp_path):
     b = Animator(av2, model=model, fold=True).render_points(pts)
     assert a.shape == (2, 3, 64, 64)
     assert (a - b).abs().max() < 1e-4  # folded spectral norm: same outputs
+
+
+def test_output_frame_rate_selects_driver_frames():
+    from talkinghead.pipeline import _frame_indices
+
+    info = video.VideoInfo(width=64, height=64, fps=25.0, num_frames=100, has_audio=False, duration=4.0)
+    assert _frame_indices(info, None) == (None, 25.0)
+    idx, fps = _frame_indices(info, 12.5)
+    assert fps == 12.5 and idx == list(range(0, 100, 2))
+
+
+@pytest.mark.slow
+def test_demo_with_a_tiny_model(tmp_path, capsys):
+    """`talkinghead demo` end to end on the bundled assets (tiny model, 2 fine-tuning steps)."""
+    from talkinghead.demo import DRIVING, PORTRAIT
+
+    if not (PORTRAIT.is_file() and DRIVING.is_file()):
+        pytest.skip("bundled demo assets missing")
+    torch.manual_seed(0)
+    cfg = tiny()
+    E, G, D = build_models(cfg.model)
+    save_model(tmp_path / "tiny.safetensors", cfg, E, G, D)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--model", str(tmp_path / "tiny.safetensors"), "--steps", "2", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "frames/s" in printed and "monalisa_side_by_side.mp4" in printed
+    drv = video.probe_video(DRIVING)
+    for name in ("monalisa.mp4", "monalisa_side_by_side.mp4"):
+        info = video.probe_video(out / name)
+        assert info.num_frames == drv.num_frames and info.has_audio
+    assert video.probe_video(out / "monalisa.mp4").height == video.read_image(PORTRAIT).shape[0] + 1  # padded even
+    assert Avatar.load(out / "monalisa.avatar").mode == "ft"
