@@ -204,12 +204,14 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     frames_path = Path(frames_dir) if frames_dir is not None else None
     written: list[Path] = []
     closed: list[Path] = []
+    made_dir = False
     writer = writer_sbs = None
     size = (0, 0)
     n = 0
     try:
-        if frames_path is not None:
-            frames_path.mkdir(parents=True, exist_ok=True)
+        if frames_path is not None and not frames_path.is_dir():
+            frames_path.mkdir(parents=True)
+            made_dir = True
         if out is not None:
             writer = video.VideoWriter(out, track.fps, audio_from=driving if keep_audio else None,
                                        metadata=SYNTHETIC_TAG, preset=encoder_preset)
@@ -248,6 +250,11 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
             p.unlink(missing_ok=True)
         for p in written:
             p.unlink(missing_ok=True)
+        if made_dir:
+            try:
+                frames_path.rmdir()
+            except OSError:
+                pass
         raise
     t2 = time.time()
     return AnimateResult(out=None if out is None else str(out), frames=n, fps=track.fps, size=size,
