@@ -189,8 +189,12 @@ def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
 
     out = tmp_path / "p.avatar"
     rc = main(["finetune", *SHOTS, "--model", str(tiny_model), "--out", str(out), "--mode", "ft", "--steps", "3",
-               "--no-progress"])
+               "--no-progress", "--run", str(tmp_path / "run")])
     assert rc == 0
+    logs = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert len(logs) == 3 and json.loads(logs[-1])["step"] == 3
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["finetune"]["steps"] == 3
+    assert (tmp_path / "run" / "samples.png").is_file()
     assert "(FF) ->" in capsys.readouterr().out
     av = Avatar.load(out)
     assert av.mode == "ft" and av.shots == 2 and av.info["finetune"]["steps"] == 3

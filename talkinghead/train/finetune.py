@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -53,9 +54,10 @@ def evaluate_shots(G: nn.Module, psi: torch.Tensor, x: torch.Tensor, y: torch.Te
 
 def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_hat: torch.Tensor,
                        ft: FinetuneConfig, device="cpu", progress: bool = True, seed: int = 0,
-                       content_terms=None) -> tuple[nn.Module, torch.Tensor, dict]:
+                       content_terms=None, log=None) -> tuple[nn.Module, torch.Tensor, dict]:
     """Paper §3.3. x, y: (T, 3, S, S) shots and landmark images; e_hat: (N,). Returns (G' (eval), ψ' (1, P),
-    stats with the shots' reconstruction losses before (= FF) and after (= FT) fine-tuning)."""
+    stats with the shots' reconstruction losses before (= FF) and after (= FT) fine-tuning).
+    log: optional callable receiving {"step", "cnt", "loss_g", "loss_d"} after every step."""
     from tqdm import tqdm
 
     from talkinghead.train.meta import build_content_terms
@@ -128,6 +130,9 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             if ema < best * (1 - ft.min_delta):
                 best, best_step = ema, step
             bar.set_postfix(cnt=f"{c:.4g}", d=f"{loss_d:.3g}", refresh=False)
+            if log is not None:
+                log({"step": step, "cnt": round(c, 5), "loss_g": round(float(loss_g.detach()), 5),
+                     "loss_d": round(loss_d, 5), "time": round(time.time() - t0, 2)})
             bar.update(1)
             if ft.patience and step - best_step >= ft.patience:
                 break
@@ -142,13 +147,14 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
 
 def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, steps: int | None = None,
                 face_index: int | None = None, device="cpu", progress: bool = True, detector=None,
-                finetune: FinetuneConfig | None = None, seed: int = 0, **overrides) -> Avatar:
+                finetune: FinetuneConfig | None = None, seed: int = 0, run_dir=None, **overrides) -> Avatar:
     """An avatar of the person in `images_or_video` (paths/arrays of images, or one video path).
 
     mode "ff": ê only (paper §3.3 feed-forward); "ft": fine-tuned G' and ψ' (paper §3.3). steps,
     finetune (a FinetuneConfig) and keyword overrides (lr_g=..., batch_size=..., patience=...) replace the
     model config's `finetune` values. The avatar's `info["finetune"]` holds the losses on the shots before
-    (FF) and after (FT) fine-tuning, the steps run and the seconds taken.
+    (FF) and after (FT) fine-tuning, the steps run and the seconds taken. run_dir: a run folder receiving
+    config.json, log.jsonl (per step) and samples.png (rows: shot | landmarks | FF | FT), DESIGN.md §4.
     """
     if mode not in ("ff", "ft"):
         raise TalkingHeadError(f"mode must be 'ff' or 'ft', got {mode!r}")
@@ -165,12 +171,43 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, s
     ft = replace(finetune or model.cfg.finetune, **overrides)
     if steps is not None:
         ft = replace(ft, steps=int(steps))
-    G, psi, stats = finetune_generator(model, x, y, e_hat, ft, device=device, progress=progress, seed=seed)
+    log_f = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = model.cfg.to_dict()
+        cfg["finetune"] = asdict(ft)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"config": cfg, "mode": mode, "shots": len(sh), "model": model.info(), "sources": sh.hashes}, indent=2))
+        log_f = open(run_dir / "log.jsonl", "w")
+    try:
+        G, psi, stats = finetune_generator(model, x, y, e_hat, ft, device=device, progress=progress, seed=seed,
+                                           log=None if log_f is None else
+                                           (lambda rec: log_f.write(json.dumps(rec) + "\n")))
+    finally:
+        if log_f is not None:
+            log_f.close()
+    if run_dir is not None:
+        _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, x, y)
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)
     av.config.finetune = ft
     av.info = {"finetune": stats, "seconds_prepare": round(t_prep, 2)}
     return av
+
+
+@torch.no_grad()
+def _save_samples(path: Path, G_ff: nn.Module, G_ft: nn.Module, e_hat, psi, x, y, max_rows: int = 8) -> None:
+    """PNG grid, one row per shot: shot | landmark image | FF render | FT render."""
+    from PIL import Image
+
+    n = min(len(x), max_rows)
+    G_ff.eval()
+    ff = G_ff(y[:n], G_ff.project(e_hat.view(1, -1).to(y.device)).expand(n, -1))
+    ft = G_ft(y[:n], psi.expand(n, -1))
+    grid = torch.cat([torch.cat([x[i], y[i], ff[i], ft[i]], dim=2) for i in range(n)], dim=1)  # (3, nS, 4S)
+    img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(img).save(path)
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
@@ -185,6 +222,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=8, help="T, frames used (evenly spread) [default: 8]")
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model config's finetune.steps)")
     p.add_argument("--face-index", type=int, help="use the k-th largest face (default: largest, central)")
+    p.add_argument("--run", metavar="DIR", help="also write a run folder: config.json, log.jsonl, samples.png")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... [default: cpu]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -196,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     t0 = time.time()
     av = make_avatar(args.sources, model, mode=args.mode, shots=args.shots, steps=args.steps,
-                     face_index=args.face_index, device=args.device, progress=not args.no_progress)
+                     face_index=args.face_index, device=args.device, progress=not args.no_progress,
+                     run_dir=args.run)
     av.save(out)
     msg = f"avatar ({args.mode.upper()}, T={av.shots}) written to {out} in {time.time() - t0:.1f} s"
     st = av.info.get("finetune")
