@@ -88,6 +88,13 @@ def _extent(points: np.ndarray) -> np.ndarray:
     return np.array([max(width, 1e-6), max(abs(height), 1e-6)])
 
 
+def _face_axes(points: np.ndarray) -> np.ndarray:
+    """Rotation (2, 2) whose rows are the face's horizontal (outer eye corners 36 -> 45) and vertical axes."""
+    d = points[45] - points[36]
+    c, s = d / max(float(np.linalg.norm(d)), 1e-9)
+    return np.array([[c, s], [-s, c]])
+
+
 def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.ndarray | None = None,
              absolute: bool = False, expression_scale: float = 1.0) -> np.ndarray:
     """Landmarks for the source face following the driver (DESIGN.md §2).
@@ -96,8 +103,9 @@ def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.n
     any coordinates; driver_ref: (68, 2) the driver's reference (neutral) pose, default the first frame.
     Relative (default): out_t = A ∘ P_t (A⁻¹(source) + k ⊙ d_t), where A is the Procrustes similarity taking
     driver_ref to the source, P_t the driver's pose change (similarity fitted on rigid points, ref → t),
-    d_t = P_t⁻¹(driver_t) − driver_ref the pose-free expression deltas and k the per-axis ratio of the
-    faces' extents (source over driver, in the driver's frame). Absolute: out_t = A(driver_t).
+    d_t = P_t⁻¹(driver_t) − driver_ref the pose-free expression deltas and k the ratio of the faces' widths
+    and heights (source over driver, along the face's own axes in the driver's frame; `expression_scale`
+    multiplies it). Absolute: out_t = A(driver_t).
     Returns (T, 68, 2) float32.
     """
     src = np.asarray(source_points, np.float64)
@@ -112,11 +120,13 @@ def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.n
         return apply_transform(a, seq).astype(np.float32)
     a_inv = invert_transform(a)
     src_in_ref = apply_transform(a_inv, src)  # (68, 2), the source drawn in the driver's reference frame
-    k = _extent(src_in_ref) / _extent(ref)  # (2,) per-axis proportions of the two faces
+    rot = _face_axes(ref)  # (2, 2) rows: the face's x (eye line) and y axes in the reference frame
+    k = _extent(src_in_ref @ rot.T) / _extent(ref @ rot.T)  # (2,) proportions of the two faces, face axes
+    scale = rot.T @ np.diag(k * expression_scale) @ rot  # (2, 2): scales deltas along the face's axes
     out = np.empty_like(seq)
     for t, drv in enumerate(seq):
         p = procrustes(ref[RIGID], drv[RIGID])  # pose change ref -> t
         delta = apply_transform(invert_transform(p), drv) - ref  # (68, 2) expression, pose removed
-        moved = src_in_ref + expression_scale * k * delta
+        moved = src_in_ref + delta @ scale.T
         out[t] = apply_transform(compose(a, p), moved)
     return out.astype(np.float32)
