@@ -80,14 +80,14 @@ def test_warp_speed_256():
     torch.set_num_threads(1)  # intra-op threads spin against other processes on a busy 2-core machine
     try:
         for _ in range(7):
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # CPU time of this process: robust to other processes' load
             warp_baseline(img, pts, tgt)
-            ts.append(time.perf_counter() - t0)
+            ts.append(time.process_time() - t0)
     finally:
         torch.set_num_threads(threads)
     # target < 30 ms at 256² (measured 17-18 ms best-of-15, 1 torch thread, benchmarks/bench_metrics.py);
-    # only a loose sanity bound here: this machine is shared and timings swing 10× under load
-    assert min(ts) < 0.25, f"warp_baseline 256²: best of 7 = {min(ts) * 1e3:.1f} ms"
+    # checked on CPU time (wall time swings 10× on this shared machine), with a margin
+    assert min(ts) < 0.06, f"warp_baseline 256²: best of 7 = {min(ts) * 1e3:.1f} ms CPU"
 
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
