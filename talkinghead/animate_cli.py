@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "head and face motion is transferred relative to its most neutral frame onto the source "
                      "face, rendered by the generator and pasted back into the source image. Writes an H.264 "
                      "mp4 at the driver's frame rate with the driver's audio.")
-    p.add_argument("inputs", nargs="+", metavar="SOURCE... DRIVING",
-                   help="the source (one .avatar file, or one or more photos of one person) then the driving video")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="one .avatar file (from `talkinghead finetune`), or one or more photos of one person")
+    p.add_argument("driving", metavar="DRIVING", help="the driving video")
     p.add_argument("-o", "--out", required=True, help="output video (.mp4)")
     p.add_argument("--model", help=f"model file (default: the bundled {DEFAULT_MODEL_HELP})")
     p.add_argument("--absolute", action="store_true",
@@ -44,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                     resolve_model)
     from talkinghead.pipeline import animate_video
 
-    if len(args.inputs) < 2:
-        raise TalkingHeadError("give a SOURCE (photo(s) or an .avatar file) and a DRIVING video")
-    *sources, driving = args.inputs
+    sources, driving = list(args.sources), args.driving
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise TalkingHeadError(f"the output should be an .mp4 file (got {out.name})")
