@@ -2,7 +2,10 @@
 fake forward + backward to the image), batch 2, at 128² and 256², each backbone at its default and a reduced
 resolution. VGG19/VGGFace use random weights (same cost as real ones).
 
-    .venv/bin/python benchmarks/bench_perceptual.py [--threads 2] [--reps 5]
+    .venv/bin/python benchmarks/bench_perceptual.py [--threads 1] [--reps 5]
+
+On a CPU shared with other jobs, torch's default intra-op threads oversubscribe the cores and timings (and
+training steps) get 10-100× slower and erratic; one thread per process gives stable numbers.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def bench(bb, size: int, reps: int, batch: int = 2) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # >1 on a shared, busy CPU oversubscribes
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -330,7 +330,8 @@ def inception_pool_features(x: Tensor, path: str | Path = "") -> Tensor:
         x = _nv_bilinear(x * 255.0, 299) / 255.0
     lo, hi = INCEPTION_INPUT_RANGE
     x = (x * (hi - lo) + lo).clamp(lo, hi)
-    return m(x.to(next(m.parameters()).device))  # (B, 2048)
+    with torch.jit.optimized_execution(False):  # see InceptionBackbone.extract
+        return m(x.to(next(m.parameters()).device))  # (B, 2048)
 
 
 class InceptionBackbone(FeatureBackbone):
@@ -355,6 +356,13 @@ class InceptionBackbone(FeatureBackbone):
         return _inception_input(_resize(x, self.resolution))
 
     def extract(self, x: Tensor) -> list[Tensor]:
+        # TorchScript's profiling executor re-profiles when calls alternate between no-grad (real) and grad
+        # (fake) inputs or change shape; plain interpretation skips those warm-up runs, same steady-state
+        # speed on CPU (measured).
+        with torch.jit.optimized_execution(False):
+            return self._extract(x)
+
+    def _extract(self, x: Tensor) -> list[Tensor]:
         out = []
         for blk, keep in zip(self.layers, self._keep):
             x = blk(x)
