@@ -21,7 +21,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("talkinghead.train.finetune", "make an avatar from 1..32 photos or a video (FF or FT)"),
     "animate": ("talkinghead.animate_cli", "drive a portrait or avatar with a video -> mp4"),
     "evaluate": ("talkinghead.evaluate", "the paper's protocol and metrics, with baselines"),
-    "serve": ("talkinghead.app", "web UI (gradio)"),
 }
 
 

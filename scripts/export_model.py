@@ -1,0 +1,41 @@
+"""Exports a training run's model file as a compact bundled model (fp16 safetensors, E + G + D's trunk).
+
+    python scripts/export_model.py runs/small/model.safetensors talkinghead/weights/model_small.safetensors \
+        --note "command that reproduced it" [--metrics runs/eval/report.json]
+
+The metadata records the training step, the reproduction note and (optionally) validation metrics, so the
+file describes itself (`talkinghead.checkpoint.describe`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from talkinghead.checkpoint import load_model, read_model_file, save_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", help="model file written by `talkinghead train` (RUN/model.safetensors)")
+    ap.add_argument("dst", help="output file")
+    ap.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
+    ap.add_argument("--no-discriminator", action="store_true", help="drop D (then only FF avatars work)")
+    ap.add_argument("--note", default="", help="how the weights were made (stored in the metadata)")
+    ap.add_argument("--metrics", help="JSON file of validation metrics to store in the metadata")
+    a = ap.parse_args()
+    _, _, meta = read_model_file(a.src)
+    cfg, E, G, D = load_model(a.src, with_discriminator=not a.no_discriminator)
+    extra = {"step": meta.get("step", ""), "reproduce": a.note}
+    if a.metrics:
+        extra["validation_metrics"] = json.dumps(json.loads(Path(a.metrics).read_text()))
+    save_model(a.dst, cfg, E, G, D, dtype=None if a.fp32 else torch.float16, extra_metadata=extra)
+    size = Path(a.dst).stat().st_size / 2**20
+    print(f"{a.dst}: {size:.1f} MB, step {extra['step']}, preset {cfg.name}")
+
+
+if __name__ == "__main__":
+    main()
