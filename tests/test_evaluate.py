@@ -1,0 +1,186 @@
+"""`talkinghead evaluate` (paper §4 protocol, DESIGN.md §6): the shot/target split, the quick protocol end to end
+on the real validation videos with a tiny model made here (no bundled weights needed), the report files, and
+one-line errors for bad input. The full protocol is the slow test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkinghead.checkpoint import save_model
+from talkinghead.cli import main
+from talkinghead.config import tiny
+from talkinghead.evaluate import BASELINES, split_video
+from talkinghead.nn import build_models
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VIDEOS = DATA / "videos"
+needs_media = pytest.mark.skipif(not (VIDEOS / "capman_2.mp4").is_file(),
+                                 reason=f"real media not found at {VIDEOS} (see shared/data/MANIFEST.md)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """2 shared CPU cores: one intra-op thread avoids oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = tiny()
+    E, G, D = build_models(cfg.model)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(path, cfg, E, G, D)
+    return path
+
+
+# ---- the split of a video into shot and target parts ---------------------------------------------------
+def test_split_video_parts_never_overlap():
+    for n in (20, 40, 41, 255, 1000):
+        for T in (1, 8):
+            shots, targets = split_video(n, T, 5)
+            assert len(shots) == T and len(targets) == min(5, max(1, n // 4))
+            assert max(shots) < n // 2 <= min(targets)  # shots in the first half, targets in the last quarter
+            assert min(targets) >= n - max(1, n // 4) and max(targets) == n - 1
+            assert shots[0] == 0 and not set(shots) & set(targets)
+    # nested shot sets: the T=1 shot is in the T=8 set, the first shot is shared (the baselines' source)
+    assert set(split_video(255, 1, 5)[0]) <= set(split_video(255, 8, 5)[0])
+    # the same targets whatever T
+    assert split_video(255, 1, 7)[1] == split_video(255, 32, 7)[1]
+    with pytest.raises(ValueError, match="fewer than T"):
+        split_video(40, 32, 5)
+
+
+# ---- the protocol end to end (quick) --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_report(tiny_model, tmp_path_factory):
+    if not VIDEOS.is_dir():
+        pytest.skip(f"real media not found at {VIDEOS}")
+    out = tmp_path_factory.mktemp("eval") / "report"
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(VIDEOS), "--quick", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.media
+@needs_media
+def test_quick_protocol_writes_every_method_and_T(quick_report):
+    out = quick_report
+    for name in ("results.jsonl", "report.md", "config.json", "metrics_vs_T.png", "examples.png",
+                 "cross_examples.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = _lines(out)
+    self_rows = [r for r in rows if r["protocol"] == "self" and r["video"] != "all"]
+    videos = {r["video"] for r in self_rows}
+    assert videos == {"capman_2", "pexels_woman"}  # quick: the two cheapest validation videos, two people
+    for v in videos:
+        for method in (*BASELINES, "ff", "ft"):
+            for T in (1, 8):
+                sel = [r for r in self_rows if r["video"] == v and r["method"] == method and r["T"] == T]
+                assert len(sel) == 1, (v, method, T)
+                m = sel[0]["metrics"]
+                assert m["n"] == 5 and {"ssim", "psnr", "lpips", "csim", "akd", "akd_no_face_rate"} <= set(m)
+                assert 0 <= m["akd_no_face_rate"] <= 1
+                assert sel[0]["model"]["sha256"] and sel[0]["settings"]["quick"] and sel[0]["date"]
+    fid = [r for r in rows if r["video"] == "all"]
+    assert {(r["method"], r["T"]) for r in fid} == {(m, T) for m in (*BASELINES, "ff", "ft") for T in (1, 8)}
+    assert all(r["metrics"]["fid_frames"] == 10 and r["metrics"]["fid_reliable"] is False for r in fid)
+    cross = [r for r in rows if r["protocol"] == "cross"]
+    assert {(r["video"], r["driver"]) for r in cross} == {("capman_2", "pexels_woman"), ("pexels_woman", "capman_2")}
+    assert all({"csim", "akd"} <= set(r["metrics"]) for r in cross)
+    # the baselines on real frames behave as they must: the warp follows the target's landmarks
+    warp = [r["metrics"]["akd"] for r in self_rows if r["method"] == "warp" and r["T"] == 1]
+    copy = [r["metrics"]["akd"] for r in self_rows if r["method"] == "copy" and r["T"] == 1]
+    assert sum(warp) < sum(copy)
+
+
+@pytest.mark.media
+@needs_media
+def test_shots_and_targets_never_overlap(quick_report):
+    rows = [r for r in _lines(quick_report) if r["protocol"] == "self" and r["video"] != "all"]
+    for r in rows:
+        shots, targets = r["shot_frames"], r["target_frames"]
+        assert len(shots) == r["shots_used"] and len(targets) == 5
+        assert not set(shots) & set(targets) and max(shots) < min(targets), r["video"]
+        if r["method"] in ("ff", "ft"):
+            assert len(shots) == r["T"]
+    # the same hold-out frames for every method and T of a video
+    for v in {r["video"] for r in rows}:
+        assert len({tuple(r["target_frames"]) for r in rows if r["video"] == v}) == 1
+
+
+@pytest.mark.media
+@needs_media
+def test_report_markdown_has_baselines_and_models(quick_report):
+    md = (quick_report / "report.md").read_text()
+    assert "| method | T | SSIM ↑ | PSNR dB ↑ | LPIPS-like ↓ | CSIM ↑ | AKD ↓ |" in md
+    for name in ("copy source (baseline)", "landmark warp (baseline)", "model FF", "model FT"):
+        for T in (1, 8):
+            assert f"| {name} | {T} |" in md, (name, T)
+    assert "Does the model beat the baselines?" in md and "Cross-identity" in md
+    assert "unreliable" in md  # FID on 10 frames per set is flagged
+
+
+# ---- bad input: one line, non-zero exit -----------------------------------------------------------------
+def test_missing_model_is_one_line_error(tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(tmp_path / "nope.safetensors"), "--data", str(tmp_path), "--quick",
+               "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "model file not found" in err and len(err.splitlines()) == 1
+
+
+def test_no_videos_is_one_line_error(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(tmp_path / "empty"), "--quick",
+               "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "no videos found" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.media
+@pytest.mark.skipif(not (VIDEOS / "no_face.mp4").is_file(), reason=f"real media not found at {VIDEOS}")
+def test_no_face_is_one_line_error(tiny_model, tmp_path, capsys):
+    data = tmp_path / "videos"
+    data.mkdir()
+    (data / "no_face.mp4").symlink_to(VIDEOS / "no_face.mp4")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"default_split": "skip", "videos": [{"path": "no_face.mp4", "split": "val"}]}))
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(data), "--split", str(split), "--quick",
+               "--frames-per-video", "8", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "no usable validation video" in err[-1] and "no face" in err[-1]
+
+
+# ---- the full protocol ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.media
+@needs_media
+def test_full_protocol(tiny_model, tmp_path):
+    """Every validation video, T = 1, 8, 32, the model's FT steps (tiny: 20), 32 targets (a few minutes)."""
+    out = tmp_path / "full"
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(VIDEOS), "--full", "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = _lines(out)
+    self_rows = [r for r in rows if r["protocol"] == "self" and r["video"] != "all"]
+    assert {r["video"] for r in self_rows} == {"franck_tail", "capman_2", "pexels_woman"}
+    assert {(r["method"], r["T"]) for r in self_rows} == {(m, T) for m in (*BASELINES, "ff", "ft") for T in (1, 8, 32)}
+    assert all(r["metrics"]["n"] == 32 for r in self_rows)
+    assert all(max(r["shot_frames"]) < min(r["target_frames"]) for r in self_rows)
+    ft = [r for r in self_rows if r["method"] == "ft"]
+    assert all(r["finetune"]["steps"] >= 1 for r in ft)
+    franck = [r for r in self_rows if r["video"] == "franck_tail"]
+    assert all(min(r["shot_frames"]) >= 4000 for r in franck)  # the held-out tail only, never training frames
+    cross = {(r["video"], r["driver"]) for r in rows if r["protocol"] == "cross"}
+    assert len(cross) == 6  # every ordered pair of the three people
