@@ -96,7 +96,15 @@ class AdaIN(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """SAGAN self-attention (Zhang et al. 2019): f, g → C/8 channels, h → C channels, out = x + γ·o, γ₀ = 0."""
+    """SAGAN self-attention (Zhang et al. 2019): f, g → C/8 channels, h → C channels, out = x + γ·o, γ₀ = 0.
+
+    Without autograd (inference) and above ``chunk`` positions, the queries go ``chunk`` at a time: the same
+    rows of the same softmax and products (same outputs), but the (chunk × HW) block of attention weights
+    stays in cache instead of a 64 MB (4096 × 4096) matrix at 64² — ~1.7× faster there on a 2-core CPU
+    (benchmarks/bench_generator.py). Training keeps the one-shot form.
+    """
+
+    chunk = 512  # query positions per block at inference
 
     def __init__(self, ch: int):
         super().__init__()
@@ -111,6 +119,14 @@ class SelfAttention(nn.Module):
         q = self.f(x).flatten(2)  # (B, k, HW)
         k = self.g(x).flatten(2)  # (B, k, HW)
         v = self.h(x).flatten(2)  # (B, C, HW)
+        n = hh * ww
+        if n > self.chunk and not torch.is_grad_enabled():
+            qt = q.transpose(1, 2)  # (B, HW_query, k)
+            o = torch.empty_like(v)  # (B, C, HW)
+            for s in range(0, n, self.chunk):
+                attn = torch.softmax(torch.bmm(qt[:, s:s + self.chunk], k), dim=-1)  # (B, chunk, HW_key)
+                o[:, :, s:s + self.chunk] = torch.bmm(v, attn.transpose(1, 2))  # (B, C, chunk)
+            return x + self.gamma * o.view(b, c, hh, ww)
         attn = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # (B, HW_query, HW_key)
         o = torch.bmm(v, attn.transpose(1, 2)).view(b, c, hh, ww)  # (B, C, H, W)
         return x + self.gamma * o
