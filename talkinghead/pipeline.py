@@ -106,10 +106,12 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     indices, out_fps = _frame_indices(info, fps)
     # no upsampling (faces from ~80 px) unless that finds no face at all in a small video
     upsamples = [0, 1] if max(info.width, info.height) <= 960 else [0]
-    detectors = [detector] if detector is not None else [DlibDetector(upsample=u, max_side=960) for u in upsamples]
+    # built when needed: the upsampling detector only if the first finds no face (each load is ~0.5 s)
+    detectors = [lambda: detector] if detector is not None else [
+        lambda u=u: DlibDetector(upsample=u, max_side=960) for u in upsamples]
     total = info.num_frames if indices is None else len(indices)
-    for det in detectors:
-        tracker = VideoLandmarkTracker(det, fps=out_fps, face_index=face_index)
+    for make_detector in detectors:
+        tracker = VideoLandmarkTracker(make_detector(), fps=out_fps, face_index=face_index)
         points: list[np.ndarray | None] = []
         with _bar(total, "landmarks", progress) as bar:
             for face in tracker.track_iter(_driver_frames(path, indices)):
