@@ -4,7 +4,7 @@
 The person-specific AdaIN parameters ψ (ψ̂ = P·ê for FF, ψ' for FT) are computed once per avatar and cached;
 each frame is then one pass of G's landmark-to-image path. Spectral normalisation can be folded into plain
 weights for inference (same outputs, less work per frame). ``backend="onnx"`` runs G in ONNX Runtime (the
-optional ``fast`` extra: onnxruntime + onnx; CPU, float32): ~1.4-1.6× less CPU time per frame than torch on this
+optional ``fast`` extra: onnxruntime + onnx; CPU, float32): 1.2-2× less CPU time per frame than torch on this
 machine's 2-core Xeon, output within 1/255 of torch's (benchmarks/bench_generator.py); without the packages
 it warns and stays on torch.
 """
