@@ -320,6 +320,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
                dynamic_ncols=True)
     t0 = time.time()
     t_metrics = 0.0
+    e_norms: list[float] = []  # ‖ê‖ per (video, T): all zero = a dead embedder (FF then ignores the person)
     for v in videos:
         first_T = min(v.shots) if v.shots else None
         if first_T is None:
@@ -348,6 +349,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
         bar.update(1)
         for T, (sp, xs, ys, ps) in sorted(v.shots.items()):
             e_hat = embed_shots(lm.E, xs.to(device), ys.to(device))  # (N,) ê, paper eq. 1
+            e_norms.append(float(e_hat.norm()))
             pm = PersonModels({})
             if "ff" in modes:
                 with torch.no_grad():
@@ -373,7 +375,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
                     fid_fake.setdefault((mode, T), []).append(inception_features(fake))
                 row = {**common, "protocol": "self", "video": v.video_id, "identity": v.identity, "method": mode,
                        "T": T, "shots_used": len(sp), "shot_frames": v.frames(sp), "target_frames": target_frames,
-                       "metrics": summ, "per_frame": per}
+                       "metrics": summ, "per_frame": per, "embedding_norm": round(e_norms[-1], 6)}
                 if mode == "ft":
                     row["finetune"] = {k: pm.ft_stats[k] for k in ("ff", "ft", "steps", "seconds", "early_exit")}
                 rows.append(row)
@@ -458,7 +460,11 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
               "fid": fid, "videos": [{"video_id": v.video_id, "identity": v.identity, "frames": len(v.shard),
                                       "targets": len(v.target_pos)} for v in videos],
               "skipped": skipped, "seconds": seconds, "ft_seconds_mean": _nanmean(ft_seconds),
-              "per_video": per_video(rows), "files": files}
+              "per_video": per_video(rows), "files": files,
+              "embedding_norms": e_norms, "dead_embedder": bool(e_norms) and max(e_norms) == 0.0}
+    if result["dead_embedder"]:
+        log("evaluate: warning: the embedder returns ê = 0 for every shot set (dead output ReLU?): "
+            "FF renders ignore the person and T")
     (out / "report.md").write_text(markdown_report(result, methods, shots))
     return result
 
@@ -585,6 +591,11 @@ def markdown_report(res: dict, methods, shots) -> str:
     if fid_col:
         out.append(f"FID is per method × T over all videos' targets ({n_fid} frames per set); * = unreliable "
                    f"(fewer than {FID_RELIABLE_FRAMES} frames: strongly biased, compare only rows of equal size).")
+    if res.get("dead_embedder"):
+        out += ["", f"**Warning: the model's embedder returns ê = 0 for every shot set of this run** (‖ê‖ = 0 for "
+                f"all {len(res['embedding_norms'])} video × T; its output ReLU is dead): FF renders ψ̂ = P·0 for "
+                "everyone, so FF rows cannot depend on the person or on T, and FT starts from that. "
+                "A training problem, not an evaluation one."]
     out += ["", "### Does the model beat the baselines?", "",
             *(verdict(res["self"], res["fid"], methods, shots, metrics) or ["- (no model rows)"])]
     if res["cross"]:

@@ -94,6 +94,8 @@ def test_quick_protocol_writes_every_method_and_T(quick_report):
                 assert m["n"] == 5 and {"ssim", "psnr", "lpips", "csim", "akd", "akd_no_face_rate"} <= set(m)
                 assert 0 <= m["akd_no_face_rate"] <= 1
                 assert sel[0]["model"]["sha256"] and sel[0]["settings"]["quick"] and sel[0]["date"]
+                if method in ("ff", "ft"):  # ‖ê‖ is recorded (0 everywhere = a dead embedder, warned about)
+                    assert sel[0]["embedding_norm"] > 0
     fid = [r for r in rows if r["video"] == "all"]
     assert {(r["method"], r["T"]) for r in fid} == {(m, T) for m in (*BASELINES, "ff", "ft") for T in (1, 8)}
     assert all(r["metrics"]["fid_frames"] == 10 and r["metrics"]["fid_reliable"] is False for r in fid)

@@ -1,0 +1,91 @@
+"""The benchmark suite in sequence with small settings (`make bench`): each script in its own process, its
+output shown as it comes and kept in OUT/<script>.txt (JSON where the script writes one), then a summary of
+wall times and exit codes. The whole run stays under --budget seconds (default 10 minutes): a script is
+stopped at its own time limit or when the budget runs out, and the rest are listed as skipped.
+
+    python benchmarks/run_all.py [--out runs/bench] [--budget 600] [--only animation,metrics]
+
+One heavy process at a time; torch threads as each script's default (2 for model timings, 1 where the
+scripts measure per-core costs). On a machine shared with training, timings are noisy: compare ratios measured
+within one script (they share the conditions) rather than absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# (name, script, arguments, time limit in seconds); {out} is replaced by the output folder
+SUITE = [
+    ("models", "nn_models.py", ["--presets", "tiny,small,paper", "--repeats", "2", "--threads", "2"], 90),
+    ("metrics", "bench_metrics.py", ["--batch", "4", "--repeat", "1", "--threads", "1"], 90),
+    ("perceptual", "bench_perceptual.py", ["--reps", "2"], 60),
+    ("data", "bench_data.py", ["--frames", "40"], 60),
+    ("animate", "bench_animate.py", ["--preset", "tiny", "--ft-steps", "5", "--json", "{out}/animate.json"], 90),
+    ("train", "bench_train.py", ["--presets", "tiny,small", "--steps", "2", "--json", "{out}/train.json"], 150),
+    # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model)
+    ("animation", "bench_animation.py", ["--presets", "tiny,small,paper", "--frames", "8", "--ft-steps", "2",
+                                         "--shots", "1,8,32", "--ft-budget", "20", "--repeat", "1", "--threads", "2",
+                                         "--json", "{out}/animation.json"], 330),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(REPO / "runs" / "bench"), help="output folder [default: runs/bench]")
+    ap.add_argument("--budget", type=float, default=600, help="seconds for the whole suite [default: 600]")
+    ap.add_argument("--only", help="comma-separated names: " + ",".join(n for n, *_ in SUITE))
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(a.only.split(",")) if a.only else None
+    t_start = time.time()
+    summary = []
+    for name, script, args, limit in SUITE:
+        if only is not None and name not in only:
+            continue
+        left = a.budget - (time.time() - t_start)
+        if left < 20:
+            summary.append({"name": name, "status": "skipped (budget)", "seconds": 0.0})
+            continue
+        cmd = [sys.executable, str(HERE / script), *[x.replace("{out}", str(out)) for x in args]]
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        log = open(out / f"{name}.txt", "w")
+        p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        killed = []
+        timer = threading.Timer(min(limit, left), lambda: (killed.append(True), p.kill()))
+        timer.start()
+        try:
+            for line in p.stdout:  # stream; the loop ends when the process closes its output
+                sys.stdout.write(line)
+                log.write(line)
+            status = p.wait()
+        finally:
+            timer.cancel()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+        dt = time.time() - t0
+        timed_out = bool(killed)
+        summary.append({"name": name, "status": "timeout" if timed_out else ("ok" if status == 0 else f"exit {status}"),
+                        "seconds": round(dt, 1)})
+    total = time.time() - t_start
+    print(f"\n=== suite: {total:.0f} s (budget {a.budget:.0f} s) -> {out}")
+    for s in summary:
+        print(f"  {s['name']:12} {s['status']:18} {s['seconds']:7.1f} s")
+    (out / "summary.json").write_text(json.dumps({"seconds": round(total, 1), "scripts": summary}, indent=2))
+    return 0 if all(s["status"] == "ok" for s in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
