@@ -461,10 +461,10 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
                                       "targets": len(v.target_pos)} for v in videos],
               "skipped": skipped, "seconds": seconds, "ft_seconds_mean": _nanmean(ft_seconds),
               "per_video": per_video(rows), "files": files,
-              "embedding_norms": e_norms, "dead_embedder": bool(e_norms) and max(e_norms) == 0.0}
-    if result["dead_embedder"]:
-        log("evaluate: warning: the embedder returns ê = 0 for every shot set (dead output ReLU?): "
-            "FF renders ignore the person and T")
+              "embedding_norms": e_norms, "zero_embeddings": sum(n == 0.0 for n in e_norms)}
+    if result["zero_embeddings"]:
+        log(f"evaluate: warning: the embedder returns ê = 0 for {result['zero_embeddings']} of {len(e_norms)} shot "
+            "sets (dead output ReLU?): FF renders of those ignore the person and T")
     (out / "report.md").write_text(markdown_report(result, methods, shots))
     return result
 
@@ -591,10 +591,11 @@ def markdown_report(res: dict, methods, shots) -> str:
     if fid_col:
         out.append(f"FID is per method × T over all videos' targets ({n_fid} frames per set); * = unreliable "
                    f"(fewer than {FID_RELIABLE_FRAMES} frames: strongly biased, compare only rows of equal size).")
-    if res.get("dead_embedder"):
-        out += ["", f"**Warning: the model's embedder returns ê = 0 for every shot set of this run** (‖ê‖ = 0 for "
-                f"all {len(res['embedding_norms'])} video × T; its output ReLU is dead): FF renders ψ̂ = P·0 for "
-                "everyone, so FF rows cannot depend on the person or on T, and FT starts from that. "
+    if res.get("zero_embeddings"):
+        norms = ", ".join(f"{n:.3g}" for n in res["embedding_norms"])
+        out += ["", f"**Warning: the model's embedder returns ê = 0 for {res['zero_embeddings']} of "
+                f"{len(res['embedding_norms'])} shot sets** (‖ê‖ per video × T: {norms}; its output ReLU is dead "
+                "there): FF then renders ψ̂ = P·0, the same for everyone and every T, and FT starts from that. "
                 "A training problem, not an evaluation one."]
     out += ["", "### Does the model beat the baselines?", "",
             *(verdict(res["self"], res["fid"], methods, shots, metrics) or ["- (no model rows)"])]
