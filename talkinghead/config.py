@@ -23,6 +23,10 @@ class ModelConfig:
     num_res_blocks: int = 5  # AdaIN residual blocks in G's bottleneck
     attention_sizes: tuple[int, ...] = (32, 64)  # spatial sizes with self-attention (G, E and D)
     num_videos: int = 1  # rows of the discriminator's W (one per training video); set by the trainer
+    # The paper ends E with ReLU. With λ_MCH pulling ê towards W_i (initialised near 0), every unit can die:
+    # our small run reached ê = 0 for all videos by step ~1000 (the embedding then carries no identity).
+    # False keeps E's output linear, which cannot die; the paper preset keeps the paper's ReLU.
+    embed_relu: bool = True
 
     @property
     def num_down(self) -> int:
@@ -133,7 +137,7 @@ def tiny() -> Config:
     return Config(
         name="tiny",
         model=ModelConfig(image_size=64, embed_dim=32, base_channels=8, max_channels=32,
-                          bottleneck_size=8, num_res_blocks=1, attention_sizes=(16,)),
+                          bottleneck_size=8, num_res_blocks=1, attention_sizes=(16,), embed_relu=False),
         loss=LossConfig(imagenet_backbone="", face_backbone="", pixel_l1_weight=1.0),
         train=TrainConfig(shots=2, batch_size=2, steps=100, log_every=10, sample_every=50,
                           ckpt_every_steps=50, num_workers=0),
@@ -146,7 +150,7 @@ def small() -> Config:
     return Config(
         name="small",
         model=ModelConfig(image_size=128, embed_dim=256, base_channels=32, max_channels=256,
-                          bottleneck_size=16, num_res_blocks=3, attention_sizes=(32,)),
+                          bottleneck_size=16, num_res_blocks=3, attention_sizes=(32,), embed_relu=False),
         train=TrainConfig(shots=4, batch_size=2, log_every=10, sample_every=200, ckpt_every_steps=500),
     )
 

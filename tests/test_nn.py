@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -36,7 +37,9 @@ def test_shapes_tiny():
     E, G, D = _models()
     x, y = _batch()
     e = E(x, y)
-    assert e.shape == (2, 32) and (e >= 0).all()
+    assert e.shape == (2, 32) and (e < 0).any()  # tiny: linear output (cfg.embed_relu False)
+    cfg_relu = dataclasses.replace(tiny().model, embed_relu=True)
+    assert (Embedder(cfg_relu)(x, y) >= 0).all()  # the paper's ReLU
     xs, ys = torch.stack([x, x], 1), torch.stack([y, y], 1)  # (B, K, 3, S, S)
     E.eval()  # train mode runs a power iteration per call, which changes the weights slightly
     mean, per = E.embed_shots(xs, ys, per_shot=True)

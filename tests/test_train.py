@@ -161,6 +161,10 @@ def test_tiny_run_does_not_collapse(tmp_path):
     assert fake.std() > 0.05, "outputs collapsed to a constant image"
     assert fake.mean(dim=(2, 3)).std(dim=1).max() > 0.01 or fake.std(dim=(2, 3)).min() > 0.02
     assert (fake.abs() < 0.999).float().mean() > 0.5, "outputs saturated"
+    with torch.no_grad():  # the embedding must not collapse either (dead ReLU: ê = 0 for every video)
+        e = torch.stack([tr.E(b["shots_x"][i], b["shots_y"][i]).mean(0) for i in range(3)])  # (3, N)
+    assert (e.norm(dim=1) > 1e-3).all(), "embedding collapsed to zero"
+    assert (e[0] - e[1]).norm() > 1e-3 and (e[1] - e[2]).norm() > 1e-3, "embedding ignores the video"
 
 
 def test_cli_dry_run_and_bad_override(tmp_path):

@@ -11,7 +11,8 @@ from .layers import DownTrunk
 
 
 class Embedder(nn.Module):
-    """E: concat(x, y) → residual down blocks (no norm) + self-attention → global sum pooling → ReLU.
+    """E: concat(x, y) → residual down blocks (no norm) + self-attention → global sum pooling → ReLU
+    (the ReLU only with cfg.embed_relu, see ModelConfig).
 
     ``forward(x (B,3,S,S), y (B,3,S,S)) -> (B, N)``; the caller (or :meth:`embed_shots`) averages over the K
     shots of one video (paper eq. 1).
@@ -25,7 +26,8 @@ class Embedder(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h, _ = self.trunk(torch.cat([x, y], dim=1))  # (B, N, 4, 4)
-        return F.relu(h.sum(dim=(2, 3)))  # (B, N)
+        e = h.sum(dim=(2, 3))  # (B, N)
+        return F.relu(e) if self.cfg.embed_relu else e
 
     def embed_shots(self, x: Tensor, y: Tensor, per_shot: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """ê = mean over K shots (paper eq. 1). x, y: (B, K, 3, S, S) -> (B, N) [, per-shot (B, K, N)]."""

@@ -268,9 +268,10 @@ class Trainer:
 
         vals = torch.stack([loss_g.detach().float(), l_cnt.detach().float(), l_adv.detach().float(),
                             l_fm.detach().float(), l_mch.detach().float(), loss_d.detach().float(),
-                            real_score.detach().mean(), fake_score_d.detach().mean()])
+                            real_score.detach().mean(), fake_score_d.detach().mean(),
+                            e_hat.detach().float().norm(dim=1).mean()])
         tdist.allreduce_mean_(vals, self.info)
-        names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake"]
+        names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm"]
         out = {n: float(v) for n, v in zip(names, vals)}
         out.update(gnorm_g=gn_g, gnorm_d=gn_d)
         return StepResult(out, fake.detach() if keep_output else None)
