@@ -26,9 +26,15 @@ def main() -> None:
     ap.add_argument("--no-discriminator", action="store_true", help="drop D (then only FF avatars work)")
     ap.add_argument("--note", default="", help="how the weights were made (stored in the metadata)")
     ap.add_argument("--metrics", help="JSON file of validation metrics to store in the metadata")
+    ap.add_argument("--finetune-from-preset", action="store_true",
+                    help="replace the file's fine-tuning settings with its preset's current ones")
     a = ap.parse_args()
     _, _, meta = read_model_file(a.src)
     cfg, E, G, D = load_model(a.src, with_discriminator=not a.no_discriminator)
+    if a.finetune_from_preset:
+        from talkinghead.config import preset
+
+        cfg.finetune = preset(cfg.name).finetune
     extra = {"step": meta.get("step", ""), "reproduce": a.note}
     if a.metrics:
         extra["validation_metrics"] = json.dumps(json.loads(Path(a.metrics).read_text()))
