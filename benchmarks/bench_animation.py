@@ -247,6 +247,9 @@ def main() -> None:
                 continue
             results.append(json.loads(p.stdout.strip().splitlines()[-1]))
             print(f"[{Path(spec).stem}] measured in {time.time() - t0:.0f} s", file=sys.stderr)
+            if a.json:  # saved after each model: a run stopped early keeps what it measured
+                Path(a.json).write_text(json.dumps({"threads": a.threads, "frames": a.frames, "landmarks_ms": ms,
+                                                    "models": results}, indent=2))
     table = [row for r in results for row in rows_for(r)]
     print(f"\nanimation, {a.threads} torch threads, {a.frames} driving frames of the bundled clip "
           f"(landmarks measured once: {ms:.1f} ms/frame)")
