@@ -462,7 +462,12 @@ def run(args: argparse.Namespace) -> int:
                   f"step {trainer.step} → {trainer.cfg.train.steps}, device {trainer.device}, "
                   f"{trainer.info.world_size} process(es)", file=sys.stderr)
         stop = args.minutes * 60 if args.minutes else None
-        last = trainer.train(stop_after_seconds=stop)
+        try:
+            last = trainer.train(stop_after_seconds=stop)
+        except KeyboardInterrupt:
+            trainer.save_checkpoint()  # Ctrl-C: keep the steps done so far; --resume continues from here
+            print(f"interrupted: checkpoint at step {trainer.step} in {args.run}", file=sys.stderr)
+            raise
         trainer.save_checkpoint()
         if trainer.info.is_main:
             print(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()),
