@@ -7,7 +7,6 @@ made on the fly with the model, paper §3.3 FF).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from talkinghead.errors import TalkingHeadError

@@ -32,14 +32,6 @@ def needs_media(test):
     return pytest.mark.media(_skip_no_media(test))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription stalls
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- retargeting (no media) -------------------------------------------------------------------------------
 def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0) -> np.ndarray:
     """68 iBUG-ordered points of a cartoon face: jaw half-ellipse, brows, nose, eyes, lips. (68, 2)."""

@@ -21,14 +21,6 @@ from talkinghead.nn import build_models
 TOL = 1 / 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription stalls
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def avatar_and_model(tmp_path_factory):
     if not PORTRAIT.is_file():

@@ -31,15 +31,6 @@ def needs_media(test):
     return pytest.mark.media(_skip_no_media(test))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2 shared CPU cores: one intra-op thread avoids oversubscription stalls (≈40× slower otherwise)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_model(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     cfg = tiny()

@@ -22,15 +22,6 @@ needs_media = pytest.mark.skipif(not (VIDEOS / "capman_2.mp4").is_file(),
                                  reason=f"real media not found at {VIDEOS} (see shared/data/MANIFEST.md)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2 shared CPU cores: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)

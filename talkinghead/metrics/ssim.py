@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 
 PSNR_CAP = 100.0  # dB, value for identical images
 
