@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from talkinghead import __version__
 from talkinghead.config import Config
@@ -106,11 +106,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Te
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one open: header metadata and tensors
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read model file {path}: {e}") from None
     if meta.get("format") != MODEL_FORMAT:

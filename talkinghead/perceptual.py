@@ -445,6 +445,16 @@ def _load_vgg(features: nn.Sequential, sd: dict[str, Tensor], path, what: str, k
     features.load_state_dict(new)
 
 
+def _tap(features: nn.Sequential, x: Tensor, taps) -> list[Tensor]:
+    """Runs a VGG feature stack and returns the outputs of the layers whose indices are in taps."""
+    out = []
+    for i, m in enumerate(features):
+        x = m(x)
+        if i in taps:
+            out.append(x)
+    return out
+
+
 class VGG19Backbone(FeatureBackbone):
     """The paper's ImageNet VGG19 (torchvision-format state dict `features.N.weight`), relu1_1 … relu5_1.
 
@@ -469,12 +479,7 @@ class VGG19Backbone(FeatureBackbone):
         return ((x + 1.0) * 0.5 - self.mean) / self.std
 
     def extract(self, x: Tensor) -> list[Tensor]:
-        out = []
-        for i, m in enumerate(self.features):
-            x = m(x)
-            if i in _VGG19_OUT:
-                out.append(x)
-        return out
+        return _tap(self.features, x, _VGG19_OUT)
 
 
 class VGGFaceBackbone(FeatureBackbone):
@@ -510,12 +515,7 @@ class VGGFaceBackbone(FeatureBackbone):
         return x - self.mean
 
     def extract(self, x: Tensor) -> list[Tensor]:
-        out = []
-        for i, m in enumerate(self.features):
-            x = m(x)
-            if i in _VGG16_OUT:
-                out.append(x)
-        return out
+        return _tap(self.features, x, _VGG16_OUT)
 
 
 # ------------------------------------------------------------------------------------------------------------
