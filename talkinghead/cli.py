@@ -1,8 +1,12 @@
 """`talkinghead` command line: a thin shell over the library (DESIGN.md §4, layered inference).
 
-Each subcommand lives in the module that owns the work; that module exposes
-`add_arguments(parser)` and `run(args) -> int`. Only the chosen module is imported, so
+Every command is one module in `talkinghead.commands` exposing `add_arguments(parser)` and `run(args) -> int`;
+`talkinghead animate` is `talkinghead/commands/animate.py`, and so on. Only the chosen module is imported, so
 `talkinghead --help` is instant and a broken optional dependency only affects its own command.
+
+Exit codes: 0 success, 1 a one-line error about the user's input (TalkingHeadError), 2 a usage error
+(argparse), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM unwinds like Ctrl-C, so partial
+outputs are removed and training writes its checkpoint either way.
 """
 
 from __future__ import annotations
@@ -10,19 +14,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from talkinghead.errors import TalkingHeadError
 
-# name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("talkinghead.demo", "animate the bundled Mona Lisa with the bundled driving clip"),
-    "preprocess": ("talkinghead.data.preprocess", "videos -> aligned face crops + landmarks (training set)"),
-    "train": ("talkinghead.train.meta", "meta-learn E, G and D on a preprocessed set"),
-    "finetune": ("talkinghead.train.finetune", "make an avatar from 1..32 photos or a video (FF or FT)"),
-    "animate": ("talkinghead.animate_cli", "drive a portrait or avatar with a video -> mp4"),
-    "evaluate": ("talkinghead.evaluate", "the paper's protocol and metrics, with baselines"),
+# name -> one-line help; the code of command NAME is talkinghead.commands.NAME
+COMMANDS: dict[str, str] = {
+    "demo": "animate the bundled Mona Lisa with the bundled driving clip",
+    "preprocess": "videos -> aligned face crops + landmarks (training set)",
+    "train": "meta-learn E, G and D on a preprocessed set",
+    "finetune": "make an avatar from 1..32 photos or a video (FF or FT)",
+    "animate": "drive a portrait or avatar with a video -> mp4",
+    "evaluate": "the paper's protocol and metrics, with baselines",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
+def command_module(name: str):
+    return importlib.import_module(f"talkinghead.commands.{name}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -31,11 +48,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Few-shot neural talking heads (Zakharov et al. 2019): make a portrait talk "
         "like the person in a driving video.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detailed messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == command:
-            importlib.import_module(module).add_arguments(p)
+            command_module(name).add_arguments(p)
     return parser
 
 
@@ -56,15 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    module = importlib.import_module(COMMANDS[args.command][0])
+    from talkinghead.console import setup_logging
+
+    setup_logging(args.verbose)
+    module = command_module(args.command)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(module.run(args) or 0)
     except TalkingHeadError as e:
         print(f"talkinghead {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"talkinghead {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"talkinghead {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

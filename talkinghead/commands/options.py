@@ -1,0 +1,71 @@
+"""Shared argparse pieces for the command modules: ranged numeric types and defaults read from the config.
+
+Every numeric option gets a range (`int_range`, `float_range`): argparse then answers a bad value with its
+usual one-line usage error and exit code 2, before any work starts. Defaults come from the config
+dataclasses (`default_of`), never written twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+
+def int_range(lo: int | None = None, hi: int | None = None, name: str = "a whole number"):
+    """An argparse `type` accepting integers in [lo, hi] (None: unbounded)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        _check(v, lo, hi, text)
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse `type` accepting finite floats in [lo, hi] ((lo, hi] when lo_open)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo_open and lo is not None and v <= lo:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than {lo:g}")
+        _check(v, lo, hi, text)
+        return v
+
+    parse.__name__ = "float"
+    return parse
+
+
+def _check(v, lo, hi, text: str) -> None:
+    if lo is not None and v < lo:
+        raise argparse.ArgumentTypeError(f"{text} is below the smallest allowed value {lo:g}")
+    if hi is not None and v > hi:
+        raise argparse.ArgumentTypeError(f"{text} is above the largest allowed value {hi:g}")
+
+
+def default_of(dataclass_type, field_name: str):
+    """The default of one field of a config dataclass (so the CLI never repeats a default)."""
+    for f in dataclasses.fields(dataclass_type):
+        if f.name == field_name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    raise KeyError(f"{dataclass_type.__name__} has no field {field_name!r}")
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1, ... [default: {default}]")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

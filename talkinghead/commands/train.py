@@ -1,0 +1,1 @@
+from talkinghead.train.meta import add_arguments, run  # noqa: F401  (moved here next)

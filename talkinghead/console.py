@@ -1,0 +1,36 @@
+"""One way to talk to the user: `log` for messages, `progress` for bars (both on stderr).
+
+Library code reports through the `talkinghead` logger (silent unless the application configures logging; the
+CLI does, in `setup_logging`) and draws progress bars through `progress`, so every command looks alike and a
+caller embedding the library decides what is shown. Results meant for stdout (paths written, a summary a
+script may parse) stay plain `print` calls in the command modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("talkinghead")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Messages as `talkinghead: text` on stderr (INFO, or DEBUG when verbose); idempotent."""
+    if any(getattr(h, "_talkinghead", False) for h in log.handlers):
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("talkinghead: %(message)s"))
+    handler._talkinghead = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
+             initial: int = 0, leave: bool = False, **kw):
+    """A tqdm bar on stderr (disabled: a no-op object with the same methods); use as a context manager."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr, leave=leave, **kw)

@@ -1,0 +1,73 @@
+"""Images between the networks and the user: [-1, 1] tensors ↔ uint8 arrays, PNG grids and PNG bytes.
+
+Networks see (…, 3, H, W) float tensors in [-1, 1] (paper §3: tanh outputs); files and the user see (H, W, 3)
+uint8 arrays. Every conversion in the package goes through these functions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (B, 3, H, W) in [-1, 1] -> (H, W, 3) or (B, H, W, 3) uint8 (rounded, clamped)."""
+    t = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return t.movedim(-3, -1).cpu().numpy()
+
+
+def from_uint8(a: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) or (B, H, W, 3) uint8 -> (3, H, W) or (B, 3, H, W) float32 in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.movedim(-1, -3).float() * (1 / 127.5) - 1.0
+
+
+def grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]]) -> np.ndarray:
+    """Tiles (each a (3, S, S) tensor in [-1, 1] or an (S, S, 3) uint8 array, all one size) -> one uint8
+    image, one row per inner sequence; short rows are padded with black."""
+    rows = [[to_uint8(t) if isinstance(t, torch.Tensor) else np.asarray(t, np.uint8) for t in r] for r in rows]
+    h, w = rows[0][0].shape[:2]
+    n = max(len(r) for r in rows)
+    out = np.zeros((h * len(rows), w * n, 3), np.uint8)
+    for i, r in enumerate(rows):
+        for j, tile in enumerate(r):
+            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = tile
+    return out
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Writes an (H, W, 3) uint8 image as PNG (atomically; parent folders created)."""
+    from PIL import Image
+
+    from talkinghead.checkpoint import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG"))
+    return path
+
+
+def save_grid(path: str | os.PathLike, rows: Sequence[Sequence[torch.Tensor | np.ndarray]]) -> Path:
+    """`grid(rows)` written as a PNG."""
+    return save_png(path, grid(rows))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG file bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def png_decode(data: bytes) -> np.ndarray:
+    """PNG file bytes -> (H, W, 3) uint8."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB")).copy()
