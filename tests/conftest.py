@@ -1,11 +1,34 @@
-"""Test-wide settings. OpenMP workers sleep when idle (set before torch loads): with spinning workers, torch
-ran 10-40x slower whenever another process shared the CPU."""
+"""Test-wide settings, the real-media location and its marker.
+
+- OpenMP workers sleep when idle (set before torch loads): with spinning workers, torch ran 10-40x slower
+  whenever another process shared the CPU; tests run torch on one intra-op thread.
+- `MEDIA` is ../shared/data (see its MANIFEST.md). A test that needs it is marked `@pytest.mark.media` and is
+  skipped, with the reason, where the folder is absent; the `media` fixture gives the path.
+"""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    if (MEDIA / "videos").is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real media not found at {MEDIA} (see shared/data/MANIFEST.md)")
+    for item in items:
+        if "media" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    """../shared/data (tests using it are marked `media`)."""
+    return MEDIA
 
 
 @pytest.fixture(autouse=True, scope="session")
