@@ -1,8 +1,9 @@
 """Checkpoints: the training state of a run, and the inference model file (DESIGN.md §3).
 
 Two kinds of file:
-- training checkpoint (`RUN/checkpoints/last.pt`, torch pickle): config, step, E/G/D weights including the
-  per-video table W, optimiser states, RNG states — everything needed for an exact resume;
+- training checkpoint (`RUN/checkpoints/last.pt`): config, step, E/G/D weights including the per-video table
+  W, optimiser states, RNG states — everything needed for an exact resume. It holds only tensors and plain
+  values and is read with torch.load(weights_only=True): a crafted file cannot run code;
 - model file (`*.safetensors`): config + E, G and D's trunk (w0 and b kept; never W, whose size grows with
   the training set) in fp32 or fp16. It rebuilds the networks from the file alone and is what few-shot
   fine-tuning and animation load.
@@ -23,30 +24,41 @@ from safetensors.torch import save_file
 
 from talkinghead import __version__
 from talkinghead.config import Config
-from talkinghead.errors import CheckpointError
+from talkinghead.errors import CheckpointError, TalkingHeadError
 
 MODEL_FORMAT = "talkinghead-model"
 MODEL_FORMAT_VERSION = 1
-TRAIN_FORMAT_VERSION = 1
+TRAIN_FORMAT_VERSION = 2  # 2: tensors and plain values only (weights_only)
 W_PREFIX = "D.W."  # the discriminator's per-video table, excluded from model files
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Calls write_fn(tmp_path) and renames tmp_path to path; removes the temporary file on failure."""
+    """Calls write_fn(tmp_path) and renames tmp_path to path; removes the temporary file on failure.
+
+    A failure to write (disk full, no permission, a folder in the way) is a one-line TalkingHeadError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write_fn(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        _remove(tmp)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:150]
+        raise TalkingHeadError(f"cannot write {path}: {reason}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.remove(tmp)
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -58,12 +70,15 @@ def load_training_state(path: str | os.PathLike, map_location="cpu") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling error means a broken file
-        raise CheckpointError(f"cannot read training checkpoint {path}: {e}") from None
-    if state.get("format_version") != TRAIN_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: training checkpoint format {state.get('format_version')} "
+    try:  # weights_only: tensors, containers and plain values; anything else is refused, never executed
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling error means a broken or foreign file
+        msg = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"cannot read training checkpoint {path} (broken, foreign, or written by an "
+                              f"older talkinghead): {msg}") from None
+    if not isinstance(state, dict) or state.get("format_version") != TRAIN_FORMAT_VERSION:
+        version = state.get("format_version") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path}: training checkpoint format {version} "
                               f"is not supported (expected {TRAIN_FORMAT_VERSION})")
     return state
 

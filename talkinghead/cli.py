@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from talkinghead.errors import TalkingHeadError
+from talkinghead.errors import TalkingHeadError, Terminated
 
 # name -> one-line help; the code of command NAME is talkinghead.commands.NAME
 COMMANDS: dict[str, str] = {
@@ -30,12 +30,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs."""
-
-
 def _on_sigterm(signum, frame):  # noqa: ARG001
     raise Terminated()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: `talkinghead CMD: error: ... (see --help)`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def command_module(name: str):
@@ -43,13 +46,13 @@ def command_module(name: str):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="talkinghead",
         description="Few-shot neural talking heads (Zakharov et al. 2019): make a portrait talk "
         "like the person in a driving video.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more detailed messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == command:
@@ -70,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         print(f"talkinghead: error: command {command!r} is not available ({e})", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
@@ -85,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except TalkingHeadError as e:
         print(f"talkinghead {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Terminated:
         print(f"talkinghead {args.command}: terminated", file=sys.stderr)
         return 143

@@ -116,6 +116,41 @@ class Config:
         return cls.from_dict(json.loads(s))
 
 
+# (section, field) -> smallest allowed value; `validate` checks these after overrides
+_MINIMUM = {
+    ("model", "image_size"): 16, ("model", "embed_dim"): 1, ("model", "base_channels"): 1,
+    ("model", "max_channels"): 1, ("model", "bottleneck_size"): 1, ("model", "num_res_blocks"): 0,
+    ("train", "shots"): 1, ("train", "batch_size"): 1, ("train", "steps"): 1, ("train", "d_steps"): 1,
+    ("train", "log_every"): 1, ("train", "sample_every"): 0, ("train", "ckpt_every_steps"): 1,
+    ("train", "ckpt_every_minutes"): 0, ("train", "num_workers"): 0, ("train", "grad_clip"): 0,
+    ("finetune", "steps"): 1, ("finetune", "batch_size"): 1, ("finetune", "patience"): 0,
+    ("finetune", "min_delta"): 0,
+}
+_POSITIVE = {("train", "lr_ge"), ("train", "lr_d"), ("finetune", "lr_g"), ("finetune", "lr_d")}
+
+
+def validate(cfg: Config) -> list[str]:
+    """Problems with the values of `cfg` (empty when it is usable): types, ranges, sizes."""
+    problems = []
+    for section in ("model", "loss", "train", "finetune"):
+        obj = getattr(cfg, section)
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            key = (section, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if key in _MINIMUM and v < _MINIMUM[key]:
+                problems.append(f"{section}.{f.name} = {v} (at least {_MINIMUM[key]})")
+            elif key in _POSITIVE and not v > 0:
+                problems.append(f"{section}.{f.name} = {v} (must be > 0)")
+            elif section == "loss" and v < 0:
+                problems.append(f"{section}.{f.name} = {v} (a weight cannot be negative)")
+    m = cfg.model
+    if m.image_size & (m.image_size - 1) or m.bottleneck_size > m.image_size:
+        problems.append(f"model.image_size = {m.image_size} (a power of two ≥ bottleneck_size)")
+    return problems
+
+
 def _from_dict(klass, d: dict):
     """Builds a (nested) dataclass from a dict, ignoring unknown keys and turning lists into tuples."""
     kwargs = {}

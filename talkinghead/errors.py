@@ -15,3 +15,7 @@ class NoFaceError(TalkingHeadError):
 
 class CheckpointError(TalkingHeadError):
     """A missing, corrupt or incompatible checkpoint / avatar file."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs (exit code 143)."""

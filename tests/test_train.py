@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.checkpoint import load_model, save_model
+from talkinghead.checkpoint import load_model, load_training_state, save_model
 from talkinghead.config import tiny
-from talkinghead.errors import CheckpointError, TalkingHeadError
+from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
 from talkinghead.train.meta import CHECKPOINT, MODEL_FILE, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,106 @@ def test_resume_continues_with_the_same_losses(tmp_path):
         assert f6[k] == pytest.approx(p6[k], rel=1e-5, abs=1e-6), k
     for (n, a), b in zip(full.G.state_dict().items(), resumed.G.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), n
+
+
+def test_interrupt_mid_step_checkpoints_a_whole_step_and_resumes_exactly(tmp_path):
+    """Ctrl-C (or SIGTERM) arriving inside a step: the step finishes, its checkpoint is written, then the run
+    stops; the resumed run's losses equal an uninterrupted run's from the next step on."""
+    import signal
+
+    ds = SyntheticEpisodes()
+    full = Trainer(tiny_cfg(6), tmp_path / "full", dataset=ds, progress=False)
+    full.train()
+    log_full = {r["step"]: r for r in map(json.loads, (tmp_path / "full/log.jsonl").read_text().splitlines())}
+
+    for sig, exc in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+        run = tmp_path / f"part{int(sig)}"
+        part = Trainer(tiny_cfg(6), run, dataset=ds, progress=False)
+        step_ge = part.opt_ge.step
+
+        def interrupted_step(*a, _orig=step_ge, _tr=part, _sig=sig, **k):
+            out = _orig(*a, **k)  # G/E weights updated; the D phase of this step has not run yet
+            if _tr.step == 2:
+                os.kill(os.getpid(), _sig)
+            return out
+
+        part.opt_ge.step = interrupted_step
+        with pytest.raises(exc):
+            part.train()
+        resumed = Trainer(tiny_cfg(6), run, dataset=ds, resume=True, progress=False)
+        assert resumed.step == 3
+        resumed.train()
+        log_part = {r["step"]: r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())}
+        for k in ("loss_g", "cnt", "loss_d", "mch"):
+            assert log_part[6][k] == pytest.approx(log_full[6][k], rel=1e-5, abs=1e-6), (sig, k)
+
+
+def test_crafted_training_checkpoint_cannot_run_code(tmp_path):
+    """`train --resume` reads checkpoints/last.pt with weights_only: a pickle that would run code is refused."""
+    ran = tmp_path / "code_ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    run = tmp_path / "r"
+    (run / CHECKPOINT).parent.mkdir(parents=True)
+    torch.save({"format_version": 2, "config": tiny_cfg().to_dict(), "x": Exploit()}, run / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="cannot read training checkpoint"):
+        Trainer(tiny_cfg(), run, dataset=SyntheticEpisodes(), resume=True, progress=False)
+    with pytest.raises(CheckpointError):
+        load_training_state(run / CHECKPOINT)
+    assert not ran.exists(), "loading the checkpoint ran code"
+
+
+def test_resume_keeps_the_model_and_takes_training_values_from_the_command_line(tmp_path, caplog):
+    """Model shape from the checkpoint; --steps/--batch-size/--set applied (and reported); the step budget
+    is the run's own unless --steps is given; a model change is an error."""
+    from talkinghead.cli import build_parser
+    from talkinghead.commands.train import _resumed_config
+
+    ds = SyntheticEpisodes()
+    cfg = tiny_cfg(4)
+    cfg.train.steps = 4
+    Trainer(cfg, tmp_path / "r", dataset=ds, progress=False).train()
+
+    def resumed(*extra):
+        args = build_parser("train").parse_args(["train", "--run", str(tmp_path / "r"), "--resume", *extra])
+        return _resumed_config(args, tmp_path / "r")[0]
+
+    assert resumed().train.steps == 4, "the saved step budget, not the preset's default"
+    with caplog.at_level("INFO", logger="talkinghead"):
+        c = resumed("--steps", "9", "--batch-size", "3", "--set", "loss.fm_weight=2.5")
+    assert (c.train.steps, c.train.batch_size, c.loss.fm_weight) == (9, 3, 2.5)
+    assert c.model.image_size == 64 and c.name == "tiny"
+    assert "train.batch_size: 2 -> 3" in caplog.text and "loss.fm_weight" in caplog.text
+    with pytest.raises(TalkingHeadError, match="keeps its model"):
+        resumed("--set", "model.embed_dim=16")
+    with pytest.raises(TalkingHeadError, match="preset tiny"):
+        resumed("--preset", "paper")
+    tr = Trainer(c, tmp_path / "r", dataset=ds, resume=True, progress=False)
+    assert tr.step == 4 and tr.cfg.train.steps == 9 and tr.cfg.train.batch_size == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "--batch-size"), (["--shots", "0"], "--shots"), (["--preset", "huge"], "--preset"),
+    (["--steps", "0"], "--steps"), (["--workers", "-1"], "--workers"), (["--minutes", "0"], "--minutes"),
+    (["--set", "train.batch_size=0"], "train.batch_size"), (["--set", "train.steps=abc"], "train.steps"),
+])
+def test_train_bad_options_give_one_line_errors(argv, message, capsys):
+    from talkinghead.cli import main
+
+    code = main(["train", "--dry-run", *argv])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_dry_run_needs_no_run_folder(capsys):
+    from talkinghead.cli import main
+
+    assert main(["train", "--preset", "paper", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["image_size"] == 256
 
 
 def test_existing_run_needs_resume(tmp_path):

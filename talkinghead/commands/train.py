@@ -1,1 +1,159 @@
-from talkinghead.train.meta import add_arguments, run  # noqa: F401  (moved here next)
+"""`talkinghead train`: meta-learning (paper §3.2) into a run folder; the Trainer is talkinghead.train.meta.
+
+A new run takes the preset plus the options given. `--resume` continues the run folder's checkpoint: the
+model is the checkpoint's (changing `model.*` is an error), the training values (train, loss, finetune) are
+the saved ones except those given on this command line, each of which is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from talkinghead.commands.options import add_progress, float_range, int_range
+from talkinghead.config import PRESETS, Config, preset, validate
+from talkinghead.console import log
+from talkinghead.errors import TalkingHeadError
+
+DEFAULT_PRESET = "small"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Meta-learn the embedder E, generator G and discriminator D on a preprocessed set "
+                     "of talking-head videos (made by `talkinghead preprocess`). Each step takes K shots "
+                     "and a target frame from one video. Everything goes into the run folder: "
+                     "config.json, log.jsonl, samples/*.png, checkpoints/last.pt and model.safetensors "
+                     "(the file `finetune`/`animate` load). Ctrl-C or SIGTERM finishes the step, writes a "
+                     "checkpoint and stops; --resume continues exactly. Multi-GPU: torchrun "
+                     "--nproc_per_node=N -m talkinghead train ...")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"tiny (tests, 64²), small (128², CPU hours), paper (256², the paper's widths) "
+                   f"[default: {DEFAULT_PRESET}; on --resume: the run's]")
+    p.add_argument("--data", help="preprocessed training set (folder with manifest.json)")
+    p.add_argument("--run", help="run folder (created; holds checkpoints and logs); not needed with --dry-run")
+    p.add_argument("--steps", type=int_range(1), help="total number of steps to reach (default: the preset's; "
+                   "on --resume: the run's)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--batch-size", type=int_range(1, 4096), help="episodes per step and process")
+    p.add_argument("--shots", type=int_range(1, 64), help="K, frames per episode used by the embedder")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda [default: auto]")
+    p.add_argument("--workers", type=int_range(0, 64), help="data loader worker processes")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value, e.g. --set loss.fm_weight=5 (repeatable)")
+    p.add_argument("--minutes", type=float_range(0, lo_open=True),
+                   help="stop (after a checkpoint) when this much time has passed")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_progress(p)
+
+
+def _flat(cfg: Config) -> dict[str, object]:
+    return {f"{s}.{k}": v for s, sub in asdict(cfg).items() if isinstance(sub, dict) for k, v in sub.items()}
+
+
+def apply_overrides(cfg: Config, args: argparse.Namespace) -> list[str]:
+    """Applies the options given (--steps, --batch-size, --shots, --amp, --workers, --set) to cfg in place;
+    returns the changes as "section.key: old -> new". TalkingHeadError for an unknown key or a bad value."""
+    before = _flat(cfg)
+    t = cfg.train
+    for name, value in (("steps", args.steps), ("batch_size", args.batch_size), ("shots", args.shots),
+                        ("num_workers", args.workers)):
+        if value is not None:
+            setattr(t, name, value)
+    if args.amp:
+        t.amp = True
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        obj = getattr(cfg, section, None) if section in ("model", "loss", "train", "finetune") else None
+        if obj is None or not dot or not eq or not hasattr(obj, name):
+            raise TalkingHeadError(f"--set {item!r}: no such config value (use SECTION.KEY=VALUE, "
+                                   "e.g. loss.fm_weight=5)")
+        current = getattr(obj, name)
+        try:
+            parsed = value if isinstance(current, str) else json.loads(value)
+        except json.JSONDecodeError:
+            raise TalkingHeadError(f"--set {item!r}: cannot parse {value!r}") from None
+        if isinstance(parsed, list):
+            parsed = tuple(parsed)
+        if type(parsed) is not type(current) and not (isinstance(current, float) and type(parsed) is int):
+            raise TalkingHeadError(f"--set {item!r}: {key} takes a {type(current).__name__}, got {value!r}")
+        setattr(obj, name, parsed)
+    problems = validate(cfg)
+    if problems:
+        raise TalkingHeadError("invalid config: " + "; ".join(problems))
+    after = _flat(cfg)
+    return [f"{k}: {before[k]} -> {after[k]}" for k in after if after[k] != before[k]]
+
+
+def _resumed_config(args: argparse.Namespace, run: Path):
+    """(cfg, state): the checkpoint's config with this command line's training values, and the state."""
+    from talkinghead.checkpoint import load_training_state
+    from talkinghead.train.meta import CHECKPOINT
+
+    ckpt = run / CHECKPOINT
+    if not ckpt.is_file():
+        raise TalkingHeadError(f"--resume: no checkpoint in {run} (looked for {ckpt})")
+    state = load_training_state(ckpt)
+    cfg = Config.from_dict(state["config"])
+    if args.preset and args.preset != cfg.name:
+        raise TalkingHeadError(f"--resume: {run} was started with preset {cfg.name}, not {args.preset}")
+    changes = apply_overrides(cfg, args)
+    model_changes = [c for c in changes if c.startswith("model.")]
+    if model_changes:
+        raise TalkingHeadError("a resumed run keeps its model; cannot change " + ", ".join(model_changes))
+    for c in changes:
+        log.info("resume: %s (from the command line)", c)
+    return cfg, state
+
+
+def _data_root(args: argparse.Namespace, run: Path | None) -> str | None:
+    data = args.data
+    if args.resume and not data and run is not None:
+        saved = run / "data_root.txt"
+        data = saved.read_text().strip() if saved.is_file() else None
+    if data is None:
+        raise TalkingHeadError("--data DIR is required (a folder made by `talkinghead preprocess`)")
+    if not (Path(data) / "manifest.json").is_file():
+        raise TalkingHeadError(f"{data} is not a preprocessed set (no manifest.json); "
+                               "run `talkinghead preprocess` first")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run) if args.run else None
+    if args.resume:
+        if run_dir is None:
+            raise TalkingHeadError("--resume needs --run DIR (the run folder to continue)")
+        cfg, state = _resumed_config(args, run_dir)
+    else:
+        cfg, state = preset(args.preset or DEFAULT_PRESET), None
+        apply_overrides(cfg, args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    if run_dir is None:
+        raise TalkingHeadError("--run DIR is required (the run folder for checkpoints and logs)")
+    data = _data_root(args, run_dir)
+
+    from talkinghead.train.meta import MODEL_FILE, Trainer
+
+    trainer = Trainer(cfg, run_dir, data_root=data, device=args.device, resume=args.resume,
+                      progress=not args.no_progress, state=state)
+    try:
+        if trainer.info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "data_root.txt").write_text(str(Path(data).resolve()))
+            log.info("run %s: preset %s, %d videos, step %d -> %d, device %s, %d process(es)", run_dir,
+                     trainer.cfg.name, trainer.cfg.model.num_videos, trainer.step, trainer.cfg.train.steps,
+                     trainer.device, trainer.info.world_size)
+        last = trainer.train(stop_after_seconds=args.minutes * 60 if args.minutes else None)
+        if trainer.info.is_main:
+            print(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()), file=sys.stderr)
+            print(f"model: {run_dir / MODEL_FILE}")
+    finally:
+        trainer.close()
+    return 0

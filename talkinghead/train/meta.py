@@ -12,15 +12,15 @@ sparse gradient is averaged by gathering (row, value) pairs (`dist.allreduce_spa
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
 import random
-import sys
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from talkinghead import losses
+from talkinghead import images, losses
 from talkinghead.checkpoint import load_training_state, save_model, save_training_state
-from talkinghead.config import Config, preset
-from talkinghead.errors import TalkingHeadError
+from talkinghead.config import Config
+from talkinghead.console import log, progress
+from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
 from talkinghead.nn import build_models
 from talkinghead.train import dist as tdist
+from talkinghead.train.objective import build_content_terms, discriminator_terms, generator_terms
 
 CHECKPOINT = "checkpoints/last.pt"
 MODEL_FILE = "model.safetensors"
@@ -76,20 +78,6 @@ class GeneratorWithEmbedder(nn.Module):
         return fake, e_hat
 
 
-def build_content_terms(cfg: Config, device) -> list:
-    """[(backbone, weight)] for L_CNT from the loss config (empty names are skipped)."""
-    terms = []
-    lc = cfg.loss
-    specs = [(lc.imagenet_backbone, lc.imagenet_weight, lc.imagenet_path),
-             (lc.face_backbone, lc.face_weight, lc.face_path)]
-    if any(name and w > 0 for name, w, _ in specs):
-        from talkinghead.perceptual import load_backbone
-        for name, weight, path in specs:
-            if name and weight > 0:
-                terms.append((load_backbone(name, path).to(device), weight))
-    return terms
-
-
 def grad_norm(params) -> float:
     sq = 0.0
     for p in params:
@@ -105,27 +93,74 @@ class StepResult:
     fake: torch.Tensor | None = None
 
 
+class StepBoundary:
+    """Defers SIGINT and SIGTERM to the end of the running step, so an interrupted run checkpoints a whole
+    step and its resume matches an uninterrupted run. A second signal stops at once (without a checkpoint;
+    the previous one stays intact). A no-op outside the main thread, where handlers cannot be set."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.pending: int | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):  # noqa: ARG002
+        if self.pending is not None:
+            self.raise_pending(signum)
+        self.pending = signum
+
+    @staticmethod
+    def raise_pending(signum: int):
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def __enter__(self) -> "StepBoundary":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def check_resume_config(saved: Config, cfg: Config) -> None:
+    """A resumed run keeps the model it was started with: any difference in cfg.model is an error."""
+    a, b = asdict(saved.model), asdict(cfg.model)
+    diff = [k for k in a if k != "num_videos" and a[k] != b.get(k)]
+    if diff:
+        raise TalkingHeadError("a resumed run keeps its model; these differ from the checkpoint: "
+                               + ", ".join(f"model.{k} {a[k]} -> {b.get(k)}" for k in diff))
+
+
 class Trainer:
-    """Owns the networks, optimisers, phases, precision, logging and checkpoints of one run folder."""
+    """Owns the networks, optimisers, phases, precision, logging and checkpoints of one run folder.
+
+    resume=True continues the run in `run_dir` from its checkpoint (`state`, if the caller already read it):
+    the model and every weight come from the checkpoint, the training values (train, loss, finetune) from
+    `cfg` — the command builds `cfg` from the saved config plus the options given.
+    """
 
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
-                 dataset=None, device: str = "auto", resume: bool = False, progress: bool = True):
+                 dataset=None, device: str = "auto", resume: bool = False, progress: bool = True,
+                 state: dict | None = None):
         self.info = tdist.init_distributed(device)
         self.device = self.info.device
         self.run_dir = Path(run_dir)
         self.progress = progress and self.info.is_main
-        state = None
         ckpt = self.run_dir / CHECKPOINT
         if resume:
-            if not ckpt.is_file():
-                raise TalkingHeadError(f"--resume: no checkpoint in {self.run_dir} (looked for {ckpt})")
-            state = load_training_state(ckpt, map_location="cpu")
-            steps = cfg.train.steps
-            cfg = Config.from_dict(state["config"])
-            cfg.train.steps = max(steps, cfg.train.steps) if steps else cfg.train.steps
+            if state is None:
+                if not ckpt.is_file():
+                    raise TalkingHeadError(f"--resume: no checkpoint in {self.run_dir} (looked for {ckpt})")
+                state = load_training_state(ckpt, map_location="cpu")
+            saved = Config.from_dict(state["config"])
+            check_resume_config(saved, cfg)
+            cfg.model = saved.model
         elif ckpt.is_file():
             raise TalkingHeadError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                                    "or choose another --run folder")
+        else:
+            state = None
         self.cfg = cfg
         if dataset is None:
             if data_root is None:
@@ -151,8 +186,7 @@ class Trainer:
 
         t = cfg.train
         self.opt_ge = torch.optim.Adam(self.EG.parameters(), lr=t.lr_ge, betas=t.betas)
-        d_params = [p for n, p in self.D.named_parameters() if not n.startswith("W.")]
-        self.opt_d = torch.optim.Adam(d_params, lr=t.lr_d, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self._d_trunk_params(), lr=t.lr_d, betas=t.betas)
         self.opt_w = torch.optim.SparseAdam([self.D.W.weight], lr=t.lr_d, betas=t.betas)
         self.step = 0
         self.elapsed = 0.0
@@ -172,8 +206,14 @@ class Trainer:
             else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler("cuda") if (t.amp and self.device.type == "cuda") else None
 
+    def _d_trunk_params(self) -> list:
+        """D's parameters except the sparse table W (θ, w0, b)."""
+        return [p for n, p in self.D.named_parameters() if not n.startswith("W.")]
+
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything an exact resume needs; only tensors and plain values (loaded with weights_only)."""
+        np_state = np.random.get_state()
         return {
             "config": self.cfg.to_dict(),
             "step": self.step,
@@ -181,24 +221,31 @@ class Trainer:
             "E": self.E.state_dict(), "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_ge": self.opt_ge.state_dict(), "opt_d": self.opt_d.state_dict(),
             "opt_w": self.opt_w.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                     "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
 
     def _load_state(self, state: dict) -> None:
-        self.E.load_state_dict(state["E"])
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_ge.load_state_dict(state["opt_ge"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.opt_w.load_state_dict(state["opt_w"])
+        try:
+            self.E.load_state_dict(state["E"])
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.opt_ge.load_state_dict(state["opt_ge"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.opt_w.load_state_dict(state["opt_w"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: does not match its own config "
+                                  f"({' '.join(str(e).split())[:200]})") from None
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
 
@@ -212,8 +259,7 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------------
     def train_step(self, batch: dict, keep_output: bool = False) -> StepResult:
-        """One G/E phase and one D phase on a batch of episodes (paper §3.2)."""
-        cfg, lc = self.cfg, self.cfg.loss
+        """One G/E phase and one D phase on a batch of episodes (paper §3.2, train/objective.py)."""
         dev = self.device
         shots_x = batch["shots_x"].to(dev, non_blocking=True)  # (B, K, 3, S, S)
         shots_y = batch["shots_y"].to(dev, non_blocking=True)  # (B, K, 3, S, S)
@@ -229,18 +275,10 @@ class Trainer:
         with self.autocast():
             fake, e_hat = self.EG_ddp(shots_x, shots_y, y)
             w_i = self.D.video_vectors(idx)  # (B, N)
-            w_proj = w_i.detach() + self.D.w0  # score uses W_i + w0 without sending -D's gradient to W
-            fake_score, fake_feats = self.D(fake, y, w=w_proj)
-            with torch.no_grad():
-                _, real_feats = self.D(x, y, w=w_proj)
-            l_cnt = losses.content_loss(fake, x, self.content_terms) if self.content_terms \
-                else fake.new_zeros(())
-            if lc.pixel_l1_weight > 0:
-                l_cnt = l_cnt + lc.pixel_l1_weight * losses.pixel_l1(fake, x)
-            l_adv = lc.adv_weight * losses.generator_adv_loss(fake_score)
-            l_fm = lc.fm_weight * losses.feature_matching_loss(real_feats, fake_feats)
-            l_mch = lc.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            loss_g = l_cnt + l_adv + l_fm + l_mch
+            # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
+            g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss)
+            l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
+            loss_g = g["total"] + l_mch
         self._backward(loss_g)
         tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
         gn_g = self._clip_and_step(self.opt_ge, list(self.EG.parameters()))
@@ -248,27 +286,22 @@ class Trainer:
         self.D.requires_grad_(True)
 
         # -- D phase: hinge loss on real and (detached) fake, one forward through the DDP wrapper
-        fake_d = fake.detach()
         gn_d = 0.0
-        for _ in range(cfg.train.d_steps):
+        for _ in range(self.cfg.train.d_steps):
             self.opt_d.zero_grad(set_to_none=True)
             self.opt_w.zero_grad(set_to_none=True)
             with self.autocast():
-                scores, _ = self.D_ddp(torch.cat([x, fake_d]), torch.cat([y, y]), torch.cat([idx, idx]))
-                real_score, fake_score_d = scores.float().chunk(2)
-                loss_d = losses.hinge_d_loss(real_score, fake_score_d)
-            self._backward(loss_d)
+                d = discriminator_terms(self.D_ddp, x, fake, y, video_index=idx)
+            self._backward(d["loss"])
             tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
-            gn_d = self._clip_and_step(self.opt_d, [p for n, p in self.D.named_parameters()
-                                                    if not n.startswith("W.")])
+            gn_d = self._clip_and_step(self.opt_d, self._d_trunk_params())
             self.opt_w.step()
         if self.scaler is not None:
             self.scaler.update()
 
-        vals = torch.stack([loss_g.detach().float(), l_cnt.detach().float(), l_adv.detach().float(),
-                            l_fm.detach().float(), l_mch.detach().float(), loss_d.detach().float(),
-                            real_score.detach().mean(), fake_score_d.detach().mean(),
-                            e_hat.detach().float().norm(dim=1).mean()])
+        vals = torch.stack([loss_g.detach().float(), g["cnt"].detach().float(), g["adv"].detach().float(),
+                            g["fm"].detach().float(), l_mch.detach().float(), d["loss"].detach().float(),
+                            d["real"], d["fake"], e_hat.detach().float().norm(dim=1).mean()])
         tdist.allreduce_mean_(vals, self.info)
         names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm"]
         out = {n: float(v) for n, v in zip(names, vals)}
@@ -295,7 +328,8 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------
     def loader(self) -> DataLoader:
         t = self.cfg.train
-        sampler = EpisodeBatchSampler(len(self.dataset), t.batch_size, self.step, t.steps, self.info.rank, self.info.world_size)
+        sampler = EpisodeBatchSampler(len(self.dataset), t.batch_size, self.step, t.steps, self.info.rank,
+                                      self.info.world_size)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers,
                           pin_memory=self.device.type == "cuda",
                           persistent_workers=False, prefetch_factor=4 if t.num_workers else None)
@@ -303,7 +337,8 @@ class Trainer:
     def train(self, max_steps: int | None = None, stop_after_seconds: float | None = None) -> dict:
         """Runs until cfg.train.steps (or max_steps more); checkpoints every N steps / M minutes.
 
-        Returns the last logged losses. Safe to interrupt: the last checkpoint is always complete.
+        Returns the last logged losses. Ctrl-C or SIGTERM ends the running step, writes a checkpoint and
+        then raises KeyboardInterrupt (Terminated for SIGTERM): the run resumes exactly from there.
         """
         t = self.cfg.train
         end = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
@@ -311,167 +346,63 @@ class Trainer:
         if self.info.is_main:
             (self.run_dir / "config.json").write_text(self.cfg.to_json())
         log_f = open(self.run_dir / "log.jsonl", "a") if self.info.is_main else None
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr)
+        bar = progress(t.steps, "train", "step", self.progress, initial=self.step, leave=True)
         last_ckpt_time = run_start = time.time()
         t0 = time.time()
         window_t, window_n = time.time(), 0
         last: dict = {}
         self.E.train(), self.G.train(), self.D.train()
         try:
-            for batch in self.loader():
-                if self.step >= end:
-                    break
-                want_sample = self.info.is_main and t.sample_every and (self.step + 1) % t.sample_every == 0
-                res = self.train_step(batch, keep_output=want_sample)
-                self.step += 1
-                window_n += 1
-                last = res.losses
-                if not all(math.isfinite(v) for v in last.values()):
-                    raise TalkingHeadError(f"training diverged at step {self.step}: {last}")
-                if want_sample:
-                    self.save_samples(batch, res.fake)
-                if self.step % t.log_every == 0 or self.step == end:
-                    now = time.time()
-                    rate = window_n / max(now - window_t, 1e-9)
-                    window_t, window_n = now, 0
-                    if log_f:
-                        rec = {"step": self.step, "time": round(self.elapsed + now - t0, 2),
-                               "steps_per_s": round(rate, 4), **{k: round(v, 5) for k, v in last.items()}}
-                        log_f.write(json.dumps(rec) + "\n")
-                        log_f.flush()
-                    if bar:
+            with StepBoundary() as boundary:
+                for batch in self.loader():
+                    if self.step >= end:
+                        break
+                    want_sample = self.info.is_main and t.sample_every and (self.step + 1) % t.sample_every == 0
+                    res = self.train_step(batch, keep_output=want_sample)
+                    self.step += 1
+                    window_n += 1
+                    last = res.losses
+                    if not all(math.isfinite(v) for v in last.values()):
+                        raise TalkingHeadError(f"training diverged at step {self.step}: {last}")
+                    if want_sample:
+                        self.save_samples(batch, res.fake)
+                    if self.step % t.log_every == 0 or self.step == end:
+                        now = time.time()
+                        rate = window_n / max(now - window_t, 1e-9)
+                        window_t, window_n = now, 0
+                        if log_f:
+                            rec = {"step": self.step, "time": round(self.elapsed + now - t0, 2),
+                                   "steps_per_s": round(rate, 4), **{k: round(v, 5) for k, v in last.items()}}
+                            log_f.write(json.dumps(rec) + "\n")
+                            log_f.flush()
                         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss_g", "cnt", "loss_d")},
                                         refresh=False)
-                if bar:
                     bar.update(1)
-                due_minutes = (time.time() - last_ckpt_time) / 60 >= t.ckpt_every_minutes
-                if self.step % t.ckpt_every_steps == 0 or due_minutes or self.step == end:
-                    self.elapsed += time.time() - t0
-                    t0 = time.time()
-                    self.save_checkpoint()
-                    last_ckpt_time = time.time()
-                if stop_after_seconds is not None and time.time() - run_start > stop_after_seconds:
-                    break
+                    due_minutes = (time.time() - last_ckpt_time) / 60 >= t.ckpt_every_minutes
+                    stop = boundary.pending is not None or (
+                        stop_after_seconds is not None and time.time() - run_start > stop_after_seconds)
+                    if self.step % t.ckpt_every_steps == 0 or due_minutes or self.step == end or stop:
+                        self.elapsed += time.time() - t0
+                        t0 = time.time()
+                        self.save_checkpoint()
+                        last_ckpt_time = time.time()
+                    if boundary.pending is not None:
+                        log.info("interrupted: checkpoint at step %d in %s", self.step, self.run_dir)
+                        boundary.raise_pending(boundary.pending)
+                    if stop:
+                        break
         finally:
-            if bar:
-                bar.close()
+            bar.close()
             if log_f:
                 log_f.close()
         return last
 
     def save_samples(self, batch: dict, fake: torch.Tensor) -> None:
         """PNG grid, one row per episode: shots | target landmarks | target | output."""
-        from PIL import Image
-
         k = min(batch["shots_x"].shape[1], 4)
-        rows = []
-        for b in range(min(fake.shape[0], 4)):
-            tiles = [batch["shots_x"][b, i] for i in range(k)]
-            tiles += [batch["target_y"][b], batch["target_x"][b], fake[b].float().cpu()]
-            rows.append(torch.cat([t.float().cpu() for t in tiles], dim=2))  # (3, S, S*(k+3))
-        grid = torch.cat(rows, dim=1)
-        img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        out = self.run_dir / "samples" / f"step_{self.step:07d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(out)
+        rows = [[*(batch["shots_x"][b, i] for i in range(k)), batch["target_y"][b], batch["target_x"][b], fake[b]]
+                for b in range(min(fake.shape[0], 4))]
+        images.save_grid(self.run_dir / "samples" / f"step_{self.step:07d}.png", rows)
 
     def close(self) -> None:
         tdist.shutdown(self.info)
-
-
-# ---- CLI -------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Meta-learn the embedder E, generator G and discriminator D on a preprocessed set "
-                     "of talking-head videos (made by `talkinghead preprocess`). Each step takes K shots "
-                     "and a target frame from one video. Everything goes into the run folder: "
-                     "config.json, log.jsonl, samples/*.png, checkpoints/last.pt and model.safetensors "
-                     "(the file `finetune`/`animate` load). Multi-GPU: torchrun --nproc_per_node=N "
-                     "-m talkinghead train ...")
-    p.add_argument("--preset", default="small", help="tiny (tests, 64²), small (128², CPU hours), "
-                   "paper (256², the paper's widths) [default: small]")
-    p.add_argument("--data", help="preprocessed training set (folder with manifest.json)")
-    p.add_argument("--run", required=True, help="run folder (created; holds checkpoints and logs)")
-    p.add_argument("--steps", type=int, help="total number of steps to reach (default: the preset's)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    p.add_argument("--batch-size", type=int, help="episodes per step and process")
-    p.add_argument("--shots", type=int, help="K, frames per episode used by the embedder")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda [default: auto]")
-    p.add_argument("--workers", type=int, help="data loader worker processes")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config value, e.g. --set loss.fm_weight=5 (repeatable)")
-    p.add_argument("--minutes", type=float, help="stop (after a checkpoint) when this much time has passed")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
-    t = cfg.train
-    if args.steps is not None:
-        t.steps = args.steps
-    if args.batch_size is not None:
-        t.batch_size = args.batch_size
-    if args.shots is not None:
-        t.shots = args.shots
-    if args.amp:
-        t.amp = True
-    if args.workers is not None:
-        t.num_workers = args.workers
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        obj = getattr(cfg, section, None)
-        if obj is None or not _ or not hasattr(obj, name):
-            raise TalkingHeadError(f"--set {item!r}: no such config value (use SECTION.KEY=VALUE, "
-                                   "e.g. loss.fm_weight=5)")
-        current = getattr(obj, name)
-        try:
-            parsed = json.loads(value) if not isinstance(current, str) else value
-        except json.JSONDecodeError:
-            raise TalkingHeadError(f"--set {item!r}: cannot parse {value!r}") from None
-        setattr(obj, name, tuple(parsed) if isinstance(parsed, list) else parsed)
-    return cfg
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = apply_overrides(preset(args.preset), args)
-    if args.dry_run:
-        print(cfg.to_json())
-        return 0
-    if not args.resume and not args.data:
-        raise TalkingHeadError("--data DIR is required (a folder made by `talkinghead preprocess`)")
-    data = args.data
-    if args.resume and not data:
-        saved = Path(args.run) / "data_root.txt"
-        data = saved.read_text().strip() if saved.is_file() else None
-    if data and not (Path(data) / "manifest.json").is_file():
-        raise TalkingHeadError(f"{data} is not a preprocessed set (no manifest.json); "
-                               "run `talkinghead preprocess` first")
-    trainer = Trainer(cfg, args.run, data_root=data, device=args.device, resume=args.resume,
-                      progress=not args.no_progress)
-    try:
-        if trainer.info.is_main:
-            Path(args.run).mkdir(parents=True, exist_ok=True)
-            (Path(args.run) / "data_root.txt").write_text(str(Path(data).resolve()))
-            print(f"run {args.run}: preset {trainer.cfg.name}, {trainer.cfg.model.num_videos} videos, "
-                  f"step {trainer.step} → {trainer.cfg.train.steps}, device {trainer.device}, "
-                  f"{trainer.info.world_size} process(es)", file=sys.stderr)
-        stop = args.minutes * 60 if args.minutes else None
-        try:
-            last = trainer.train(stop_after_seconds=stop)
-        except KeyboardInterrupt:
-            trainer.save_checkpoint()  # Ctrl-C: keep the steps done so far; --resume continues from here
-            print(f"interrupted: checkpoint at step {trainer.step} in {args.run}", file=sys.stderr)
-            raise
-        trainer.save_checkpoint()
-        if trainer.info.is_main:
-            print(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()),
-                  file=sys.stderr)
-            print(f"model: {Path(args.run) / MODEL_FILE}", file=sys.stderr)
-    finally:
-        trainer.close()
-    return 0

@@ -1,0 +1,75 @@
+"""The objective of both stages (paper §3.2 meta-learning, §3.3 fine-tuning), as two phase functions.
+
+One G step and one D step serve both stages (as stylegan3's loss phases do); only the discriminator's
+projection vector differs: W_i + w0 for training video i while meta-learning, the free w' = w0 + ê while
+fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in meta-learning and is added there.
+
+* `generator_terms`: L_CNT (+ optional pixel L1) + L_ADV = −D(x̂) + λ_FM·L_FM, with D's weights frozen.
+* `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from talkinghead import losses
+from talkinghead.config import LossConfig
+
+
+def content_term(fake: Tensor, real: Tensor, content_terms, lc: LossConfig) -> Tensor:
+    """L_CNT over the configured perceptual backbones, plus lc.pixel_l1_weight · mean|x̂ − x|.
+    fake, real: (B, 3, S, S) in [-1, 1] -> scalar."""
+    loss = losses.content_loss(fake, real, content_terms) if content_terms else fake.new_zeros(())
+    if lc.pixel_l1_weight > 0:
+        loss = loss + lc.pixel_l1_weight * losses.pixel_l1(fake, real)
+    return loss
+
+
+def generator_terms(fake: Tensor, real: Tensor, y: Tensor, D: Callable | None, w: Tensor | None,
+                    content_terms, lc: LossConfig) -> dict[str, Tensor]:
+    """The G/E phase's terms (weighted): {"cnt", "adv", "fm", "total"}.
+
+    fake, real, y: (B, 3, S, S); D: the discriminator, called as D(x, y, w=w) -> (score (B,), features), or
+    None (a model file without D: content only); w: (B, N) or (N,) projection vector(s). The caller freezes
+    D's parameters: only `fake` (and so G, E, ψ) receives gradients from −D(x̂) and L_FM.
+    """
+    cnt = content_term(fake, real, content_terms, lc)
+    if D is None:
+        zero = fake.new_zeros(())
+        return {"cnt": cnt, "adv": zero, "fm": zero, "total": cnt}
+    fake_score, fake_feats = D(fake, y, w=w)
+    with torch.no_grad():
+        _, real_feats = D(real, y, w=w)
+    adv = lc.adv_weight * losses.generator_adv_loss(fake_score)
+    fm = lc.fm_weight * losses.feature_matching_loss(real_feats, fake_feats)
+    return {"cnt": cnt, "adv": adv, "fm": fm, "total": cnt + adv + fm}
+
+
+def discriminator_terms(D: Callable, real: Tensor, fake: Tensor, y: Tensor, video_index: Tensor | None = None,
+                        w: Tensor | None = None) -> dict[str, Tensor]:
+    """The D phase: hinge loss max(0, 1 − D(x)) + max(0, 1 + D(x̂)) on the detached fake (paper §3.2).
+
+    real, fake, y: (B, 3, S, S); one D forward for both halves. The projection is W_i + w0 from
+    video_index (B,) while meta-learning, or w' (N,) while fine-tuning. Returns {"loss", "real", "fake"}
+    (the latter two: mean scores, for logging)."""
+    idx = None if video_index is None else torch.cat([video_index, video_index])  # (2B,)
+    scores, _ = D(torch.cat([real, fake.detach()]), torch.cat([y, y]), video_index=idx, w=w)  # (2B,)
+    real_score, fake_score = scores.float().chunk(2)
+    return {"loss": losses.hinge_d_loss(real_score, fake_score), "real": real_score.detach().mean(),
+            "fake": fake_score.detach().mean()}
+
+
+def build_content_terms(cfg, device) -> list:
+    """[(backbone, weight)] for L_CNT from cfg.loss (backbones with an empty name or weight 0 are skipped)."""
+    lc = cfg.loss
+    specs = [(lc.imagenet_backbone, lc.imagenet_weight, lc.imagenet_path),
+             (lc.face_backbone, lc.face_weight, lc.face_path)]
+    specs = [s for s in specs if s[0] and s[1] > 0]
+    if not specs:
+        return []
+    from talkinghead.perceptual import load_backbone
+
+    return [(load_backbone(name, path).to(device), weight) for name, weight, path in specs]
