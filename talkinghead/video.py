@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import heapq
 import os
-import tempfile
+import re
+import secrets
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +28,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # audio codecs that can be stream-copied into mp4
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus"}
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, StopIteration, IndexError)
+# A stream that ends (or fails) before this share of the frames its header counts is truncated or corrupt.
+# Real headers are often a little off (no_face.mp4: 98 counted, 95 decodable), so only a clear gap counts.
+_MIN_DECODED_SHARE = 0.9
 
 
 def _short(e: BaseException) -> str:
@@ -104,13 +109,16 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
     if wanted is not None and next_wanted is None:
         return
     count = 0
+    decoded = 0
     with _open(path) as c:
         if not c.streams.video:
             raise VideoError(f"no video stream in {path}")
         s = c.streams.video[0]
         s.thread_type = "AUTO"
+        header_frames = int(s.frames or 0)  # 0: the container does not say (e.g. MPEG program streams)
         try:
             for i, frame in enumerate(c.decode(s)):
+                decoded = i + 1
                 if wanted is not None:
                     if i != next_wanted:
                         continue
@@ -125,7 +133,15 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
                 if (max_frames is not None and count >= max_frames) or (wanted is not None and next_wanted is None):
                     return
         except _AV_ERRORS as e:
-            raise VideoError(f"cannot decode video {path}: {_short(e)}") from None
+            raise VideoError(_truncated(path, decoded, header_frames) + f" ({_short(e)})") from None
+        # the stream ended by itself: frame-threaded decoding stops quietly at a cut, so compare with the header
+        if header_frames and decoded < _MIN_DECODED_SHARE * header_frames:
+            raise VideoError(_truncated(path, decoded, header_frames))
+
+
+def _truncated(path, decoded: int, header_frames: int) -> str:
+    of = f" of {header_frames}" if header_frames else ""
+    return f"{Path(path).name} is truncated or corrupt: decoded {decoded}{of} frames"
 
 
 def read_image(path) -> np.ndarray:
@@ -146,6 +162,65 @@ def write_image(path, image: np.ndarray, quality: int = 95) -> None:
     Image.fromarray(np.ascontiguousarray(image)).save(str(path), quality=quality)
 
 
+# -- partial files ----------------------------------------------------------------------------------------
+# A file being written is `.NAME.PID.RANDOM.part.mp4` next to NAME.mp4 (hidden; the pid says whose it is). A run
+# killed with SIGKILL cannot remove its own; the next write into the folder removes those of dead processes.
+_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part\.mp4(\.mux\.mp4)?$")
+_PARTIAL_NO_PID = re.compile(r"^\.(?P<stem>.+)\.[A-Za-z0-9_]{8}\.part\.mp4(\.mux\.mp4)?$")  # mkstemp names
+_ABANDONED_SECONDS = 3600.0  # a partial file untouched this long is abandoned even if its pid looks alive
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def partial_path(path: Path, suffix: str = ".part.mp4") -> Path:
+    """A new hidden temporary name next to `path` that names this process: `.NAME.PID.RANDOM<suffix>`."""
+    return path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Removes this tool's partial files in `folder` left by processes that are gone (or untouched for an hour);
+    never those of this process or of a live one. Returns the removed paths."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not e.name.startswith(".") or ".part.mp4" not in e.name:
+            continue
+        m = _PARTIAL.match(e.name)
+        try:
+            age = now - e.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if m is not None:
+            pid = int(m["pid"])
+            stale = pid != os.getpid() and (not pid_alive(pid) or age > _ABANDONED_SECONDS)
+        else:
+            stale = _PARTIAL_NO_PID.match(e.name) is not None and age > _ABANDONED_SECONDS
+        if stale and e.is_file(follow_symlinks=False):
+            try:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
+
+
 def _fps_fraction(fps) -> Fraction:
     if isinstance(fps, Fraction):
         return fps
@@ -163,7 +238,9 @@ class VideoWriter:
     """H.264 yuv420p mp4 writer; `with VideoWriter(path, fps) as w: w.write(frame)`.
 
     Writes to a temporary file in the destination folder and renames it on a clean exit; on an exception
-    the temporary file is deleted, so a half-written output never appears under `path`. Odd frame sizes are
+    (KeyboardInterrupt included: the CLI turns SIGTERM into one) the temporary file is deleted, so a
+    half-written output never appears under `path`; partial files that killed runs left in the folder are
+    removed when writing starts (see `remove_stale_partials`). Odd frame sizes are
     padded by one pixel (edge replicated). `audio_from`: a media file whose first audio stream is copied
     (or re-encoded to AAC where mp4 cannot carry it), trimmed to the video's duration. `metadata`: container
     tags (e.g. {"comment": "synthetic"}).
@@ -200,9 +277,9 @@ class VideoWriter:
 
     def _open(self, w: int, h: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        remove_stale_partials(self.path.parent)
+        self._tmp = partial_path(self.path)
+        os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # reserve the name now
         try:
             self._container = av.open(str(self._tmp), "w", format="mp4")
             s = self._container.add_stream("libx264", rate=self.fps)

@@ -1,6 +1,7 @@
 """talkinghead.video: probing, frame iteration, atomic writer with audio, bad inputs."""
 
-from pathlib import Path
+import os
+import time
 
 import av
 import numpy as np
@@ -8,15 +9,10 @@ import pytest
 from PIL import Image
 
 from talkinghead.errors import VideoError
-from talkinghead.video import VideoWriter, is_video_path, iter_frames, probe_video, read_image
+from talkinghead.video import (VideoWriter, is_video_path, iter_frames, iter_indexed_frames, probe_video,
+                               read_image)
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-_skip_no_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
-                                    reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
-
-
-def needs_media(test):
-    return pytest.mark.media(_skip_no_media(test))
+DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
 
 
 def _levels_video(path, n=10, size=(48, 64), fps=25):
@@ -57,9 +53,9 @@ def test_writer_exception_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_media
-def test_writer_copies_audio_trimmed(tmp_path):
-    src = MEDIA / "videos" / "pexels_woman.mp4"
+@pytest.mark.media
+def test_writer_copies_audio_trimmed(tmp_path, media):
+    src = media / "videos" / "pexels_woman.mp4"
     info = probe_video(src)
     assert info.has_audio and info.num_frames == 472 and info.fps == pytest.approx(23.976, abs=1e-3)
     out = tmp_path / "with_audio.mp4"
@@ -106,3 +102,74 @@ def test_read_image_applies_exif_orientation(tmp_path):
 
 def test_is_video_path():
     assert is_video_path("a/b.MP4") and is_video_path("x.webm") and not is_video_path("x.jpg")
+
+
+@pytest.mark.media
+def test_truncated_video_is_an_error(tmp_path, media):
+    """The first 20 KB of a 1,337-frame clip: threaded decoding stops quietly after 2 frames; that is an error."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((media / "videos" / "capman_1.mp4").read_bytes()[:20_000])
+    assert probe_video(cut).num_frames == 1337  # the header is intact
+    with pytest.raises(VideoError, match=r"cut\.mp4 is truncated or corrupt: decoded 2 of 1337 frames") as ei:
+        list(iter_frames(cut))
+    assert "\n" not in str(ei.value)
+    with pytest.raises(VideoError, match="truncated or corrupt"):
+        list(iter_indexed_frames(cut, indices=[0, 600, 1200]))
+    assert len(list(iter_frames(cut, max_frames=2))) == 2  # what is there can still be read when asked for
+
+
+@pytest.mark.media
+def test_real_videos_with_inexact_headers_read_fine(media):
+    """Headers' frame counts are often a little off (98 in the header, 95 decodable; 62 vs 61) and MPEG
+    program streams have none: none of that is truncation."""
+    talking = media / "talking"
+    cases = [(media / "videos" / "no_face.mp4", 95),
+             (next(talking.glob("id00015/V-Express/*RD_Radio10_0_clip_0.mp4")), 61),
+             (next(talking.glob("id00001/LipNet/*pwij3p.mpg")), 75)]
+    for path, n in cases:
+        assert sum(1 for _ in iter_frames(path)) == n, path
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_every_real_video_reads_to_the_end(media):
+    paths = sorted(media.glob("videos/*.mp4")) + sorted(p for p in (media / "talking").rglob("*")
+                                                         if p.suffix.lower() in (".mp4", ".mpg", ".mov"))
+    assert len(paths) > 100
+    for p in paths:
+        assert sum(1 for _ in iter_frames(p)) > 0, p
+
+
+def test_writer_keyboard_interrupt_leaves_nothing(tmp_path):
+    """Ctrl-C (and SIGTERM, which the CLI turns into a KeyboardInterrupt) mid-write removes the partial file."""
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(out, 25) as w:
+            for _ in range(5):
+                w.write(np.zeros((16, 16, 3), np.uint8))
+            assert len(list(tmp_path.iterdir())) == 1  # the hidden partial file
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_partial_name_carries_pid(tmp_path):
+    with VideoWriter(tmp_path / "out.mp4", 25) as w:
+        w.write(np.zeros((16, 16, 3), np.uint8))
+        (part,) = list(tmp_path.iterdir())
+        assert part.name.startswith(f".out.{os.getpid()}.") and part.name.endswith(".part.mp4")
+
+
+def test_stale_partial_files_removed_by_next_write(tmp_path):
+    """A killed run (kill -9: no clean-up possible) leaves `.NAME.PID.*.part.mp4`; the next write into that
+    folder removes those whose process is gone, and nothing else."""
+    stale = [tmp_path / f".out.{DEAD_PID}.k3j4h5.part.mp4", tmp_path / f".out.{DEAD_PID}.k3j4h5.part.mp4.mux.mp4",
+             tmp_path / ".other.x8f2_a9b.part.mp4"]  # older naming without a pid: removed once old
+    live = tmp_path / f".out.{os.getppid()}.abcdef.part.mp4"  # a live process's (a concurrent run): kept
+    keep = [live, tmp_path / "mine.part.mp4", tmp_path / ".notes.txt", tmp_path / f".x.{DEAD_PID}.y.mp4"]
+    for p in stale + keep:
+        p.write_bytes(b"partial")
+    old = time.time() - 3 * 3600
+    os.utime(stale[2], (old, old))
+    _levels_video(tmp_path / "new.mp4", n=3)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([p.name for p in keep] + ["new.mp4"])
