@@ -168,7 +168,7 @@ def worker(spec: str, a) -> dict:
     for bs in a.batches:
         res["generator_ms"][str(bs)] = _timed(lambda: [an.render(y[i:i + bs]) for i in range(0, F, bs)], F,
                                               a.repeat, warmup=lambda: an.render(y[:bs]), label=f"generator_{bs}")
-    frames = an.to_uint8(an.render(y[: min(F, 8)]))  # (≤8, S, S, 3)
+    frames = to_uint8(an.render(y[: min(F, 8)]))  # (≤8, S, S, 3)
 
     def encode():
         with VideoWriter(tmp / "o.mp4", 25, preset="veryfast") as w:

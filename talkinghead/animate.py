@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from talkinghead.avatar import Avatar
+from talkinghead.console import log
 
 
 class Animator:
@@ -78,11 +79,6 @@ class Animator:
         """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) frames in [-1, 1]."""
         return self.render(self.landmark_images(points))
 
-    @staticmethod
-    def to_uint8(frames: torch.Tensor) -> np.ndarray:
-        """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
-        return ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
-            .permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _onnx_session(G: torch.nn.Module, psi: torch.Tensor, size: int):
@@ -93,8 +89,8 @@ def _onnx_session(G: torch.nn.Module, psi: torch.Tensor, size: int):
         import onnx  # noqa: F401  (the exporter needs it)
         import onnxruntime as ort
     except ImportError:
-        warnings.warn("backend 'onnx' needs the optional packages onnxruntime and onnx "
-                      "(pip install 'talkinghead[fast]'); rendering with torch", stacklevel=3)
+        log.warning("backend 'onnx' needs the optional packages onnxruntime and onnx "
+                    "(pip install 'talkinghead[fast]'); rendering with torch")
         return None
     y = torch.zeros(1, 3, size, size)
     buf = io.BytesIO()

@@ -12,9 +12,10 @@ Both are written atomically (temporary name, then rename): an interruption never
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +116,43 @@ def save_model(path: str | os.PathLike, cfg: Config, E, G, D=None, dtype: torch.
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor], dict[str, str]]:
-    """Reads a model file: (config, tensors, metadata), validating its format."""
+def read_safetensors(path: str | os.PathLike, fmt: str, version: int, what: str,
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a talkinghead safetensors file (model or avatar), opened once.
+
+    One format check for every kind: the metadata's `format` must be `fmt`; versions 1..`version` are read
+    (older layouts stay readable), a newer one asks to upgrade talkinghead. Errors are one-line
+    CheckpointErrors naming `what` ("model file", "avatar")."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"model file not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:  # one open: header metadata and tensors
-            meta = f.metadata() or {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read model file {path}: {e}") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{path} is not a talkinghead model file")
-    if int(meta.get("format_version", "0")) > MODEL_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: model format {meta['format_version']} is newer than this "
-                              f"talkinghead ({__version__}) supports; upgrade talkinghead")
-    cfg = Config.from_json(meta["config"])
+        raise CheckpointError(f"cannot read {what} {path}: {' '.join(str(e).split())[:150]}") from None
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a talkinghead {what}")
+    try:
+        found = int(meta.get("format_version", "0"))
+    except ValueError:
+        found = 0
+    if found > version:
+        raise CheckpointError(f"{path}: {what} format {found} is newer than talkinghead {__version__} reads "
+                              f"(≤ {version}); upgrade talkinghead")
+    if found < 1:
+        raise CheckpointError(f"{path}: broken {what} (format version {meta.get('format_version')!r})")
+    return tensors, meta
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor], dict[str, str]]:
+    """Reads a model file: (config, tensors, metadata), validating its format."""
+    tensors, meta = read_safetensors(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, "model file")
+    try:
+        cfg = Config.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: broken model file config ({type(e).__name__}: {e})") from None
     return cfg, tensors, meta
 
 
@@ -147,31 +168,82 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", with_discriminator: bool = True):
-    """Rebuilds (cfg, E, G, D) from a model file alone; D is None when the file has none or not asked for.
-
-    D is rebuilt with a single W row (unused in fine-tuning, where w' = w0 + ê replaces W_i + w0).
-    """
-    from talkinghead.nn import build_models
-
-    cfg, tensors, meta = read_model_file(path)
-    cfg.model.num_videos = 1
-    E, G, D = build_models(cfg.model)
-    load_state(E, tensors, "E.", path)
-    load_state(G, tensors, "G.", path)
-    has_d = meta.get("has_discriminator") == "True"
-    if with_discriminator and has_d:
-        load_state(D, tensors, "D.", path)
-    else:
-        D = None
-    for m in (E, G, D):
-        if m is not None:
-            m.to(device).eval()
-    return cfg, E, G, D
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def describe(path: str | os.PathLike) -> dict[str, Any]:
-    """Metadata of a model file, for `--help`-style listings and checks."""
-    cfg, tensors, meta = read_model_file(path)
-    return {"config": json.loads(meta["config"]), "tensors": len(tensors),
-            "talkinghead_version": meta.get("talkinghead_version")}
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (cached per path, size and mtime)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def resolve_model(path=None) -> Path:
+    """The model file to use: `path`, or the bundled model (one-line error when it is absent)."""
+    from talkinghead import bundled
+
+    p = Path(path) if path else bundled.MODEL
+    if not p.is_file():
+        if path:
+            raise CheckpointError(f"model file not found: {p}")
+        raise CheckpointError(f"the bundled model {p.name} is not in this installation yet (expected at {p}); "
+                              "pass a model file with --model")
+    return p
+
+
+@dataclass
+class LoadedModel:
+    """A model file rebuilt for few-shot use and animation: config, E, G, D (None when the file has none or
+    it was not asked for) and the file's identity (path, sha256, metadata without the config).
+
+    D is rebuilt with a single W row (unused in fine-tuning, where w' = w0 + ê replaces W_i + w0)."""
+
+    cfg: Config
+    E: torch.nn.Module
+    G: torch.nn.Module
+    D: torch.nn.Module | None
+    path: str
+    sha256: str
+    meta: dict
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+             with_discriminator: bool = True) -> "LoadedModel":
+        from talkinghead.nn import build_models
+
+        path = Path(path)
+        cfg, tensors, meta = read_model_file(path)
+        cfg.model.num_videos = 1
+        E, G, D = build_models(cfg.model)
+        load_state(E, tensors, "E.", path)
+        load_state(G, tensors, "G.", path)
+        if with_discriminator and meta.get("has_discriminator") == "True":
+            load_state(D, tensors, "D.", path)
+        else:
+            D = None
+        for m in (E, G, D):
+            if m is not None:
+                m.to(device).eval()
+        meta = {k: v for k, v in meta.items() if k != "config"}
+        return cls(cfg, E, G, D, str(path.resolve()), file_sha256(path), meta)
+
+    def info(self) -> dict:
+        """What an avatar records about its model."""
+        keep = ("format_version", "talkinghead_version", "step")
+        return {"path": self.path, "sha256": self.sha256, **{k: self.meta[k] for k in keep if k in self.meta}}
+
+
+def as_model(model, device="cpu", with_discriminator: bool = True) -> LoadedModel:
+    """A LoadedModel from a LoadedModel (returned as is) or a model file path."""
+    if isinstance(model, LoadedModel):
+        return model
+    if model is None:
+        raise CheckpointError("no model file given")
+    return LoadedModel.load(model, device, with_discriminator)

@@ -239,7 +239,8 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     {"self": {(method, T): {metric: mean}}, "cross": ..., "fid": ..., "files": [...], "seconds": ...}."""
     from tqdm import tqdm
 
-    from talkinghead.avatar import LoadedModel, embed_shots, resolve_model
+    from talkinghead.checkpoint import LoadedModel, resolve_model
+    from talkinghead.shots import embed_shots
     from talkinghead.metrics import fid_from_features, get_metrics, inception_features
 
     st = settings or EvalSettings()
@@ -312,7 +313,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     examples: dict[str, dict] = {}
     terms = None
     if "ft" in modes:
-        from talkinghead.train.meta import build_content_terms
+        from talkinghead.train.objective import build_content_terms
 
         terms = build_content_terms(lm.cfg, device)
     n_steps = sum(1 + len(v.shots) for v in videos)

@@ -10,7 +10,6 @@ renders in batches and writes frames as they come. Output files appear only when
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,9 @@ import numpy as np
 from talkinghead import video
 from talkinghead.animate import Animator
 from talkinghead.avatar import Avatar
+from talkinghead.images import to_uint8
+from talkinghead.console import log
+from talkinghead.console import progress as progress_bar
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
 SYNTHETIC_TAG = {"comment": "synthetic video: made with talkinghead (few-shot neural talking head)"}
@@ -61,19 +63,15 @@ class AnimateResult:
         return self.frames / max(self.seconds_total, 1e-9)
 
 
-def _bar(total, desc, progress):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr,
-                leave=False)
-
-
 def _frame_indices(info: video.VideoInfo, fps: float | None) -> tuple[list[int] | None, float]:
     """Driver frames to use for an output rate `fps` (None: every frame at the driver's rate)."""
     if not fps or abs(fps - info.fps) < 1e-3:
         return None, info.fps
     if fps <= 0:
         raise TalkingHeadError(f"--fps must be positive, got {fps}")
+    if fps > info.fps:
+        raise TalkingHeadError(f"--fps {fps:g} is above the driver's {info.fps:g} frames/s: the output can "
+                               "only drop driver frames, not invent new ones")
     n_out = max(1, int(info.num_frames * fps / info.fps))
     idx = [min(int(round(k * info.fps / fps)), max(info.num_frames - 1, 0)) for k in range(n_out)]
     return idx, float(fps)
@@ -113,7 +111,7 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     for make_detector in detectors:
         tracker = VideoLandmarkTracker(make_detector(), fps=out_fps, face_index=face_index)
         points: list[np.ndarray | None] = []
-        with _bar(total, "landmarks", progress) as bar:
+        with progress_bar(total, "landmarks", "frame", progress) as bar:
             for face in tracker.track_iter(_driver_frames(path, indices)):
                 points.append(None if face is None else np.asarray(face.points, np.float32))
                 bar.update(1)
@@ -170,7 +168,7 @@ def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
 def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8) -> Iterator[np.ndarray]:
     """(T, 68, 2) crop landmarks -> rendered crops (S, S, 3) uint8, in batches of `batch_size`."""
     for s in range(0, len(targets), max(1, batch_size)):
-        crops = animator.to_uint8(animator.render_points(targets[s:s + batch_size]))  # (B, S, S, 3)
+        crops = to_uint8(animator.render_points(targets[s:s + batch_size]))  # (B, S, S, 3)
         yield from crops
 
 
@@ -189,7 +187,7 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     """
     if out is None and frames_dir is None and sbs_out is None:
         raise TalkingHeadError("nothing to write: give an output video and/or a frames folder")
-    warn = warn or (lambda msg: print(f"talkinghead: warning: {msg}", file=sys.stderr))
+    warn = warn or (lambda msg: log.warning("warning: %s", msg))
     t0 = time.time()
     animator = animator or Animator(avatar, model=model, device=device)
     track = track or track_driver(driving, fps=fps, face_index=face_index, progress=progress)
@@ -220,7 +218,7 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
         if sbs_out is not None:
             writer_sbs = video.VideoWriter(sbs_out, track.fps, audio_from=driving if keep_audio else None,
                                            metadata=SYNTHETIC_TAG, preset=encoder_preset)
-        with _bar(len(targets), "render", progress) as bar:
+        with progress_bar(len(targets), "render", "frame", progress) as bar:
             for crop in render_stream(animator, targets, batch_size):
                 frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
                 if drivers is not None:

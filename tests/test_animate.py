@@ -12,24 +12,18 @@ import pytest
 import torch
 
 from talkinghead import video
-from talkinghead.avatar import Avatar, LoadedModel, make_ff_avatar
-from talkinghead.checkpoint import save_model
+from talkinghead.avatar import Avatar, make_ff_avatar
+from talkinghead.checkpoint import LoadedModel, save_model
 from talkinghead.cli import main
 from talkinghead.config import tiny
 from talkinghead.landmarks.retarget import (apply_transform, mouth_opening, neutral_index, procrustes,
                                             retarget)
 from talkinghead.nn import build_models
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-SOURCE = DATA / "images" / "franck_01829.jpg"
-DRIVER = DATA / "videos" / "pexels_woman.mp4"
-_skip_no_media = pytest.mark.skipif(not (SOURCE.is_file() and DRIVER.is_file()),
-                                    reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+from conftest import MEDIA
 
-
-def needs_media(test):
-    return pytest.mark.media(_skip_no_media(test))
+SOURCE = MEDIA / "images" / "franck_01829.jpg"
+DRIVER = MEDIA / "videos" / "pexels_woman.mp4"
 
 
 # ---- retargeting (no media) -------------------------------------------------------------------------------
@@ -120,10 +114,9 @@ def _cut(src: Path, dst: Path, frames: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    if not (SOURCE.is_file() and DRIVER.is_file()):
-        pytest.skip(f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
-    d = tmp_path_factory.mktemp("media")
+def models(tmp_path_factory):
+    """Two tiny model files (one with D, one without) and a 16-frame cut of the real driver."""
+    d = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     cfg = tiny()
     E, G, D = build_models(cfg.model)
@@ -145,13 +138,13 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name]
 
 
-@needs_media
-def test_cli_animate_makes_playable_mp4(media, tmp_path, capsys):
+@pytest.mark.media
+def test_cli_animate_makes_playable_mp4(models, tmp_path, capsys):
     out, frames = tmp_path / "out.mp4", tmp_path / "frames"
-    rc, err = _run_cli(["animate", str(SOURCE), str(media["clip"]), "-o", str(out), "--model", str(media["model"]),
+    rc, err = _run_cli(["animate", str(SOURCE), str(models["clip"]), "-o", str(out), "--model", str(models["model"]),
                         "--frames", str(frames), "--no-progress", "--batch-size", "5"], capsys)
     assert rc == 0, err
-    drv, info = video.probe_video(media["clip"]), video.probe_video(out)
+    drv, info = video.probe_video(models["clip"]), video.probe_video(out)
     decoded = list(video.iter_frames(out))
     assert len(decoded) == drv.num_frames == 16
     assert info.fps == pytest.approx(drv.fps, rel=1e-3)
@@ -165,18 +158,18 @@ def test_cli_animate_makes_playable_mp4(media, tmp_path, capsys):
     assert np.abs(decoded[3][:40, :40].astype(int) - src[:40, :40]).mean() < 4
 
 
-@needs_media
-def test_pipeline_crop_only_side_by_side_and_missing_faces(media, tmp_path):
+@pytest.mark.media
+def test_pipeline_crop_only_side_by_side_and_missing_faces(models, tmp_path):
     from talkinghead.pipeline import animate_video, track_driver
 
-    model = LoadedModel.load(media["model"])
+    model = LoadedModel.load(models["model"])
     av = make_ff_avatar([str(SOURCE)], model, shots=1)
-    track = track_driver(media["clip"], progress=False)
+    track = track_driver(models["clip"], progress=False)
     assert track.missing == 0
     track.points[3:6] = [None] * 3  # frames without a face hold the last pose
     track.points[0] = None
     warnings = []
-    res = animate_video(av, media["clip"], None, model=model, crop_only=True, sbs=True, frames_dir=tmp_path / "f",
+    res = animate_video(av, models["clip"], None, model=model, crop_only=True, sbs=True, frames_dir=tmp_path / "f",
                         track=track, progress=False, warn=warnings.append)
     assert res.frames == 16 and res.missing_face_frames == 4
     assert len(warnings) == 1 and "4 of 16" in warnings[0]
@@ -185,10 +178,10 @@ def test_pipeline_crop_only_side_by_side_and_missing_faces(media, tmp_path):
     assert res.frames_per_second > 0
 
 
-@needs_media
-def test_bad_inputs_one_line_errors_no_partial_output(media, tmp_path, capsys):
+@pytest.mark.media
+def test_bad_inputs_one_line_errors_no_partial_output(models, tmp_path, capsys):
     out = tmp_path / "out.mp4"
-    clip, model = str(media["clip"]), str(media["model"])
+    clip, model = str(models["clip"]), str(models["model"])
     grey = tmp_path / "grey.png"
     video.write_image(grey, np.full((200, 240, 3), 128, np.uint8))
     corrupt = tmp_path / "corrupt.mp4"
@@ -196,7 +189,7 @@ def test_bad_inputs_one_line_errors_no_partial_output(media, tmp_path, capsys):
     corrupt.write_bytes(data[: len(data) // 3])
     # an avatar made with another model
     av_path = tmp_path / "p.avatar"
-    make_ff_avatar([str(SOURCE)], media["other"], shots=1).save(av_path)
+    make_ff_avatar([str(SOURCE)], models["other"], shots=1).save(av_path)
     cases = {
         "no face": [str(grey), clip],
         "corrupt": [str(SOURCE), str(corrupt)],
@@ -212,23 +205,23 @@ def test_bad_inputs_one_line_errors_no_partial_output(media, tmp_path, capsys):
         assert _leftovers(tmp_path) == [], name
 
 
-@needs_media
-def test_driver_without_any_face(media, tmp_path, capsys):
-    nf = DATA / "videos" / "no_face.mp4"
+@pytest.mark.media
+def test_driver_without_any_face(models, tmp_path, capsys):
+    nf = MEDIA / "videos" / "no_face.mp4"
     if not nf.is_file():
         pytest.skip(f"{nf} not found")
     clip = _cut(nf, tmp_path / "nf.mp4", 6)
     out = tmp_path / "o.mp4"
-    rc, err = _run_cli(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(media["model"]),
+    rc, err = _run_cli(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(models["model"]),
                         "--no-progress"], capsys)
     assert rc == 1 and len(err) == 1 and "no face" in err[0]
     assert not out.exists()
 
 
 def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
-    import talkinghead.avatar
+    import talkinghead.bundled
 
-    monkeypatch.setattr(talkinghead.avatar, "BUNDLED_MODEL", tmp_path / "absent" / "model_small.safetensors")
+    monkeypatch.setattr(talkinghead.bundled, "MODEL", tmp_path / "absent" / "model_small.safetensors")
     img = tmp_path / "a.png"
     video.write_image(img, np.zeros((8, 8, 3), np.uint8))
     drv = tmp_path / "d.mp4"
@@ -238,11 +231,11 @@ def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
     assert rc == 1 and len(err) == 1 and "bundled model" in err[0]
 
 
-@needs_media
-def test_animator_avatar_file_round_trip_renders_same(media, tmp_path):
+@pytest.mark.media
+def test_animator_avatar_file_round_trip_renders_same(models, tmp_path):
     from talkinghead.animate import Animator
 
-    model = LoadedModel.load(media["model"])
+    model = LoadedModel.load(models["model"])
     av = make_ff_avatar([str(SOURCE)], model, shots=1)
     av2 = Avatar.load(av.save(tmp_path / "x.avatar"))
     pts = retarget(av.source_points, np.stack([av.source_points, av.source_points * 1.01]))
@@ -264,7 +257,7 @@ def test_output_frame_rate_selects_driver_frames():
 @pytest.mark.slow
 def test_demo_with_a_tiny_model(tmp_path, capsys):
     """`talkinghead demo` end to end on the bundled assets (tiny model, 2 fine-tuning steps)."""
-    from talkinghead.demo import DRIVING, PORTRAIT
+    from talkinghead.bundled import DRIVING, PORTRAIT
 
     if not (PORTRAIT.is_file() and DRIVING.is_file()):
         pytest.skip("bundled demo assets missing")
@@ -300,10 +293,9 @@ def test_retargeting_is_invariant_to_a_tilted_driver():
 @pytest.mark.slow
 def test_demo_with_the_bundled_model(tmp_path, capsys):
     """The README's demo on the shipped weights (fewer fine-tuning steps): a Mona Lisa video, not a flat one."""
-    from talkinghead.avatar import BUNDLED_MODEL
-    from talkinghead.demo import DRIVING, PORTRAIT
+    from talkinghead.bundled import DRIVING, MODEL, PORTRAIT
 
-    if not BUNDLED_MODEL.is_file():
+    if not MODEL.is_file():
         pytest.skip("the bundled model is not in this checkout")
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "10", "--out", str(out), "--no-progress"]) == 0
@@ -315,3 +307,17 @@ def test_demo_with_the_bundled_model(tmp_path, capsys):
     stack = np.stack([f[:h, :w] for f in frames]).astype(np.float32)  # (T, H, W, 3), even-padding removed
     assert stack.std(axis=0).max() > 20, "the face does not move"
     assert np.abs(stack[0] - portrait).mean() < 25, "the output does not look like the portrait"
+
+
+@pytest.mark.media
+def test_animate_bad_options_are_refused_before_any_work(models, tmp_path, capsys):
+    """--fps above the driver's would invent frames (1,666 from 40 before); --shots 0/-3, --batch-size 0."""
+    out = tmp_path / "o.mp4"
+    base = ["animate", str(SOURCE), str(models["clip"]), "-o", str(out), "--model", str(models["model"]),
+            "--no-progress"]
+    for extra, code, word in ((["--fps", "1000"], 2, "--fps"), (["--fps", "60"], 1, "fps"),
+                              (["--shots", "0"], 2, "--shots"), (["--shots", "-3"], 2, "--shots"),
+                              (["--batch-size", "0"], 2, "--batch-size"), (["--fps", "nan"], 2, "--fps")):
+        rc, err = _run_cli(base + extra, capsys)
+        assert rc == code and len(err) == 1 and word in err[0], (extra, err)
+        assert not out.exists()

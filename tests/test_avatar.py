@@ -13,22 +13,17 @@ import pytest
 import torch
 
 from talkinghead.animate import Animator
-from talkinghead.avatar import Avatar, LoadedModel, make_ff_avatar, prepare_shots
-from talkinghead.checkpoint import save_model
+from talkinghead.avatar import Avatar, make_ff_avatar
+from talkinghead.checkpoint import LoadedModel, save_model
 from talkinghead.config import tiny
 from talkinghead.errors import CheckpointError, NoFaceError
 from talkinghead.nn import build_models
+from talkinghead.shots import prepare_shots
 from talkinghead.train.finetune import make_avatar
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-IMAGES = DATA / "images"
-_skip_no_media = pytest.mark.skipif(not (IMAGES / "franck_01829.jpg").is_file(),
-                                    reason=f"real media not found in {DATA} (see shared/data/MANIFEST.md)")
+from conftest import MEDIA
 
-
-def needs_media(test):
-    return pytest.mark.media(_skip_no_media(test))
+IMAGES = MEDIA / "images"
 
 
 def _tiny_model(path: Path, seed: int) -> Path:
@@ -55,14 +50,14 @@ SHOTS = [str(IMAGES / "franck_01829.jpg"), str(IMAGES / "franck_04000.jpg")]
 @pytest.fixture(scope="module")
 def ff_avatar(tiny_model):
     if not Path(SHOTS[0]).is_file():
-        pytest.skip(f"real media not found in {DATA}")
+        pytest.skip(f"real media not found in {MEDIA}")
     return make_ff_avatar(SHOTS, tiny_model, shots=2)
 
 
 @pytest.fixture(scope="module")
 def ft_avatar(tiny_model):
     if not Path(SHOTS[0]).is_file():
-        pytest.skip(f"real media not found in {DATA}")
+        pytest.skip(f"real media not found in {MEDIA}")
     return make_avatar(SHOTS, tiny_model, mode="ft", shots=2, steps=12, patience=0, progress=False)
 
 
@@ -72,7 +67,7 @@ def _render(avatar, model=None, points=None):
     return an.render_points(pts)
 
 
-@needs_media
+@pytest.mark.media
 def test_ff_round_trip(ff_avatar, tiny_model, tmp_path):
     p = ff_avatar.save(tmp_path / "f.avatar")
     av = Avatar.load(p)
@@ -87,7 +82,7 @@ def test_ff_round_trip(ff_avatar, tiny_model, tmp_path):
     assert torch.equal(a, b)
 
 
-@needs_media
+@pytest.mark.media
 def test_ft_round_trip_self_contained(ft_avatar, tmp_path):
     p = ft_avatar.save(tmp_path / "t.avatar")
     av = Avatar.load(p)
@@ -99,7 +94,7 @@ def test_ft_round_trip_self_contained(ft_avatar, tmp_path):
     assert st["steps"] == 12 and st["adversarial"]
 
 
-@needs_media
+@pytest.mark.media
 def test_ft_lowers_reconstruction_loss_on_shots(ff_avatar, ft_avatar, tiny_model):
     """FT (ψ' and G' trained on the shots) reconstructs the shots better than FF (ψ̂ = P·ê)."""
     model = LoadedModel.load(tiny_model)
@@ -113,7 +108,7 @@ def test_ft_lowers_reconstruction_loss_on_shots(ff_avatar, ft_avatar, tiny_model
     assert abs(l_ff - st["ff"]["l1"]) < 1e-4  # same measure as the fine-tuning report
 
 
-@needs_media
+@pytest.mark.media
 def test_mismatched_model_is_a_checkpoint_error(ff_avatar, other_model, tmp_path):
     p = ff_avatar.save(tmp_path / "f.avatar")
     av = Avatar.load(p)
@@ -124,7 +119,7 @@ def test_mismatched_model_is_a_checkpoint_error(ff_avatar, other_model, tmp_path
         Animator(av)
 
 
-@needs_media
+@pytest.mark.media
 def test_load_errors(ff_avatar, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Avatar.load(tmp_path / "nope.avatar")
@@ -158,7 +153,7 @@ def test_no_face_in_source_is_one_line_error(tiny_model, tmp_path):
     assert "\n" not in str(ei.value)
 
 
-@needs_media
+@pytest.mark.media
 def test_avatar_loads_without_training_code(ft_avatar, tmp_path):
     p = ft_avatar.save(tmp_path / "t.avatar")
     code = (
@@ -174,7 +169,7 @@ def test_avatar_loads_without_training_code(ft_avatar, tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-@needs_media
+@pytest.mark.media
 def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
     from talkinghead.cli import main
 
@@ -187,6 +182,18 @@ def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["finetune"]["steps"] == 3
     assert (tmp_path / "run" / "samples.png").is_file()
     assert "(FF) ->" in capsys.readouterr().out
+    # bad options and write failures: one line, exit 1 or 2, no file
+    for argv, code in ((["--shots", "0"], 2), (["--shots", "-3"], 2), (["--steps", "0"], 2), (["--steps", "-1"], 2)):
+        rc = main(["finetune", *SHOTS, "--model", str(tiny_model), "--out", str(tmp_path / "z.avatar"), *argv])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == code and len(err) == 1 and argv[0] in err[0], (argv, err)
+    blocked = tmp_path / "file_not_folder"
+    blocked.write_text("x")
+    rc = main(["finetune", SHOTS[0], "--model", str(tiny_model), "--mode", "ff", "--out",
+               str(blocked / "w.avatar"), "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and len(err) == 1 and "cannot write" in err[0], err
+    assert not (tmp_path / "z.avatar").exists()
     av = Avatar.load(out)
     assert av.mode == "ft" and av.shots == 2 and av.info["finetune"]["steps"] == 3
     # bad input: no face -> one line, no file
@@ -198,3 +205,22 @@ def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
     rc = main(["finetune", str(grey), "--model", str(tiny_model), "--out", str(out2), "--no-progress"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and "no face" in err[0] and not out2.exists()
+
+
+@pytest.mark.media
+def test_write_failure_inside_safetensors_is_one_line(ff_avatar, tmp_path, monkeypatch):
+    """A SafetensorError while writing (disk full, say) becomes one line and leaves no file behind."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from talkinghead.errors import TalkingHeadError
+
+    def failing_save(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    with pytest.raises(TalkingHeadError, match="cannot write") as ei:
+        ff_avatar.save(tmp_path / "full.avatar")
+    assert "\n" not in str(ei.value)
+    assert list(tmp_path.iterdir()) == []

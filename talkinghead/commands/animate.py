@@ -1,1 +1,88 @@
-from talkinghead.animate_cli import add_arguments, run  # noqa: F401  (moved here next)
+"""`talkinghead animate SOURCE... DRIVING -o out.mp4`: a thin shell over talkinghead.pipeline (DESIGN.md §4).
+
+SOURCE: an .avatar file (from `talkinghead finetune`), or photo(s) of one person (a feed-forward avatar is
+made on the fly with the model, paper §3.3 FF).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from talkinghead.commands.options import add_device, add_progress, float_range, int_range
+from talkinghead.errors import TalkingHeadError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Make a portrait (or an avatar) talk like the person in a driving video: the driver's "
+                     "head and face motion is transferred relative to its most neutral frame onto the source "
+                     "face, rendered by the generator and pasted back into the source image. Writes an H.264 "
+                     "mp4 at the driver's frame rate with the driver's audio.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="one .avatar file (from `talkinghead finetune`), or one or more photos of one person")
+    p.add_argument("driving", metavar="DRIVING", help="the driving video")
+    p.add_argument("-o", "--out", required=True, help="output video (.mp4)")
+    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
+    p.add_argument("--absolute", action="store_true",
+                   help="use the driver's landmarks as they are (the paper's mode; leaks the driver's face shape)")
+    p.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole image")
+    p.add_argument("--side-by-side", action="store_true", help="driver | output side by side")
+    p.add_argument("--frames", metavar="DIR", help="also write every output frame as a PNG into DIR")
+    p.add_argument("--face-index", type=int_range(0, 99),
+                   help="use the k-th largest face in the source photos and the driver (default: largest)")
+    p.add_argument("--shots", type=int_range(1, 64), default=8,
+                   help="photos used for an on-the-fly avatar [default: 8]")
+    p.add_argument("--batch-size", type=int_range(1, 256), default=8, help="frames rendered per batch [default: 8]")
+    p.add_argument("--fps", type=float_range(0, 240, lo_open=True),
+                   help="output frame rate, at most the driver's (default: the driver's)")
+    add_device(p)
+    add_progress(p)
+
+
+def _avatar_and_model(args: argparse.Namespace):
+    """(avatar, model or None): the .avatar file given, or an FF avatar of the photos made with the model."""
+    from talkinghead import bundled
+    from talkinghead.avatar import AVATAR_SUFFIX, Avatar, make_ff_avatar
+    from talkinghead.checkpoint import LoadedModel, resolve_model
+
+    sources = list(args.sources)
+    if len(sources) == 1 and sources[0].endswith(AVATAR_SUFFIX):
+        avatar = Avatar.load(sources[0])
+        model = None
+        if args.model:
+            model = LoadedModel.load(resolve_model(args.model), args.device, with_discriminator=False)
+        elif avatar.mode == "ff" and not Path(avatar.model.get("path", "")).is_file() and bundled.MODEL.is_file():
+            model = LoadedModel.load(bundled.MODEL, args.device, with_discriminator=False)
+        return avatar, model
+    if any(s.endswith(AVATAR_SUFFIX) for s in sources):
+        raise TalkingHeadError("give one .avatar file or photos, not both")
+    model = LoadedModel.load(resolve_model(args.model), args.device, with_discriminator=False)
+    return make_ff_avatar(sources, model, shots=args.shots, face_index=args.face_index, device=args.device), model
+
+
+def run(args: argparse.Namespace) -> int:
+    from talkinghead import video
+    from talkinghead.pipeline import animate_video
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise TalkingHeadError(f"the output should be an .mp4 file (got {out.name})")
+    if not video.is_video_path(args.driving):
+        raise TalkingHeadError(f"the last argument should be the driving video, got {args.driving}")
+    for s in (*args.sources, args.driving):
+        if not Path(s).exists():
+            raise TalkingHeadError(f"file not found: {s}")
+    info = video.probe_video(args.driving)  # check the driver before any expensive work (one-line VideoError)
+    if args.fps and args.fps > info.fps:
+        raise TalkingHeadError(f"--fps {args.fps:g} is above the driver's {info.fps:g} frames/s: the output can "
+                               "only drop driver frames, not invent new ones")
+    avatar, model = _avatar_and_model(args)
+    res = animate_video(avatar, args.driving, out, model=model, device=args.device, absolute=args.absolute,
+                        crop_only=args.crop_only, sbs=args.side_by_side, frames_dir=args.frames,
+                        face_index=args.face_index, batch_size=args.batch_size, fps=args.fps,
+                        progress=not args.no_progress)
+    print(f"wrote {res.out}: {res.frames} frames, {res.size[0]}x{res.size[1]}, {res.fps:.3g} fps"
+          + (f", PNGs in {res.frames_dir}" if res.frames_dir else ""))
+    print(f"{res.frames_per_second:.1f} frames/s ({res.seconds_total:.1f} s: landmarks "
+          f"{res.seconds_landmarks:.1f} s, render + write {res.seconds_render:.1f} s)")
+    return 0

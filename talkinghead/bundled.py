@@ -1,0 +1,11 @@
+"""Files that ship inside the package: the default model, the face-descriptor weights and the demo media."""
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+WEIGHTS = PACKAGE / "weights"
+ASSETS = PACKAGE / "assets"
+
+MODEL = WEIGHTS / "model_small.safetensors"  # the default model of finetune, animate and the demo
+PORTRAIT = ASSETS / "monalisa.jpg"  # the demo's portrait
+DRIVING = ASSETS / "driving.mp4"  # the demo's driving clip (with audio)
