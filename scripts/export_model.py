@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from talkinghead.checkpoint import load_model, read_model_file, save_model
+from talkinghead.checkpoint import LoadedModel, save_model
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--finetune-from-preset", action="store_true",
                     help="replace the file's fine-tuning settings with its preset's current ones")
     a = ap.parse_args()
-    _, _, meta = read_model_file(a.src)
-    cfg, E, G, D = load_model(a.src, with_discriminator=not a.no_discriminator)
+    m = LoadedModel.load(a.src, with_discriminator=not a.no_discriminator)
+    cfg, E, G, D, meta = m.cfg, m.E, m.G, m.D, m.meta
     if a.finetune_from_preset:
         from talkinghead.config import preset
 

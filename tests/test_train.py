@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.checkpoint import load_model, load_training_state, save_model
+from talkinghead.checkpoint import LoadedModel, load_training_state, save_model
 from talkinghead.config import tiny
 from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
 from talkinghead.train.meta import CHECKPOINT, MODEL_FILE, Trainer
@@ -216,7 +216,8 @@ def test_model_file_round_trip_identical_outputs(tmp_path):
     tr = Trainer(tiny_cfg(2), tmp_path / "r", dataset=SyntheticEpisodes(), progress=False)
     tr.train()
     path = tmp_path / "r" / MODEL_FILE
-    cfg, E, G, D = load_model(path)
+    m = LoadedModel.load(path)
+    cfg, E, G, D = m.cfg, m.E, m.G, m.D
     assert cfg.model.image_size == 64 and D is not None
     b = torch.utils.data.default_collate([tr.dataset[3]])
     tr.E.eval(), tr.G.eval(), tr.D.eval()
@@ -232,7 +233,8 @@ def test_model_file_round_trip_identical_outputs(tmp_path):
 
     half = tmp_path / "half.safetensors"
     save_model(half, cfg, E, G, None, dtype=torch.float16)
-    _, _, G16, D16 = load_model(half)
+    m16 = LoadedModel.load(half)
+    G16, D16 = m16.G, m16.D
     assert D16 is None
     with torch.no_grad():
         o3 = G16(b["target_y"], G16.project(e2))
@@ -242,11 +244,11 @@ def test_model_file_round_trip_identical_outputs(tmp_path):
 
 def test_broken_model_files_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "missing.safetensors")
+        LoadedModel.load(tmp_path / "missing.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read"):
-        load_model(bad)
+        LoadedModel.load(bad)
 
 
 def test_tiny_run_does_not_collapse(tmp_path):
