@@ -321,3 +321,61 @@ def test_animate_bad_options_are_refused_before_any_work(models, tmp_path, capsy
         rc, err = _run_cli(base + extra, capsys)
         assert rc == code and len(err) == 1 and word in err[0], (extra, err)
         assert not out.exists()
+
+
+@pytest.mark.media
+@pytest.mark.slow
+def test_sigterm_and_kill_of_animate_leave_no_partial_files(models, tmp_path):
+    """SIGTERM mid-render: exit 143, no output and no hidden partial file; after a kill -9 the next run into
+    the folder removes the partial file the killed run left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, "-m", "talkinghead", "animate", str(SOURCE), str(DRIVER), "-o", str(out),
+           "--model", str(models["model"]), "--no-progress", "--batch-size", "1"]
+
+    def start_and_wait_for_partial():
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None and not _leftovers(tmp_path):
+            time.sleep(0.05)
+        assert p.poll() is None and _leftovers(tmp_path), "the run ended before writing started"
+        return p
+
+    p = start_and_wait_for_partial()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and not out.exists() and _leftovers(tmp_path) == []
+
+    p = start_and_wait_for_partial()
+    p.kill()
+    p.wait(timeout=60)
+    assert _leftovers(tmp_path), "kill -9 leaves the partial file (nothing can remove it then)"
+    rc = subprocess.run([*cmd[:-2], "--fps", "5"], env=env, capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    assert out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.media
+def test_truncated_driver_or_source_video_is_an_error_not_two_frames(models, tmp_path, capsys):
+    """A video cut to its first 20 KB (its header still counts every frame) decoded as 2 frames and animated
+    with exit 0; now animate and finetune stop with one line and write nothing."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(DRIVER.read_bytes()[:20_000])
+    out = tmp_path / "o.mp4"
+    rc, err = _run_cli(["animate", str(SOURCE), str(cut), "-o", str(out), "--model", str(models["model"]),
+                        "--no-progress"], capsys)
+    assert rc == 1 and len(err) == 1 and ("truncated" in err[0] or "corrupt" in err[0]), err
+    assert not out.exists() and _leftovers(tmp_path) == []
+    av = tmp_path / "x.avatar"
+    rc, err = _run_cli(["finetune", str(cut), "--model", str(models["model"]), "--out", str(av), "--mode", "ff",
+                        "--no-progress"], capsys)
+    assert rc == 1 and len(err) == 1 and ("truncated" in err[0] or "corrupt" in err[0]), err
+    assert not av.exists()
