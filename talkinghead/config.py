@@ -44,7 +44,7 @@ class LossConfig:
 
     # L_CNT: ImageNet-feature term (paper: VGG19, weight 1e-2) and face-identity term (paper: VGGFace, 2e-3).
     # The paper's weights assume Caffe-scale VGG features; these are for the bundled backbones, measured with
-    # benchmarks/calibrate_content_loss.py on real crops: unweighted Σ_layers L1 ≈ 0.8 / 1.2 (inception /
+    # scripts/calibrate_content_loss.py on real crops: unweighted Σ_layers L1 ≈ 0.8 / 1.2 (inception /
     # dlib_resnet) for a blurred or 2 %-shifted frame, ≈ 2.5 / 2.8 for another person; 1.0 / 0.6 make the two
     # terms' losses and input gradients comparable, L_CNT ≈ 1.5 (blurry) … 4 (wrong identity), of the order
     # of the paper's L_CNT and of −D(x̂). Re-tune both when using vgg19 / vggface files.

@@ -7,12 +7,12 @@ For each backbone, the unweighted term Σ_layers mean|φ_l(a) − φ_l(b)| on pa
   person   — frames of two different people
 plus pixel L1 and, for scale, L_FM of a freshly initialised small-preset discriminator on the blur pairs.
 
-    .venv/bin/python benchmarks/calibrate_content_loss.py
+    .venv/bin/python scripts/calibrate_content_loss.py   (needs the real media in ../shared/data/videos)
 """
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 from pathlib import Path
 
 import av
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from talkinghead import losses
 from talkinghead import perceptual as P
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"  # ../shared/data/videos
 _DET = dlib.get_frontal_face_detector()
 
 
@@ -59,6 +59,9 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"real media not found at {DATA} (see ../shared/data/MANIFEST.md)")
     torch.manual_seed(0)
     fa, fb = frames("capman_1.mp4", [10, 160]), frames("franck.mp4", [10])
     fc = frames("pexels_woman.mp4", [10])
