@@ -1,6 +1,7 @@
 """talkinghead.data: sources and splits, preprocessing (resumable, bad inputs skipped), episode dataset."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +12,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from talkinghead.cli import main as cli_main
 from talkinghead.data.dataset import EpisodeDataset, VideoShard
-from talkinghead.data.preprocess import preprocess, sample_indices
+from talkinghead.data.preprocess import preprocess, sample_indices, verify_shard
 from talkinghead.data.sources import apply_split, find_videos, load_split
 from talkinghead.errors import TalkingHeadError
 from talkinghead.video import VideoWriter, iter_frames
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-_skip_no_media = pytest.mark.skipif(not (MEDIA / "videos").is_dir(),
-                                    reason=f"real media not found at {MEDIA} (see DESIGN.md §6)")
-
-
-def needs_media(test):
-    return pytest.mark.media(_skip_no_media(test))
+DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
 
 
 def _touch(root: Path, *rels):
@@ -70,18 +65,16 @@ def test_sample_indices():
 
 # -- preprocessing on real media ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def prep_input(tmp_path_factory):  # needs the real media (skips without)
+def prep_input(tmp_path_factory, media):  # only for tests marked `media`
     """A folder with a short real talking clip, a face-less clip and a truncated mp4."""
-    if not (MEDIA / "videos").is_dir():
-        pytest.skip(f"real media not found at {MEDIA}")
     root = tmp_path_factory.mktemp("prep_in")
     with VideoWriter(root / "talk.mp4", 25) as w:
-        for f in iter_frames(MEDIA / "videos" / "capman_2.mp4", start=100, step=2, max_frames=12):
+        for f in iter_frames(media / "videos" / "capman_2.mp4", start=100, step=2, max_frames=12):
             w.write(f)
     with VideoWriter(root / "noface.mp4", 25) as w:
-        for f in iter_frames(MEDIA / "videos" / "no_face.mp4", step=8, max_frames=6):
+        for f in iter_frames(media / "videos" / "no_face.mp4", step=8, max_frames=6):
             w.write(f[::2, ::2])
-    src = (MEDIA / "videos" / "capman_2.mp4").read_bytes()
+    src = (media / "videos" / "capman_2.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(src[:200_000])  # header intact, most frames gone
     return root
 
@@ -93,13 +86,13 @@ def prepped(prep_input, tmp_path_factory):
     return out, summary
 
 
-@needs_media
+@pytest.mark.media
 def test_preprocess_writes_shards_and_skips_bad_videos(prepped):
     out, s = prepped
     assert s.videos == 3 and s.processed == 1 and s.frames == 10
     reasons = {k["video_id"]: k["reason"] for k in s.skipped}
     assert set(reasons) == {"noface", "truncated"}
-    assert "no face" in reasons["noface"] and "truncated" in reasons["truncated"]
+    assert "no face" in reasons["noface"] and "truncated or corrupt: decoded" in reasons["truncated"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [v["video_id"] for v in manifest["videos"]] == ["talk"] and manifest["resolution"] == 64
     shard = VideoShard(out / "videos" / "talk")
@@ -111,7 +104,7 @@ def test_preprocess_writes_shards_and_skips_bad_videos(prepped):
     assert not list((out / "videos").glob(".tmp-*"))
 
 
-@needs_media
+@pytest.mark.media
 def test_preprocess_twice_does_no_work(prepped, prep_input):
     out, _ = prepped
     before = {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*")}
@@ -121,18 +114,58 @@ def test_preprocess_twice_does_no_work(prepped, prep_input):
     assert {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*")} == before
     # the CLI on the same folder: also nothing to do; a different resolution is refused
     assert cli_main(["preprocess", str(prep_input), "--out", str(out), "--resolution", "64", "--every", "1",
-                     "--frames-per-video", "10", "--quiet"]) == 0
+                     "--frames-per-video", "10", "--no-progress"]) == 0
     assert cli_main(["preprocess", str(prep_input), "--out", str(out), "--resolution", "128", "--quiet"]) == 1
 
 
-@needs_media
+@pytest.mark.media
 @pytest.mark.slow
 def test_preprocess_parallel_workers(prep_input, tmp_path):
     s = preprocess(prep_input, tmp_path / "out", resolution=32, every=3, workers=2, progress=False)
     assert s.processed == 1 and len(s.skipped) == 2
 
 
-@needs_media
+@pytest.mark.media
+def test_preprocess_with_no_usable_video_is_an_error(prep_input, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("noface.mp4", "truncated.mp4"):
+        (src / name).symlink_to(prep_input / name)
+    rc = cli_main(["preprocess", str(src), "--out", str(tmp_path / "out"), "--resolution", "64", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("talkinghead preprocess: error: no usable video in")
+    assert "noface: no face" in err[-1] and "truncated or corrupt" in err[-1]
+    # a rerun (both remembered as skipped) says so too
+    with pytest.raises(TalkingHeadError, match="2 skipped by an earlier run"):
+        preprocess(src, tmp_path / "out", resolution=64, progress=False, require_usable=True)
+
+
+@pytest.mark.media
+def test_rerun_redoes_broken_and_partial_shards(prepped, prep_input, tmp_path):
+    """What a killed run racing a rerun left: a listed shard missing frames, a stale temporary folder."""
+    out = tmp_path / "out"
+    shutil.copytree(prepped[0], out)
+    shard = out / "videos" / "talk"
+    frames = sorted((shard / "frames").iterdir())
+    for f in frames[:3] + frames[-2:]:
+        f.unlink()
+    assert "5 of 10 frames on disk" in verify_shard(shard)
+    stale = out / "videos" / f".tmp-talk-{DEAD_PID}"
+    (stale / "frames").mkdir(parents=True)
+    s = preprocess(prep_input, out, resolution=64, every=1, frames_per_video=10, progress=False)
+    assert [r["video_id"] for r in s.redone] == ["talk"] and s.processed == 1 and s.already_done == 0
+    assert verify_shard(shard) is None and len(VideoShard(shard)) == 10
+    assert [v["video_id"] for v in json.loads((out / "manifest.json").read_text())["videos"]] == ["talk"]
+    assert not list((out / "videos").glob(".tmp-*"))
+    # a shard renamed into place but never listed (killed in between) and a broken one never listed
+    m = (out / "manifest.jsonl").read_text().splitlines()
+    (out / "manifest.jsonl").write_text("\n".join(line for line in m if '"talk"' not in line) + "\n")
+    s = preprocess(prep_input, out, resolution=64, every=1, frames_per_video=10, progress=False)
+    assert (s.processed, s.already_done, s.redone) == (0, 1, [])
+    assert [v["video_id"] for v in json.loads((out / "manifest.json").read_text())["videos"]] == ["talk"]
+
+
+@pytest.mark.media
 def test_episodes_from_real_shard(prepped):
     out, _ = prepped
     ds = EpisodeDataset(out, shots=3, split="train", episodes_per_video=4)
@@ -220,6 +253,29 @@ def test_episode_dataset_loader_workers_and_distributed(tmp_path):
     batches = list(dl)
     assert sum(b["shots_x"].shape[0] for b in batches) == len(ds) // 2
     assert batches[0]["shots_x"].shape[1:] == (2, 3, 32, 32) and batches[0]["video_index"].shape == (2,)
+
+
+def test_dataset_broken_shard_is_a_one_line_error(tmp_path):
+    root = _fake_root(tmp_path / "frames_gone")
+    (root / "videos" / "v1" / "frames" / "000004.png").unlink()
+    with pytest.raises(TalkingHeadError, match=r"broken shard videos/v1: 8 of 9 frames on disk.*preprocess") as ei:
+        EpisodeDataset(root, shots=2)
+    assert "\n" not in str(ei.value)
+    shard = VideoShard(root / "videos" / "v1")
+    with pytest.raises(TalkingHeadError, match="frame"):
+        shard.frame(4)
+    root = _fake_root(tmp_path / "landmarks")
+    np.save(root / "videos" / "v0" / "landmarks.npy", np.zeros((3, 68, 2), np.float32))
+    with pytest.raises(TalkingHeadError, match="landmarks"):
+        EpisodeDataset(root, shots=2)
+    with pytest.raises(TalkingHeadError, match="landmarks"):
+        VideoShard(root / "videos" / "v0").points(0)
+    root = _fake_root(tmp_path / "meta")
+    (root / "videos" / "v0" / "meta.json").write_text('{"video_id": ')
+    with pytest.raises(TalkingHeadError, match="meta.json"):
+        VideoShard(root / "videos" / "v0")
+    with pytest.raises(TalkingHeadError, match="meta.json"):
+        EpisodeDataset(root, shots=2)
 
 
 def test_dataset_errors(tmp_path):

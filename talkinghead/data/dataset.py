@@ -14,20 +14,33 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from talkinghead.data.preprocess import verify_shard
 from talkinghead.errors import TalkingHeadError
-from talkinghead.landmarks.rasterize import image_to_tensor, rasterize
+from talkinghead.images import from_uint8
+from talkinghead.landmarks.rasterize import rasterize
+
+_REDO = "rerun `talkinghead preprocess` with the same --out to redo it"
+
+
+def _broken(path: Path, problem: str) -> TalkingHeadError:
+    return TalkingHeadError(f"broken shard {path}: {problem}; {_REDO}")
 
 
 class VideoShard:
     """One preprocessed video: its frames (S×S crops), landmarks in crop pixels and metadata.
-    Used by the episode sampler, few-shot fine-tuning and evaluation."""
+    Used by the episode sampler, few-shot fine-tuning and evaluation. A shard broken on disk (unreadable
+    meta.json, a frame or the landmarks missing) raises a one-line TalkingHeadError when that part is read."""
 
     def __init__(self, path):
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
             raise TalkingHeadError(f"not a preprocessed video (no meta.json): {self.path}")
-        self.meta: dict = json.loads(meta_path.read_text())
+        try:
+            self.meta: dict = json.loads(meta_path.read_text())
+            int(self.meta["num_frames"]), list(self.meta["frame_indices"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise _broken(self.path, f"unreadable meta.json ({type(e).__name__})") from None
         self._landmarks = None
 
     @property
@@ -59,7 +72,13 @@ class VideoShard:
     def landmarks(self) -> np.ndarray:
         """(F, 68, 2) float32 in crop pixels (at `resolution`)."""
         if self._landmarks is None:
-            self._landmarks = np.load(self.path / "landmarks.npy")
+            try:
+                lm = np.load(self.path / "landmarks.npy")
+            except (OSError, ValueError, EOFError) as e:
+                raise _broken(self.path, f"unreadable landmarks.npy ({type(e).__name__})") from None
+            if lm.shape != (len(self), 68, 2):
+                raise _broken(self.path, f"landmarks.npy has shape {lm.shape}, expected {(len(self), 68, 2)}")
+            self._landmarks = lm
         return self._landmarks
 
     @property
@@ -75,11 +94,15 @@ class VideoShard:
 
     def frame(self, i: int, size: int | None = None) -> np.ndarray:
         """The i-th stored frame (0 <= i < len) as (S, S, 3) uint8 RGB, optionally resized to size."""
-        with Image.open(self.frame_path(i)) as im:
-            im = im.convert("RGB")
-            if size is not None and size != im.size[0]:
-                im = im.resize((size, size), Image.BICUBIC)
-            return np.asarray(im)
+        path = self.frame_path(i)
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if size is not None and size != im.size[0]:
+                    im = im.resize((size, size), Image.BICUBIC)
+                return np.array(im)  # writable (np.asarray of a PIL image is read-only)
+        except (OSError, SyntaxError, ValueError) as e:  # missing, cut or not an image (PIL raises OSError)
+            raise _broken(self.path, f"cannot read frame {path.name} ({type(e).__name__})") from None
 
     def points(self, i: int, size: int | None = None) -> np.ndarray:
         """(68, 2) landmarks of the i-th frame in pixels of a size×size crop."""
@@ -92,12 +115,12 @@ class VideoShard:
     def landmark_image(self, i: int, size: int | None = None) -> np.ndarray:
         """(S, S, 3) uint8 landmark image y(t) of the i-th frame."""
         size = size or self.resolution
-        return rasterize(self.points(i, size), size)
+        return np.array(rasterize(self.points(i, size), size))  # writable, like frame()
 
     def pair(self, i: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y): frame and landmark image as (3, S, S) float32 in [-1, 1]."""
         size = size or self.resolution
-        return image_to_tensor(self.frame(i, size)), image_to_tensor(self.landmark_image(i, size))
+        return from_uint8(self.frame(i, size)), from_uint8(self.landmark_image(i, size))
 
 
 def read_manifest(root) -> dict:
@@ -125,11 +148,15 @@ class EpisodeDataset(Dataset):
     than K+1 frames are left out (they would need repeats; listed in `excluded`). Distribute with
     DistributedSampler as usual. group_by="group" makes one W row per manifest group instead of per shard
     (VoxCeleb: the YouTube video `id/video`, its clips pooled), as the paper's "video".
+
+    verify: check every shard of the split on disk first (`verify_shard`: meta, every frame file, landmarks;
+    file headers and a directory listing per shard), so a broken shard is a one-line TalkingHeadError here
+    rather than a traceback in a DataLoader worker mid-training.
     """
 
     def __init__(self, root, shots: int, split: str | None = "train", image_size: int | None = None,
                  episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None,
-                 group_by: str = "video"):
+                 group_by: str = "video", verify: bool = True):
         self.root = Path(root)
         self.shots = int(shots)
         if self.shots < 1:
@@ -151,6 +178,8 @@ class EpisodeDataset(Dataset):
             raise TalkingHeadError(f"no videos with >= {need} frames for split {split!r} in {self.root}")
         self.units = [units[k] for k in self.video_ids]
         self.entries = [e for es in self.units for e in es]
+        if verify:
+            self._verify()
         self.split = split
         self.group_by = group_by
         self.resolution = int(manifest.get("resolution") or VideoShard(self.root / self.entries[0]["path"]).resolution)
@@ -159,6 +188,12 @@ class EpisodeDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._shards: dict[str, VideoShard] = {}
+
+    def _verify(self) -> None:
+        broken = [(e["path"], p) for e in self.entries if (p := verify_shard(self.root / e["path"], full=False))]
+        if broken:
+            more = f" (and {len(broken) - 1} more broken shards)" if len(broken) > 1 else ""
+            raise TalkingHeadError(f"broken shard {broken[0][0]}: {broken[0][1]}{more} in {self.root}; {_REDO}")
 
     @property
     def num_videos(self) -> int:

@@ -1,0 +1,135 @@
+"""`talkinghead preprocess` under abuse: out-of-range options, a killed parent, shards broken on disk."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from talkinghead.cli import main as cli_main
+from talkinghead.data.preprocess import preprocess, verify_shard
+from talkinghead.errors import TalkingHeadError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("option, value", [("--every", "0"), ("--frames-per-video", "-1"), ("--resolution", "8"),
+                                           ("--workers", "0"), ("--redetect-every", "0"),
+                                           ("--segment-seconds", "-1"), ("--upsample", "-1"), ("--every", "x")])
+def test_cli_option_ranges(tmp_path, capsys, option, value):
+    assert cli_main(["preprocess", str(tmp_path), "--out", str(tmp_path / "out"), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("talkinghead preprocess: error: argument") and option in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kw", [{"every": 0}, {"frames_per_video": -1}, {"resolution": 8}, {"workers": 0},
+                                {"redetect_every": 0}, {"segment_seconds": -1.0}, {"quality": 101},
+                                {"image_format": "gif"}, {"min_frames": 0}])
+def test_library_option_ranges(tmp_path, kw):
+    with pytest.raises(TalkingHeadError) as ei:
+        preprocess(tmp_path, tmp_path / "out", progress=False, **kw)
+    assert "\n" not in str(ei.value) and next(iter(kw)) in str(ei.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_shows_defaults_from_options():
+    from talkinghead.cli import build_parser
+    from talkinghead.data.preprocess import PreprocessOptions
+
+    p = build_parser("preprocess")
+    args = p.parse_args(["preprocess", "in", "--out", "o"])
+    d = PreprocessOptions()
+    assert (args.resolution, args.every, args.frames_per_video, args.workers, args.redetect_every,
+            args.segment_seconds, args.image_format, args.upsample) == (
+        d.resolution, d.every, d.frames_per_video, d.workers, d.redetect_every, d.segment_seconds,
+        d.image_format, d.upsample)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited already
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_pool_workers_die_with_their_parent(tmp_path):
+    """kill -9 of the parent must not leave workers running (they raced the next run and broke its shards)."""
+    script = textwrap.dedent("""
+        import sys, time
+        from talkinghead.data.preprocess import _start_pool
+        pool = _start_pool(2)
+        assert pool.apply(sum, ([1, 2],)) == 3  # workers are up and initialised
+        pool.apply_async(time.sleep, (60,))  # one worker busy (a long video), one idle
+        time.sleep(1)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        alive = [w for w in workers if _alive(w)]
+    finally:
+        proc.kill()
+        proc.wait()
+    for w in alive:  # clean up after a failing run
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+# -- verification of shards on disk (no media needed) -------------------------------------------------------
+def _shard(root: Path, vid: str, n: int = 4, size: int = 16) -> Path:
+    d = root / "videos" / vid
+    (d / "frames").mkdir(parents=True)
+    for j in range(n):
+        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(d / "frames" / f"{j:06d}.png")
+    np.save(d / "landmarks.npy", np.zeros((n, 68, 2), np.float32))
+    np.save(d / "boxes.npy", np.zeros((n, 3), np.float32))
+    meta = {"video_id": vid, "identity": vid, "group": vid, "split": "train", "resolution": size, "fps": 25.0,
+            "image_format": "png", "frame_indices": list(range(n)), "num_frames": n}
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_verify_shard(tmp_path):
+    d = _shard(tmp_path, "ok")
+    assert verify_shard(d) is None
+    (d / "frames" / "000002.png").unlink()
+    assert "3 of 4 frames" in verify_shard(d)
+    d = _shard(tmp_path, "lm")
+    np.save(d / "landmarks.npy", np.zeros((3, 68, 2), np.float32))
+    assert "landmarks" in verify_shard(d)
+    d = _shard(tmp_path, "meta")
+    (d / "meta.json").write_text('{"video_id": "me')
+    assert "meta.json" in verify_shard(d)
+    d = _shard(tmp_path, "boxes")
+    (d / "boxes.npy").unlink()
+    assert "boxes" in verify_shard(d)
+    assert "meta.json" in verify_shard(tmp_path / "videos" / "nothing")
