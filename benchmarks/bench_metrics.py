@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.baselines import warp_baseline
+from talkinghead.images import from_uint8, to_uint8
 from talkinghead.metrics import akd, csim, inception_features, lpips, psnr, ssim
 from talkinghead.metrics._faces import landmarks68
 
@@ -38,8 +39,8 @@ def face_crops(n: int, size: int) -> torch.Tensor:
             cx, cy = pts.mean(0)
             half = int(1.0 * (pts[:, 0].max() - pts[:, 0].min()))
             y0, x0 = max(int(cy) - half, 0), max(int(cx) - half, 0)
-            crop = torch.from_numpy(img[y0 : y0 + 2 * half, x0 : x0 + 2 * half]).permute(2, 0, 1)[None].float()
-            out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True) / 127.5 - 1)
+            crop = from_uint8(img[y0 : y0 + 2 * half, x0 : x0 + 2 * half])[None]  # (1, 3, h, w) in [-1, 1]
+            out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True))
             if len(out) == n:
                 break
     return torch.cat(out).clamp(-1, 1)
@@ -70,8 +71,8 @@ def main() -> None:
     for size in (128, 256):
         real = face_crops(a.batch, size)
         fake = (real + 0.05 * torch.randn_like(real)).clamp(-1, 1)
-        pts = np.stack([landmarks68(((r.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()) for r in real[:2]])
-        src8 = ((real[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        pts = np.stack([landmarks68(img) for img in to_uint8(real[:2])])
+        src8 = to_uint8(real[0])
         rows = {
             "ssim": lambda: ssim(fake, real),
             "psnr": lambda: psnr(fake, real),

@@ -4,40 +4,31 @@ from __future__ import annotations
 
 import importlib
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.images import from_uint8
 from talkinghead.metrics import (
     PSNR_CAP, REGISTRY, FIDAccumulator, MetricSuite, akd, compute_pairwise, csim, fid, fid_from_features,
     get_metrics, inception_features, lpips, psnr, ssim,
 )
 from talkinghead.metrics.fid import feature_stats, frechet_distance
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-VIDEOS = DATA / "videos"
-needs_media = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real media not found at {VIDEOS} (see DESIGN §6)")
-
-
-def read_frames(name: str, indices) -> list[np.ndarray]:
-    """uint8 RGB frames (H, W, 3) of a video at the given indices (decoded from the start)."""
+def read_frames(media, name: str, indices) -> torch.Tensor:
+    """Frames of media/videos/NAME at the given indices (decoded from the start) as (n, 3, H, W) in [-1, 1]."""
     import av
 
     want, out = set(indices), {}
-    with av.open(str(VIDEOS / name)) as c:
+    with av.open(str(media / "videos" / name)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i in want:
                 out[i] = f.to_ndarray(format="rgb24")
             if i >= max(want):
                 break
-    return [out[i] for i in indices]
-
-
-def to_tensor(imgs) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.ascontiguousarray(i)).permute(2, 0, 1).float() / 127.5 - 1 for i in imgs])
+    return from_uint8(np.stack([out[i] for i in indices]))
 
 
 def smooth_images(b=4, size=64, seed=0) -> torch.Tensor:
@@ -157,12 +148,12 @@ def test_fid_accumulator(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- CSIM (real faces)
 
-@needs_media
-def test_csim_same_person_above_different_people():
-    a1 = to_tensor(read_frames("capman_1.mp4", [10, 300]))  # person A
-    a2 = to_tensor(read_frames("capman_2.mp4", [20]))  # person A, another clip
-    b = to_tensor(read_frames("franck.mp4", [10]))  # person B
-    c = to_tensor(read_frames("pexels_woman.mp4", [10]))  # person C
+@pytest.mark.media
+def test_csim_same_person_above_different_people(media):
+    a1 = read_frames(media, "capman_1.mp4", [10, 300])  # person A
+    a2 = read_frames(media, "capman_2.mp4", [20])  # person A, another clip
+    b = read_frames(media, "franck.mp4", [10])  # person B
+    c = read_frames(media, "pexels_woman.mp4", [10])  # person C
     same, nf = csim(a1[1:2].expand(2, -1, -1, -1), torch.cat([a1[:1], a2]), return_no_face=True)
     assert not nf.any()
     diff = torch.cat([csim(a1[:1], b), csim(a1[:1], c), csim(b, c)])
@@ -175,14 +166,14 @@ def test_csim_same_person_above_different_people():
             csim(a1[:1], other, backend="dlib").item(), abs=0.01)
 
 
-@needs_media
-def test_csim_resize_mode_on_aligned_crops_and_no_face():
+@pytest.mark.media
+def test_csim_resize_mode_on_aligned_crops_and_no_face(media):
     from talkinghead.metrics.csim import face_chips
 
-    a = to_tensor(read_frames("capman_1.mp4", [10, 300]))
+    a = read_frames(media, "capman_1.mp4", [10, 300])
     chips, nf = face_chips(a)  # dlib-aligned 150² chips
     assert chips.shape == (2, 150, 150, 3) and not nf.any()
-    crops = to_tensor(list(chips))
+    crops = from_uint8(chips)
     assert csim(crops[:1], crops[1:], align="resize").item() > 0.9
     sim, nf = csim(torch.zeros(1, 3, 128, 128), a[:1], return_no_face=True)
     assert nf.tolist() == [True]
@@ -190,9 +181,9 @@ def test_csim_resize_mode_on_aligned_crops_and_no_face():
 
 # ---------------------------------------------------------------------------------------------- AKD (real faces)
 
-@needs_media
-def test_akd_zero_for_identical_and_grows_with_shift():
-    x = to_tensor(read_frames("franck.mp4", [10]))  # (1, 3, 288, 360)
+@pytest.mark.media
+def test_akd_zero_for_identical_and_grows_with_shift(media):
+    x = read_frames(media, "franck.mp4", [10])  # (1, 3, 288, 360)
     r0 = akd(x, x)
     assert r0.akd.item() == pytest.approx(0, abs=1e-6) and r0.no_face_rate == 0
     vals = [akd(torch.roll(x, s, 3), x).akd.item() for s in (4, 12)]
@@ -201,9 +192,9 @@ def test_akd_zero_for_identical_and_grows_with_shift():
     assert 0.02 < vals[0] < 0.15
 
 
-@needs_media
-def test_akd_reports_no_face_rate():
-    x = to_tensor(read_frames("franck.mp4", [10, 20]))
+@pytest.mark.media
+def test_akd_reports_no_face_rate(media):
+    x = read_frames(media, "franck.mp4", [10, 20])
     fake = x.clone()
     fake[1] = -1  # black frame: no face
     r = akd(fake, x)

@@ -6,8 +6,6 @@ The dlib port's convention is checked end to end against dlib itself in test_fac
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,8 +13,7 @@ import torch.nn as nn
 
 from talkinghead import perceptual as P
 from talkinghead.errors import CheckpointError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from talkinghead.images import from_uint8
 
 
 def _random_vgg_state(cfg, last: int, names=None) -> dict[str, torch.Tensor]:
@@ -119,19 +116,14 @@ def test_wrong_files_raise_checkpoint_error(tmp_path, vgg19_file):
         P.load_backbone("resnet50")
 
 
-def _real_frame() -> torch.Tensor:
+@pytest.mark.media
+@pytest.mark.parametrize("name", ["inception", "dlib_resnet"])
+def test_features_are_alive_on_a_real_face(name, media):
+    """On a real face, with the right input scale, ReLU features are neither dead nor saturated."""
     from PIL import Image
 
-    img = Image.open(DATA / "images" / "franck_01829.jpg").convert("RGB").resize((128, 128))
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-
-
-@pytest.mark.media
-@pytest.mark.skipif(not (DATA / "images").is_dir(), reason="real media (../shared/data) not present")
-@pytest.mark.parametrize("name", ["inception", "dlib_resnet"])
-def test_features_are_alive_on_a_real_face(name):
-    """On a real face, with the right input scale, ReLU features are neither dead nor saturated."""
-    feats = P.load_backbone(name)(_real_frame())
+    img = Image.open(media / "images" / "franck_01829.jpg").convert("RGB").resize((128, 128))
+    feats = P.load_backbone(name)(from_uint8(np.array(img))[None])
     for f in feats[:-1] if name == "dlib_resnet" else feats:
         frac = (f > 0).float().mean().item()
         assert 0.02 < frac < 0.98, (name, tuple(f.shape), frac)

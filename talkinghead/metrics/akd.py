@@ -9,7 +9,7 @@ Where no face is detected on the generated frame the pair has AKD = NaN and coun
 (the share of generated frames without a detected face), which is reported next to AKD, never hidden: a
 generator that produces no face must not score a good AKD. Pairs whose driving frame has no face (or
 zero eye distance) are NaN as well and flagged separately (`driving_missing`): they say nothing about the
-generator. Landmarks: dlib HOG + 68-point predictor (see metrics/_faces.py); the driving landmarks may be
+generator. Landmarks: dlib HOG + 68-point predictor (talkinghead.landmarks.detect, via metrics/_faces.py); the driving landmarks may be
 given (e.g. from preprocessing) to skip their detection.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from talkinghead.metrics._faces import landmarks68, to_uint8
+from talkinghead.images import to_uint8
+from talkinghead.metrics._faces import landmarks68
 
 EYE_OUTER = (36, 45)
 

@@ -8,25 +8,24 @@ padding 0.25). Alignment modes:
   is found the whole image is resized to 150² instead, and `no_face` marks it (reported, not hidden).
 - "resize": the images are already face-aligned crops — resize them to 150² and feed them as they are.
 Descriptor backend (same chips either way):
-- "torch": talkinghead.perceptual.face_descriptor, the PyTorch port of dlib's ResNet — ~5× faster on CPU
-  (~30-50 ms vs ~120-250 ms per pair here) and within ~3% L2 of dlib's descriptors; CSIM differs from dlib's
-  by ≤ 0.002 on our real faces (capman/franck/pexels, measured).
+- "torch" (default; "auto" is the same): talkinghead.perceptual.face_descriptor, the PyTorch port of dlib's
+  ResNet — ~5× faster on CPU (~30-50 ms vs ~120-250 ms per pair here) and within ~3% L2 of dlib's
+  descriptors; CSIM differs from dlib's by ≤ 0.002 on our real faces (capman/franck/pexels, measured).
 - "dlib": the C++ model itself (the reference).
-- "auto" (default): "torch" when talkinghead.perceptual imports, else "dlib".
 Note: dlib descriptors are not zero-centred, so even different people score ~0.8 (same person ~0.98 on our
 videos); read CSIM relative to the baselines of the same run, not as an absolute.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.metrics._faces import face_chip, face_recognizer, landmarks68, to_uint8
+from talkinghead.images import from_uint8, to_uint8
+from talkinghead.metrics._faces import face_chip, face_recognizer, landmarks68
 
 CHIP = 150
 
@@ -38,9 +37,10 @@ class Embeddings:
 
 
 def _resize_chip(img: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(img).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-    t = F.interpolate(t, size=(CHIP, CHIP), mode="bilinear", align_corners=False, antialias=True)
-    return np.ascontiguousarray(t[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
+    """A whole uint8 image (H, W, 3) resized to a (150, 150, 3) chip."""
+    t = F.interpolate(from_uint8(img)[None], size=(CHIP, CHIP), mode="bilinear", align_corners=False,
+                      antialias=True)  # (1, 3, 150, 150)
+    return to_uint8(t[0])
 
 
 def face_chips(images: torch.Tensor, align: str = "detect") -> tuple[np.ndarray, np.ndarray]:
@@ -55,15 +55,9 @@ def face_chips(images: torch.Tensor, align: str = "detect") -> tuple[np.ndarray,
     return np.stack(chips), np.array(missing, dtype=bool)
 
 
-def resolve_backend(backend: str) -> str:
-    if backend == "auto":
-        return "torch" if importlib.util.find_spec("talkinghead.perceptual") is not None else "dlib"
-    return backend
-
-
 def embed(images: torch.Tensor, align: str = "detect", backend: str = "auto") -> Embeddings:
     """Identity embeddings (B, 128) of images (B, 3, H, W) in [-1, 1]."""
-    backend = resolve_backend(backend)
+    backend = "torch" if backend == "auto" else backend
     chips, missing = face_chips(images, align)
     if backend == "dlib":
         vecs = face_recognizer().compute_face_descriptor(list(chips))
@@ -71,9 +65,8 @@ def embed(images: torch.Tensor, align: str = "detect", backend: str = "auto") ->
     elif backend == "torch":
         from talkinghead.perceptual import face_descriptor
 
-        x = torch.from_numpy(chips).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, 150, 150) in [-1, 1]
         with torch.no_grad():
-            v = face_descriptor(x).float()
+            v = face_descriptor(from_uint8(chips)).float()  # chips as (B, 3, 150, 150) in [-1, 1]
     else:
         raise ValueError(f"backend must be 'auto', 'dlib' or 'torch', got {backend!r}")
     return Embeddings(v, torch.from_numpy(missing))
