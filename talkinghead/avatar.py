@@ -82,10 +82,10 @@ class Avatar:
         if model is not None:
             self.check_model(model)
         if self.mode == "ft":
-            from talkinghead.nn import Generator
+            from talkinghead.nn import build_generator
 
             cfg = Config.from_dict(self.config.to_dict())
-            G = Generator(cfg.model)
+            G = build_generator(cfg.model)
             try:
                 G.load_state_dict(self.generator_state)
             except RuntimeError as e:

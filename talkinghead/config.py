@@ -27,6 +27,11 @@ class ModelConfig:
     # our small run reached ê = 0 for all videos by step ~1000 (the embedding then carries no identity).
     # False keeps E's output linear, which cannot die; the paper preset keeps the paper's ReLU.
     embed_relu: bool = True
+    # "adain": the paper's G (every pixel from ê); "warp": the warp-guided G (nn/warp_generator.py): texture
+    # moved from the source by a refined landmark flow, only the rest generated
+    generator: str = "adain"
+    motion_channels: int = 32  # warp: width of the motion refiner's first layer
+    mask_bias: float = 4.0  # warp: initial blend-mask logit (σ(4) ≈ 0.98: starts as the classical warp)
 
     @property
     def num_down(self) -> int:
@@ -146,6 +151,8 @@ def validate(cfg: Config) -> list[str]:
             elif section == "loss" and v < 0:
                 problems.append(f"{section}.{f.name} = {v} (a weight cannot be negative)")
     m = cfg.model
+    if m.generator not in ("adain", "warp"):
+        problems.append(f"model.generator = {m.generator!r} (adain or warp)")
     if m.image_size & (m.image_size - 1) or m.bottleneck_size > m.image_size:
         problems.append(f"model.image_size = {m.image_size} (a power of two ≥ bottleneck_size)")
     return problems
@@ -193,12 +200,20 @@ def small() -> Config:
     )
 
 
+def warp_tiny() -> Config:
+    """The warp-guided generator at test size (64²)."""
+    cfg = tiny()
+    cfg.name = "warp_tiny"
+    cfg.model.generator, cfg.model.motion_channels = "warp", 8
+    return cfg
+
+
 def paper() -> Config:
     """256², N = 512, K = 8 and the paper's widths (64 → 512 channels, 5 AdaIN residual blocks)."""
     return Config(name="paper")
 
 
-PRESETS = {"tiny": tiny, "small": small, "paper": paper}
+PRESETS = {"tiny": tiny, "small": small, "paper": paper, "warp_tiny": warp_tiny}
 
 
 def preset(name: str) -> Config:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.baselines import copy_source, warp_baseline, warp_field, warp_sequence
+from talkinghead.baselines import copy_source, warp_baseline, warp_sequence
+from talkinghead.landmarks.warp import warp_field
 
 
 def face_points(size=256, seed=0) -> np.ndarray:

@@ -12,14 +12,25 @@ from .discriminator import Discriminator
 from .embedder import Embedder
 from .generator import Generator
 from .layers import fold_spectral_norm, has_spectral_norm
+from .warp_generator import WarpGenerator
 
-__all__ = ["Embedder", "Generator", "Discriminator", "build_models", "count_parameters",
-           "fold_spectral_norm", "has_spectral_norm"]
+__all__ = ["Embedder", "Generator", "WarpGenerator", "Discriminator", "build_models", "build_generator",
+           "count_parameters", "fold_spectral_norm", "has_spectral_norm"]
+
+GENERATORS = {"adain": Generator, "warp": WarpGenerator}
 
 
-def build_models(cfg: ModelConfig) -> tuple[Embedder, Generator, Discriminator]:
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """G of the kind cfg.generator names: "adain" (paper §3.2) or "warp" (warp-guided, DESIGN.md §2)."""
+    try:
+        return GENERATORS[cfg.generator](cfg)
+    except KeyError:
+        raise ValueError(f"unknown generator {cfg.generator!r}; choose one of {', '.join(GENERATORS)}") from None
+
+
+def build_models(cfg: ModelConfig) -> tuple[Embedder, nn.Module, Discriminator]:
     """(E, G, D) for ``cfg`` (D's W has cfg.num_videos rows)."""
-    return Embedder(cfg), Generator(cfg), Discriminator(cfg)
+    return Embedder(cfg), build_generator(cfg), Discriminator(cfg)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False, exclude: tuple[str, ...] = ()) -> int:

@@ -1,0 +1,67 @@
+"""The classical landmark warp (DESIGN.md §2, §6): a backward map that moves an image so its landmarks land on
+other landmarks — piecewise-affine over the Delaunay triangulation of the *target* landmarks plus fixed anchor
+points on the image border (so the whole frame moves smoothly and the border stays put). It is the
+evaluation's warp baseline and the coarse flow of the warp-guided generator (`flow_grid`).
+
+Points are (x, y) pixel coordinates with pixel centres at integers (dlib's convention, as Face.points).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from scipy.spatial import Delaunay
+
+
+def border_anchors(h: int, w: int, per_side: int = 4) -> np.ndarray:
+    """(4·per_side, 2) points on the image border (half a pixel outside the pixel centres)."""
+    t = np.linspace(0.0, 1.0, per_side + 1)[:-1]
+    x0, y0, x1, y1 = -0.5, -0.5, w - 0.5, h - 0.5
+    top = np.stack([x0 + t * (x1 - x0), np.full_like(t, y0)], 1)
+    right = np.stack([np.full_like(t, x1), y0 + t * (y1 - y0)], 1)
+    bottom = np.stack([x1 - t * (x1 - x0), np.full_like(t, y1)], 1)
+    left = np.stack([np.full_like(t, x0), y1 - t * (y1 - y0)], 1)
+    return np.concatenate([top, right, bottom, left]).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:h, 0:w]
+    g = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)], 1).astype(np.float64)  # (N, 3)
+    g.setflags(write=False)
+    return g
+
+
+def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndarray,
+               anchors_per_side: int = 4) -> np.ndarray:
+    """Backward map (h, w, 2): for each output pixel, the (x, y) source position it samples.
+
+    Piecewise-affine over the Delaunay triangulation of target points + border anchors; pixels outside every
+    triangle (only possible when landmarks lie far outside the frame) map to themselves."""
+    src = np.asarray(source_points, np.float64).reshape(-1, 2)
+    dst = np.asarray(target_points, np.float64).reshape(-1, 2)
+    if src.shape != dst.shape:
+        raise ValueError(f"source and target points differ in shape: {src.shape} vs {dst.shape}")
+    anchors = border_anchors(h, w, anchors_per_side)
+    src_all, dst_all = np.concatenate([src, anchors]), np.concatenate([dst, anchors])  # (P, 2)
+    tri = Delaunay(dst_all)  # duplicate points (closed lips) are dropped by qhull, never referenced
+    # Per-triangle affine map dst → src: [x y 1] @ M_k = (x', y'), M_k (3, 2) = [D_k 1]⁻¹ S_k.
+    simp = tri.simplices  # (K, 3)
+    dh = np.concatenate([dst_all[simp], np.ones((len(simp), 3, 1))], 2)  # (K, 3, 3)
+    m = np.linalg.pinv(dh) @ src_all[simp]  # (K, 3, 2); pinv: safe for sliver triangles
+    pix = _pixel_grid(h, w)  # (N, 3) homogeneous pixel centres
+    simplex = tri.find_simplex(pix[:, :2])  # (N,), -1 outside the hull
+    m = np.concatenate([m, np.eye(3)[None, :, :2]])  # index -1 → identity
+    out = np.einsum("nk,nkd->nd", pix, m[simplex])  # (N, 2)
+    return out.reshape(h, w, 2)
+
+
+def flow_grid(source_points, target_points, size: int | tuple[int, int], anchors_per_side: int = 4) -> torch.Tensor:
+    """`warp_field` as grid_sample's sampling grid (H, W, 2), normalised with align_corners=True: the backward
+    flow from the target (driving) landmarks to the source's; size: S (square crops) or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    field = torch.from_numpy(warp_field(h, w, source_points, target_points, anchors_per_side))  # (H, W, 2)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
+    return (field * scale - 1.0).float()

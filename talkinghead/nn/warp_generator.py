@@ -1,0 +1,131 @@
+"""Warp-guided generator (DESIGN.md §2): texture comes from the source photo, the network generates only what
+the photo cannot show.
+
+Paper §3.2's G hallucinates every pixel from ê. Here the driving frame is rendered by moving the source's
+own texture (after first-order-model's occlusion-aware generator and Samsung's bi-layer model; our code):
+1. coarse flow from the landmarks (a backward sampling grid, driving → source, given by the caller) refined by
+   `MotionRefiner` (residual flow, occlusion map, blend mask);
+2. the source's encoder features, warped by the flow at every scale and gated by the occlusion map;
+3. a decoder whose AdaIN parameters are ψ̂ = P·ê, as in the paper (FF and FT of §3.3 work unchanged), fed
+   the gated features and the driving landmark image at every scale;
+4. output = mask·warp(source) + (1 − mask)·generated.
+With the refiner's initial heads the untrained generator reproduces the classical warp up to
+(1 − σ(mask_bias))·|generated − warp| per pixel.
+
+ψ layout as `Generator`: the AdaIN layers in forward order (bottleneck res blocks, up blocks, out_norm), each
+[scale deltas (C) | biases (C)].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .layers import AdaIN, ResBlock, ResBlockDown, ResBlockUp, conv1, conv3, down_channels, sn
+from .motion import MotionRefiner, resize, resize_grid, warp
+
+
+@dataclass
+class WarpOutput:
+    """Everything one forward pass makes, for the losses and for full-resolution composition."""
+
+    image: Tensor  # (B, 3, S, S) mask·warped + (1 − mask)·generated
+    warped: Tensor  # (B, 3, S, S) the source warped by the refined flow
+    generated: Tensor  # (B, 3, S, S) the decoder's image
+    mask: Tensor  # (B, 1, S, S) blend mask (1 = warped source)
+    occlusion: Tensor  # (B, 1, S, S)
+    grid: Tensor  # (B, S, S, 2) refined backward grid (driving → source)
+    residual: Tensor  # (B, S, S, 2) the refiner's correction of the coarse grid
+
+
+class WarpGenerator(nn.Module):
+    """G for `model.generator = "warp"`.
+
+    ``forward(y, psi, source, source_y, coarse_grid) -> (B, 3, S, S)``; ``render(...) -> WarpOutput``;
+    ``encode(source) -> [features]`` (cacheable per avatar: the source does not change while animating);
+    ``project(e) -> psi``. y, source_y: landmark images (B, 3, S, S); source: (B, 3, S, S) in [-1, 1];
+    coarse_grid: (B, S, S, 2) backward grid from the driving landmarks to the source's.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        s, nd = cfg.image_size, cfg.num_down
+        if nd < 1 or s != cfg.bottleneck_size * 2 ** nd:
+            raise ValueError(f"image_size {s} must be bottleneck_size {cfg.bottleneck_size} times a power of 2")
+        chs = down_channels(nd, cfg.base_channels, cfg.max_channels)  # encoder outputs: S/2 … bottleneck
+        self.enc_channels = chs
+        self.encoder = nn.ModuleList(ResBlockDown(c_in, c_out, norm=True, preact=i > 0)
+                                     for i, (c_in, c_out) in enumerate(zip([3] + chs[:-1], chs)))
+        self.motion = MotionRefiner(s // 2, cfg.motion_channels, levels=max(1, min(3, nd)),
+                                    mask_bias=cfg.mask_bias)
+        # decoder: gated warped features + the driving landmark image enter at every scale (1×1 convs)
+        c = chs[-1]
+        self.inject = nn.ModuleList([conv1(c + 4, c)])  # bottleneck
+        self.res = nn.ModuleList(ResBlock(c, adain=True) for _ in range(cfg.num_res_blocks))
+        up_out = chs[-2::-1] + [cfg.base_channels]
+        skip_in = chs[-2::-1] + [3]  # encoder feature at the up block's output scale; the source itself at S
+        self.up = nn.ModuleList()
+        for oc, sc in zip(up_out, skip_in):
+            self.up.append(ResBlockUp(c, oc))
+            self.inject.append(conv1(oc + sc + 4, oc))
+            c = oc
+        self.out_norm = AdaIN(c)
+        self.out_conv = conv3(c, 3)
+        self._slices = [r.num_adain_params for r in self.res] + [u.num_adain_params for u in self.up] + [
+            self.out_norm.num_params]
+        self.num_adain_params = int(sum(self._slices))
+        self.proj = sn(nn.Linear(cfg.embed_dim, self.num_adain_params, bias=True))  # P (paper §3.2)
+
+    def project(self, e: Tensor) -> Tensor:
+        """ψ̂ = P·ê: (B, N) -> (B, num_adain_params)."""
+        return self.proj(e)
+
+    def encode(self, source: Tensor) -> list[Tensor]:
+        """Source features at S/2, S/4, …, bottleneck: [(B, c_i, S/2^(i+1), ·)]."""
+        feats, h = [], source
+        for block in self.encoder:
+            h = block(h)
+            feats.append(h)
+        return feats
+
+    def render(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
+               features: list[Tensor] | None = None) -> WarpOutput:
+        if psi.shape[-1] != self.num_adain_params:
+            raise ValueError(f"psi has {psi.shape[-1]} entries, expected {self.num_adain_params}")
+        b, size = y.shape[0], y.shape[-1]
+        if psi.shape[0] != b:
+            psi = psi.expand(b, -1)
+        source, source_y = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (source, source_y))
+        feats = self.encode(source) if features is None else features
+        feats = [f.expand(b, -1, -1, -1) if f.shape[0] != b else f for f in feats]
+        coarse = warp(source, coarse_grid)  # (B, 3, S, S)
+        residual, occlusion, mask = self.motion(source, source_y, y, coarse, size)
+        grid = coarse_grid + residual  # (B, S, S, 2)
+        warped = warp(source, grid)  # (B, 3, S, S)
+
+        def gated(t: Tensor) -> Tensor:  # t (B, C, s, s) of the source -> warped, gated, + landmarks/occlusion
+            s = t.shape[-1]
+            occ = resize(occlusion, s)
+            return torch.cat([warp(t, resize_grid(grid, s)) * occ, resize(y, s), occ], dim=1)
+
+        parts = list(psi.split(self._slices, dim=1))
+        h = self.inject[0](gated(feats[-1]))  # (B, C, bottleneck, bottleneck)
+        for block in self.res:
+            h = block(h, parts.pop(0))
+        skips = feats[-2::-1] + [source]
+        for block, inject, skip in zip(self.up, self.inject[1:], skips):
+            h = block(h, parts.pop(0))
+            h = h + inject(torch.cat([h, gated(skip)], dim=1))
+        h = F.relu(self.out_norm(h, parts.pop(0)))
+        generated = torch.tanh(self.out_conv(h))  # (B, 3, S, S)
+        image = mask * warped + (1 - mask) * generated
+        return WarpOutput(image, warped, generated, mask, occlusion, grid, residual)
+
+    def forward(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
+                features: list[Tensor] | None = None) -> Tensor:
+        return self.render(y, psi, source, source_y, coarse_grid, features).image
