@@ -16,6 +16,7 @@ from PIL import Image
 from talkinghead.cli import main as cli_main
 from talkinghead.data.preprocess import preprocess, verify_shard
 from talkinghead.errors import TalkingHeadError
+from talkinghead.video import pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,9 +63,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
     try:  # a zombie has exited already
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
