@@ -173,3 +173,45 @@ def test_stale_partial_files_removed_by_next_write(tmp_path):
     _levels_video(tmp_path / "new.mp4", n=3)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([p.name for p in keep] + ["new.mp4"])
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_writer_process_leaves_no_partial_file(tmp_path, sig):
+    """A real process writing a video, stopped as the CLI is: SIGTERM unwinds (the CLI's handler raises a
+    KeyboardInterrupt) and removes the partial file; after SIGKILL the next write into the folder removes it."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import signal, sys
+        import numpy as np
+        from talkinghead.cli import _on_sigterm
+        from talkinghead.video import VideoWriter
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            with VideoWriter(sys.argv[1], 25) as w:
+                for k in range(10**6):
+                    w.write(np.full((64, 64, 3), k % 256, np.uint8))
+                    if k == 30:
+                        print("writing", flush=True)
+        except KeyboardInterrupt:
+            sys.exit(143)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.mp4")], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        assert [p.name.endswith(".part.mp4") for p in tmp_path.iterdir()] == [True]
+        proc.send_signal(getattr(signal, sig))
+        rc = proc.wait(30)
+    finally:
+        proc.kill()
+        proc.wait()
+    if sig == "SIGTERM":
+        assert rc == 143 and list(tmp_path.iterdir()) == []
+    else:
+        assert len(list(tmp_path.iterdir())) == 1  # nothing can run on SIGKILL ...
+        _levels_video(tmp_path / "next.mp4", n=2)  # ... so the next run's write removes it
+        assert [p.name for p in tmp_path.iterdir()] == ["next.mp4"]
