@@ -33,15 +33,12 @@ Variants (cumulative from "psi cached" on, each adds one thing to "fold+inferenc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import statistics
-import time
 from pathlib import Path
+from typing import Callable
 
-# On a shared 2-core machine spinning OpenMP workers cost a scheduler slice (~13 ms) per parallel op when the
-# other core is busy; passive waiting avoids it (set OMP_WAIT_POLICY=ACTIVE to compare). Before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from timing import header, measure  # before torch: OpenMP workers wait passively
 
 import torch
 import torch.nn.functional as F
@@ -68,20 +65,6 @@ def use_sdpa(G: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, SelfAttention):
             m.forward = sdpa_attention_forward.__get__(m)
     return G
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, float, torch.Tensor]:
-    """(median wall s, median process-CPU s, last output) of `repeats` calls after `warmup` calls."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), out
 
 
 def one_shot_attention(G: torch.nn.Module, on: bool = True) -> torch.nn.Module:
@@ -119,10 +102,60 @@ def compute_floor(G: Generator, size: int, threads: int) -> tuple[float, float, 
     for h in hooks:
         h.remove()
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    _, cpu, _ = timed(lambda: a @ b, 5)
+    cpu = measure(lambda: a @ b, 5).seconds("cpu", "median")
     gemm = 2 * 2048 ** 3 / cpu / 1e9  # GFLOP per CPU-second (all threads)
     gflop = 2 * macs[0] / 1e9
     return gflop, gemm, 1e3 * gflop / gemm / threads
+
+
+def infer(G: torch.nn.Module, y: torch.Tensor, psi: torch.Tensor, dtype: torch.dtype | None = None,
+          channels_last: bool = False):
+    """fn() = G(y, ψ) under torch.inference_mode (+ CPU autocast to `dtype`, + channels-last weights and input)."""
+    if channels_last:
+        G, y = G.to(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+
+    def f():
+        with torch.inference_mode(), (torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()):
+            return G(y, psi).contiguous().float()
+    return f
+
+
+def jit_fn(G: torch.nn.Module, y: torch.Tensor, psi: torch.Tensor):
+    with torch.no_grad():
+        tr = torch.jit.freeze(torch.jit.trace(G, (y, psi), check_trace=False))
+    return infer(tr, y, psi)
+
+
+def onnx_fn(G: torch.nn.Module, y: torch.Tensor, psi: torch.Tensor, grad: bool = True):
+    with torch.set_grad_enabled(grad):
+        sess = _onnx_session(G, psi, y.shape[-1])
+    if sess is None:
+        raise RuntimeError("onnxruntime/onnx not installed (pip install 'talkinghead[fast]')")
+    feed = {"y": y.numpy(), "psi": psi.numpy()}
+    return lambda: torch.from_numpy(sess.run(None, feed)[0])
+
+
+def variants(G0: Generator, cfg, y: torch.Tensor, eb: torch.Tensor) -> list[tuple[str, Callable]]:
+    """[(name, setup() -> fn)] in the order of the module docstring; fn() renders the batch once."""
+    with torch.no_grad():
+        psi = G0.project(eb).contiguous()  # (B, P)
+
+    def folded(chunked=False):
+        return clone(G0, cfg, chunked=chunked)
+
+    return [("unoptimised", lambda: lambda: G0(y, G0.project(eb))),
+            ("psi cached", lambda: lambda: G0(y, psi)),
+            ("fold", lambda: lambda m=folded(): m(y, psi)),
+            ("fold+inference_mode", lambda: infer(folded(), y, psi)),
+            ("+chunked attention", lambda: infer(folded(True), y, psi)),
+            ("+chunked+channels_last", lambda: infer(folded(True), y, psi, channels_last=True)),
+            ("+sdpa attention", lambda: infer(use_sdpa(folded()), y, psi)),
+            ("+channels_last", lambda: infer(folded(), y, psi, channels_last=True)),
+            ("+bf16 autocast", lambda: infer(folded(True), y, psi, torch.bfloat16)),
+            ("+fp16 autocast", lambda: infer(folded(True), y, psi, torch.float16)),
+            ("+jit trace/freeze", lambda: jit_fn(folded(True), y, psi)),
+            ("onnxruntime", lambda: onnx_fn(folded(True), y, psi)),
+            ("onnxruntime chunked", lambda: onnx_fn(folded(True), y, psi, grad=False))]
 
 
 def bench_preset(name: str, batches: list[int], repeats: int, threads: int, only: set[str] | None,
@@ -136,127 +169,35 @@ def bench_preset(name: str, batches: list[int], repeats: int, threads: int, only
                 m.gamma.fill_(0.5)
     e = torch.randn(1, cfg.embed_dim)
     s = cfg.image_size
-    rows = []
     gflop, gemm, floor = compute_floor(clone(G0, cfg, chunked=True), s, threads)
     print(f"  {name} {s}²: {gflop:.1f} GFLOP/frame (convs + attention); fp32 GEMM here {gemm:.0f} GFLOP per "
           f"CPU-second -> fp32 floor {floor:.0f} ms/frame CPU time / thread count (at GEMM peak)", flush=True)
+    rows = []
     for bs in batches:
         torch.manual_seed(1)
         y = (torch.rand(bs, 3, s, s) < 0.05).float() * 2 - 1  # sparse "landmark image"-like input in [-1, 1]
-        eb = e.expand(bs, -1)
-
-        # ---- variants: name -> (setup() -> fn) --------------------------------------------------------------
-        def unopt():
-            G = G0
-            return lambda: G(y, G.project(eb))
-
-        with torch.no_grad():
-            psi = G0.project(eb).contiguous()  # (B, P)
-
-        def cached():
-            return lambda: G0(y, psi)
-
-        folded = clone(G0, cfg)
-        chunked = clone(G0, cfg, chunked=True)
-
-        def fold():
-            return lambda: folded(y, psi)
-
-        def fold_im():
-            def f():
-                with torch.inference_mode():
-                    return folded(y, psi)
-            return f
-
-        def chunk():
-            def f():
-                with torch.inference_mode():
-                    return chunked(y, psi)
-            return f
-
-        def chunk_cl():
-            Gc = clone(G0, cfg, chunked=True).to(memory_format=torch.channels_last)
-            yc = y.contiguous(memory_format=torch.channels_last)
-
-            def f():
-                with torch.inference_mode():
-                    return Gc(yc, psi).contiguous()
-            return f
-
-        def sdpa():
-            Gs = use_sdpa(clone(G0, cfg))
-
-            def f():
-                with torch.inference_mode():
-                    return Gs(y, psi)
-            return f
-
-        def chlast():
-            Gc = clone(G0, cfg).to(memory_format=torch.channels_last)
-            yc = y.contiguous(memory_format=torch.channels_last)
-
-            def f():
-                with torch.inference_mode():
-                    return Gc(yc, psi).contiguous()
-            return f
-
-        def bf16():
-            def f():
-                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                    return chunked(y, psi).float()
-            return f
-
-        def fp16():
-            def f():
-                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
-                    return chunked(y, psi).float()
-            return f
-
-        def jit():
-            with torch.no_grad():
-                tr = torch.jit.freeze(torch.jit.trace(clone(G0, cfg, chunked=True), (y, psi), check_trace=False))
-
-            def f():
-                with torch.inference_mode():
-                    return tr(y, psi)
-            return f
-
-        def onnx(grad=True):
-            with torch.set_grad_enabled(grad):
-                sess = _onnx_session(clone(G0, cfg, chunked=True), psi, s)
-            if sess is None:
-                raise RuntimeError("onnxruntime/onnx not installed (pip install 'talkinghead[fast]')")
-            feed = {"y": y.numpy(), "psi": psi.numpy()}
-            return lambda: torch.from_numpy(sess.run(None, feed)[0])
-
-        variants = [("unoptimised", unopt), ("psi cached", cached), ("fold", fold),
-                    ("fold+inference_mode", fold_im), ("+chunked attention", chunk),
-                    ("+chunked+channels_last", chunk_cl), ("+sdpa attention", sdpa), ("+channels_last", chlast),
-                    ("+bf16 autocast", bf16), ("+fp16 autocast", fp16), ("+jit trace/freeze", jit), ("onnxruntime", onnx),
-                    ("onnxruntime chunked", lambda: onnx(grad=False))]
-        ref = None
-        base = None
-        for vname, setup in variants:
+        ref = base = None
+        for vname, setup in variants(G0, cfg, y, e.expand(bs, -1)):
             if only and vname != "unoptimised" and vname not in only:
                 continue
             row = {"preset": name, "size": s, "batch": bs, "variant": vname}
+            rows.append(row)
             try:
                 fn = setup()
                 with torch.no_grad():
-                    wall, cpu, out = timed(fn, repeats)
+                    t = measure(fn, repeats, items=bs)
             except Exception as ex:  # report and go on (e.g. onnxruntime not installed)
                 row["error"] = f"{type(ex).__name__}: {str(ex).splitlines()[0][:100]}"
-                rows.append(row)
                 print(f"  {name} {s}² bs{bs} {vname:22s} n/a ({row['error']})", flush=True)
                 continue
-            out = out.float()
+            out = t.out.float()
             if ref is None:
-                ref, base = out, (wall, cpu)
+                ref, base = out, t
             d = (out - ref).abs()
-            row.update(wall_ms=1e3 * wall / bs, cpu_ms=1e3 * cpu / threads / bs, speedup_wall=base[0] / wall,
-                       speedup_cpu=base[1] / cpu, max_abs=float(d.max()), mean_abs=float(d.mean()),
-                       ok=bool(d.max() <= tol))
-            rows.append(row)
+            row.update(wall_ms=t.ms("wall", "median"), cpu_ms=t.ms("cpu", "median", threads),
+                       speedup_wall=base.seconds("wall", "median") / t.seconds("wall", "median"),
+                       speedup_cpu=base.seconds("cpu", "median") / t.seconds("cpu", "median"),
+                       max_abs=float(d.max()), mean_abs=float(d.mean()), ok=bool(d.max() <= tol))
             print(f"  {name} {s}² bs{bs} {vname:22s} wall {row['wall_ms']:7.1f} ms/frame ({row['speedup_wall']:4.2f}x)"
                   f"  cpu/thr {row['cpu_ms']:7.1f} ms/frame ({row['speedup_cpu']:4.2f}x)"
                   f"  max|Δ| {row['max_abs']:.1e} mean|Δ| {row['mean_abs']:.1e} {'ok' if row['ok'] else 'LOSSY'}",
@@ -276,7 +217,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     only = set(v.strip() for v in a.variants.split(",") if v.strip()) or None
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}")
+    print(header(a.threads))
     print(f"G forward, random weights, {a.threads} threads, median of {a.repeats}; tolerance max|Δ| ≤ {a.tol:.2g} "
           f"(output in [-1, 1]); speedup = unoptimised / variant", flush=True)
     rows = []
