@@ -1,12 +1,14 @@
 """Parameter counts of E, G (incl. P), D (trunk; W per video) for each preset, and G forward time (batch 1).
 
-    python benchmarks/nn_models.py [--threads 2] [--presets tiny,small,paper] [--repeats 5] [--fold]
+    python benchmarks/nn_models.py [--threads 2] [--presets tiny,small,paper] [--repeats 5] [--no-time]
+                                   [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+
+from timing import header, measure  # before torch: OpenMP workers wait passively
 
 import torch
 
@@ -23,6 +25,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(header(args.threads))
     for name in args.presets.split(","):
         cfg = preset(name).model
         torch.manual_seed(0)
@@ -37,23 +40,15 @@ def main() -> None:
         G = G.to(dev).eval()
         y = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=dev) * 2 - 1
         psi = G.project(torch.rand(1, n, device=dev))
+        sync = torch.cuda.synchronize if dev.type == "cuda" else None
         for label in ("spectral-norm", "folded"):
             if label == "folded":
                 fold_spectral_norm(G)
             with torch.inference_mode():
-                G(y, psi)  # warm-up
-                ts = []
-                for _ in range(args.repeats):
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    G(y, psi)
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
-                    ts.append(time.perf_counter() - t0)
-            ts.sort()
+                t = measure(lambda: G(y, psi), args.repeats, sync=sync)
             print(f"    G forward ({label}, batch 1, {args.threads} threads, {dev}): "
-                  f"median {1e3 * ts[len(ts) // 2]:.1f} ms, min {1e3 * ts[0]:.1f} ms")
+                  f"median {t.ms(stat='median'):.1f} ms, min {t.ms():.1f} ms wall; "
+                  f"median {t.ms('cpu', 'median'):.1f} ms process CPU")
 
 
 if __name__ == "__main__":
