@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from talkinghead import __version__
-from talkinghead.checkpoint import LoadedModel, as_model, atomic_write, read_safetensors
+from talkinghead.checkpoint import LoadedModel, as_model, read_safetensors
+from talkinghead.files import atomic_write
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
 from talkinghead.images import png_bytes, png_decode

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,41 +24,13 @@ from safetensors.torch import save_file
 
 from talkinghead import __version__
 from talkinghead.config import Config
-from talkinghead.errors import CheckpointError, TalkingHeadError
+from talkinghead.errors import CheckpointError
+from talkinghead.files import atomic_write
 
 MODEL_FORMAT = "talkinghead-model"
 MODEL_FORMAT_VERSION = 1
 TRAIN_FORMAT_VERSION = 2  # 2: tensors and plain values only (weights_only)
 W_PREFIX = "D.W."  # the discriminator's per-video table, excluded from model files
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Calls write_fn(tmp_path) and renames tmp_path to path; removes the temporary file on failure.
-
-    A failure to write (disk full, no permission, a folder in the way) is a one-line TalkingHeadError."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write_fn(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as e:
-        _remove(tmp)
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:150]
-        raise TalkingHeadError(f"cannot write {path}: {reason}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: str | None) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.remove(tmp)
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -23,8 +23,9 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 def from_uint8(a: np.ndarray) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) uint8 -> (3, H, W) or (B, 3, H, W) float32 in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.movedim(-1, -3).float() * (1 / 127.5) - 1.0
+    a = np.asarray(a)
+    a = a if a.flags.writeable and a.flags.c_contiguous else np.array(a)  # torch wants a writeable buffer
+    return torch.from_numpy(a).movedim(-1, -3).float() * (1 / 127.5) - 1.0
 
 
 def grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]]) -> np.ndarray:
@@ -44,7 +45,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Writes an (H, W, 3) uint8 image as PNG (atomically; parent folders created)."""
     from PIL import Image
 
-    from talkinghead.checkpoint import atomic_write
+    from talkinghead.files import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG"))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
-import secrets
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from talkinghead.errors import VideoError
+from talkinghead.files import partial_path, remove_stale_partials
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -160,65 +159,6 @@ def read_image(path) -> np.ndarray:
 def write_image(path, image: np.ndarray, quality: int = 95) -> None:
     """Writes (H, W, 3) uint8 RGB to path (format from the suffix; JPEG at `quality`)."""
     Image.fromarray(np.ascontiguousarray(image)).save(str(path), quality=quality)
-
-
-# -- partial files ----------------------------------------------------------------------------------------
-# A file being written is `.NAME.PID.RANDOM.part.mp4` next to NAME.mp4 (hidden; the pid says whose it is). A run
-# killed with SIGKILL cannot remove its own; the next write into the folder removes those of dead processes.
-_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.part\.mp4(\.mux\.mp4)?$")
-_PARTIAL_NO_PID = re.compile(r"^\.(?P<stem>.+)\.[A-Za-z0-9_]{8}\.part\.mp4(\.mux\.mp4)?$")  # mkstemp names
-_ABANDONED_SECONDS = 3600.0  # a partial file untouched this long is abandoned even if its pid looks alive
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (on this machine)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def partial_path(path: Path, suffix: str = ".part.mp4") -> Path:
-    """A new hidden temporary name next to `path` that names this process: `.NAME.PID.RANDOM<suffix>`."""
-    return path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
-
-
-def remove_stale_partials(folder: Path) -> list[Path]:
-    """Removes this tool's partial files in `folder` left by processes that are gone (or untouched for an hour);
-    never those of this process or of a live one. Returns the removed paths."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for e in entries:
-        if not e.name.startswith(".") or ".part.mp4" not in e.name:
-            continue
-        m = _PARTIAL.match(e.name)
-        try:
-            age = now - e.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
-        if m is not None:
-            pid = int(m["pid"])
-            stale = pid != os.getpid() and (not pid_alive(pid) or age > _ABANDONED_SECONDS)
-        else:
-            stale = _PARTIAL_NO_PID.match(e.name) is not None and age > _ABANDONED_SECONDS
-        if stale and e.is_file(follow_symlinks=False):
-            try:
-                os.unlink(e.path)
-                removed.append(Path(e.path))
-            except OSError:
-                pass
-    return removed
 
 
 def _fps_fraction(fps) -> Fraction:

@@ -16,7 +16,7 @@ from PIL import Image
 from talkinghead.cli import main as cli_main
 from talkinghead.data.preprocess import preprocess, verify_shard
 from talkinghead.errors import TalkingHeadError
-from talkinghead.video import pid_alive
+from talkinghead.files import pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 

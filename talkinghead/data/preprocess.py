@@ -389,7 +389,7 @@ def _lock(out: Path):
 
 def _remove_stale_tmp(videos: Path) -> None:
     """Temporary shard folders `.tmp-<id>-<pid>` of processes that are gone (or untouched for an hour)."""
-    from talkinghead.video import pid_alive
+    from talkinghead.files import pid_alive
 
     for d in videos.glob(".tmp-*"):
         pid = d.name.rsplit("-", 1)[-1]
