@@ -8,8 +8,8 @@ from PIL import Image
 from talkinghead.landmarks.align import CropTransform, clip_crop, crop_from_landmarks, keep_inside, segment_crops
 from talkinghead.landmarks.detect import (DlibDetector, Face, VideoLandmarkTracker, box_iou, interocular, load_pts,
                                           pick_face)
-from talkinghead.landmarks.rasterize import (PARTS, draw_landmarks, image_to_tensor, landmark_image_tensor,
-                                             rasterize, tensor_to_image)
+from talkinghead.images import from_uint8, to_uint8
+from talkinghead.landmarks.rasterize import PARTS, draw_landmarks, landmark_image_tensor, rasterize
 from talkinghead.video import iter_frames, read_image
 
 from conftest import MEDIA
@@ -131,9 +131,9 @@ def test_landmark_tensor_helpers():
     tb = landmark_image_tensor(torch.from_numpy(np.stack([pts, pts + 2])), 64)
     assert tb.shape == (2, 3, 64, 64) and torch.equal(tb[0], t)
     im = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    x = image_to_tensor(im)
+    x = from_uint8(im)
     assert x.shape == (3, 5, 7) and float(x.min()) >= -1 and float(x.max()) <= 1
-    assert np.array_equal(tensor_to_image(x), im)
+    assert np.array_equal(to_uint8(x), im)
     over = draw_landmarks(np.zeros((64, 64, 3), np.uint8), pts)
     assert over.shape == (64, 64, 3) and over.max() > 0
 

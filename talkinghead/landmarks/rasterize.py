@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from talkinghead.images import from_uint8
+
 
 @dataclass(frozen=True)
 class Part:
@@ -101,25 +103,9 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray, thickness: float | Non
     return out
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1]."""
-    a = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)  # (3, H, W), a new array
-    a = np.ascontiguousarray(a) * np.float32(1 / 127.5) - np.float32(1.0)
-    return torch.from_numpy(a)
-
-
-def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [-1, 1] -> (H, W, 3) uint8."""
-    t = tensor.detach().float().cpu()
-    if t.ndim != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, got {tuple(t.shape)}")
-    t = ((t.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return t.permute(1, 2, 0).contiguous().numpy()
-
-
 def landmark_image_tensor(points, size, thickness: float | None = None) -> torch.Tensor:
     """(68, 2) -> (3, S, S), or (B, 68, 2) -> (B, 3, S, S); float32 in [-1, 1] (black = -1)."""
     pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
     if pts.ndim == 2:
-        return image_to_tensor(rasterize(pts, size, thickness))
-    return torch.stack([image_to_tensor(rasterize(p, size, thickness)) for p in pts])
+        return from_uint8(rasterize(pts, size, thickness))
+    return from_uint8(np.stack([rasterize(p, size, thickness) for p in pts]))
