@@ -21,10 +21,55 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .layers import AdaIN, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, conv3, down_channels, sn
+from .layers import (AdaIN, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, adain_layout, conv3,
+                     down_channels, sn)
 
 
-class Generator(nn.Module):
+class AdaINDecoder(nn.Module):
+    """What both generators share (paper §3.2): residual blocks with AdaIN at the bottleneck, up blocks with
+    AdaIN to S, AdaIN → ReLU → conv3 → tanh, and the projection P with ψ̂ = P·ê sliced in forward order."""
+
+    @staticmethod
+    def check_sizes(cfg: ModelConfig) -> None:
+        s, nd = cfg.image_size, cfg.num_down
+        if nd < 1 or s != cfg.bottleneck_size * 2 ** nd:
+            raise ValueError(f"image_size {s} must be bottleneck_size {cfg.bottleneck_size} times a power of 2")
+
+    def build_decoder(self, cfg: ModelConfig, c: int, up_out: list[int]) -> None:
+        """Bottleneck (c channels) -> up blocks with `up_out` channels -> RGB; then ψ's layout and P."""
+        self.res = nn.ModuleList(ResBlock(c, adain=True) for _ in range(cfg.num_res_blocks))
+        self.up = nn.ModuleList()
+        for oc in up_out:
+            self.up.append(ResBlockUp(c, oc))
+            c = oc
+        self.out_norm = AdaIN(c)
+        self.out_conv = conv3(c, 3)
+        # ψ layout: one slice per AdaIN-using block, in forward order (see module docstring).
+        self._slices, self.adain_layout = adain_layout(
+            [(f"res{j}", r) for j, r in enumerate(self.res)] + [(f"up{j}", u) for j, u in enumerate(self.up)]
+            + [("out_norm", self.out_norm)])
+        self.num_adain_params = int(sum(self._slices))
+        # Projection P (paper §3.2): ψ̂ = P·ê.
+        self.proj = sn(nn.Linear(cfg.embed_dim, self.num_adain_params, bias=True))
+
+    def project(self, e: Tensor) -> Tensor:
+        """ψ̂ = P·ê: (B, N) -> (B, num_adain_params)."""
+        return self.proj(e)
+
+    def psi_parts(self, psi: Tensor, batch: int) -> list[Tensor]:
+        """ψ (B or 1, P) -> one slice per AdaIN-using block, in forward order (a single ψ serves a batch)."""
+        if psi.shape[-1] != self.num_adain_params:
+            raise ValueError(f"psi has {psi.shape[-1]} entries, expected {self.num_adain_params}")
+        if psi.shape[0] != batch:
+            psi = psi.expand(batch, -1)  # one ψ (1, P) for a batch of poses, e.g. a cached avatar
+        return list(psi.split(self._slices, dim=1))
+
+    def to_rgb(self, h: Tensor, part: Tensor) -> Tensor:
+        """(B, base, S, S) -> (B, 3, S, S) in (-1, 1): AdaIN → ReLU → conv3 → tanh."""
+        return torch.tanh(self.out_conv(F.relu(self.out_norm(h, part))))
+
+
+class Generator(AdaINDecoder):
     """G: ResBlockDown ×num_down (instance norm) → ResBlock ×num_res_blocks (AdaIN) → ResBlockUp ×num_down
     (AdaIN) → AdaIN → ReLU → conv3 → tanh; self-attention after blocks whose output size is in
     ``cfg.attention_sizes``.
@@ -35,10 +80,9 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.check_sizes(cfg)
         self.cfg = cfg
         s, nd = cfg.image_size, cfg.num_down
-        if nd < 1 or s != cfg.bottleneck_size * 2 ** nd:
-            raise ValueError(f"image_size {s} must be bottleneck_size {cfg.bottleneck_size} times a power of 2")
         att = tuple(cfg.attention_sizes)
         chs = down_channels(nd, cfg.base_channels, cfg.max_channels)  # outputs of the down blocks
         # Down path, S -> bottleneck.
@@ -49,47 +93,16 @@ class Generator(nn.Module):
             s //= 2
             self.down_attn.append(SelfAttention(oc) if s in att else nn.Identity())
             c = oc
-        # Bottleneck with AdaIN.
-        self.res = nn.ModuleList(ResBlock(c, adain=True) for _ in range(cfg.num_res_blocks))
-        # Up path mirrors the down path; the last up block ends at base_channels.
+        # Bottleneck and up path (mirrors the down path; the last up block ends at base_channels).
         up_out = chs[-2::-1] + [cfg.base_channels]
-        self.up, self.up_attn = nn.ModuleList(), nn.ModuleList()
+        self.build_decoder(cfg, c, up_out)
+        self.up_attn = nn.ModuleList()
         for oc in up_out:
-            self.up.append(ResBlockUp(c, oc))
             s *= 2
             self.up_attn.append(SelfAttention(oc) if s in att else nn.Identity())
-            c = oc
-        self.out_norm = AdaIN(c)
-        self.out_conv = conv3(c, 3)
-
-        # ψ layout: one slice per AdaIN-using block, in forward order (see module docstring).
-        self._slices = [r.num_adain_params for r in self.res] + [u.num_adain_params for u in self.up] + [
-            self.out_norm.num_params]
-        self.num_adain_params = int(sum(self._slices))
-        self.adain_layout: list[tuple[str, int, int]] = []  # (AdaIN name, offset in ψ, channels)
-        off = 0
-        named = [(f"res{j}", r) for j, r in enumerate(self.res)] + [(f"up{j}", u) for j, u in enumerate(self.up)]
-        for name, blk in named:
-            for sub in ("norm1", "norm2"):
-                ch = getattr(blk, sub).ch
-                self.adain_layout.append((f"{name}.{sub}", off, ch))
-                off += 2 * ch
-        self.adain_layout.append(("out_norm", off, self.out_norm.ch))
-        assert off + 2 * self.out_norm.ch == self.num_adain_params
-
-        # Projection P (paper §3.2): ψ̂ = P·ê.
-        self.proj = sn(nn.Linear(cfg.embed_dim, self.num_adain_params, bias=True))
-
-    def project(self, e: Tensor) -> Tensor:
-        """ψ̂ = P·ê: (B, N) -> (B, num_adain_params)."""
-        return self.proj(e)
 
     def forward(self, y: Tensor, psi: Tensor) -> Tensor:
-        if psi.shape[-1] != self.num_adain_params:
-            raise ValueError(f"psi has {psi.shape[-1]} entries, expected {self.num_adain_params}")
-        if psi.shape[0] != y.shape[0]:
-            psi = psi.expand(y.shape[0], -1)  # one ψ (1, P) for a batch of poses, e.g. a cached avatar
-        parts = list(psi.split(self._slices, dim=1))
+        parts = self.psi_parts(psi, y.shape[0])
         h = y  # (B, 3, S, S)
         for block, attn in zip(self.down, self.down_attn):
             h = attn(block(h))
@@ -98,8 +111,7 @@ class Generator(nn.Module):
             h = block(h, parts.pop(0))
         for block, attn in zip(self.up, self.up_attn):
             h = attn(block(h, parts.pop(0)))
-        h = F.relu(self.out_norm(h, parts.pop(0)))  # (B, base, S, S)
-        return torch.tanh(self.out_conv(h))  # (B, 3, S, S)
+        return self.to_rgb(h, parts.pop(0))  # (B, 3, S, S)
 
     def generate(self, y: Tensor, e: Tensor) -> Tensor:
         """x̂ = G(y, ê) = forward(y, P·ê)."""

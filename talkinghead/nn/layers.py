@@ -214,6 +214,20 @@ class ResBlockUp(nn.Module):
         return h + self.skip(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def adain_layout(named_blocks: list[tuple[str, nn.Module]]) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """ψ layout of an AdaIN decoder (paper §3.2): its AdaIN-using blocks (residual or up blocks with norm1 and
+    norm2, or a bare AdaIN) in forward order -> (ψ entries per block, [(AdaIN name, offset in ψ, channels)]).
+    Each AdaIN takes 2·C entries [scale deltas | biases]."""
+    slices, layout, off = [], [], 0
+    for name, blk in named_blocks:
+        norms = [(name, blk)] if isinstance(blk, AdaIN) else [(f"{name}.{k}", getattr(blk, k)) for k in ("norm1", "norm2")]
+        for norm_name, norm in norms:
+            layout.append((norm_name, off, norm.ch))
+            off += norm.num_params
+        slices.append(sum(n.num_params for _, n in norms))
+    return slices, layout
+
+
 def down_channels(num_blocks: int, base: int, cap: int, last: int | None = None) -> list[int]:
     """Output channels of a chain of down blocks: base·2^i capped at ``cap``; the last one = ``last`` if given."""
     chs = [min(base * 2 ** i, cap) for i in range(num_blocks)]

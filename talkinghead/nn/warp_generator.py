@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .layers import AdaIN, ResBlock, ResBlockDown, ResBlockUp, conv1, conv3, down_channels, sn
+from .generator import AdaINDecoder
+from .layers import ResBlockDown, conv1, down_channels
 from .motion import MotionRefiner, resize, resize_grid, warp
 
 
@@ -42,7 +42,7 @@ class WarpOutput:
     residual: Tensor  # (B, S, S, 2) the refiner's correction of the coarse grid
 
 
-class WarpGenerator(nn.Module):
+class WarpGenerator(AdaINDecoder):
     """G for `model.generator = "warp"`.
 
     ``forward(y, psi, source, source_y, coarse_grid) -> (B, 3, S, S)``; ``render(...) -> WarpOutput``;
@@ -53,37 +53,21 @@ class WarpGenerator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.check_sizes(cfg)
         self.cfg = cfg
         s, nd = cfg.image_size, cfg.num_down
-        if nd < 1 or s != cfg.bottleneck_size * 2 ** nd:
-            raise ValueError(f"image_size {s} must be bottleneck_size {cfg.bottleneck_size} times a power of 2")
         chs = down_channels(nd, cfg.base_channels, cfg.max_channels)  # encoder outputs: S/2 … bottleneck
-        self.enc_channels = chs
         self.encoder = nn.ModuleList(ResBlockDown(c_in, c_out, norm=True, preact=i > 0)
                                      for i, (c_in, c_out) in enumerate(zip([3] + chs[:-1], chs)))
         self.motion = MotionRefiner(s // 2, cfg.motion_channels, levels=max(1, min(3, nd)),
                                     mask_bias=cfg.mask_bias)
-        # decoder: gated warped features + the driving landmark image enter at every scale (1×1 convs)
-        c = chs[-1]
-        self.inject = nn.ModuleList([conv1(c + 4, c)])  # bottleneck
-        self.res = nn.ModuleList(ResBlock(c, adain=True) for _ in range(cfg.num_res_blocks))
         up_out = chs[-2::-1] + [cfg.base_channels]
-        skip_in = chs[-2::-1] + [3]  # encoder feature at the up block's output scale; the source itself at S
-        self.up = nn.ModuleList()
-        for oc, sc in zip(up_out, skip_in):
-            self.up.append(ResBlockUp(c, oc))
-            self.inject.append(conv1(oc + sc + 4, oc))
-            c = oc
-        self.out_norm = AdaIN(c)
-        self.out_conv = conv3(c, 3)
-        self._slices = [r.num_adain_params for r in self.res] + [u.num_adain_params for u in self.up] + [
-            self.out_norm.num_params]
-        self.num_adain_params = int(sum(self._slices))
-        self.proj = sn(nn.Linear(cfg.embed_dim, self.num_adain_params, bias=True))  # P (paper §3.2)
-
-    def project(self, e: Tensor) -> Tensor:
-        """ψ̂ = P·ê: (B, N) -> (B, num_adain_params)."""
-        return self.proj(e)
+        self.build_decoder(cfg, chs[-1], up_out)
+        # gated warped features + the driving landmark image (+ occlusion) enter at every scale (1×1 convs):
+        # the encoder's feature at the bottleneck and at each up block's output scale, the source itself at S
+        skip_in = chs[-2::-1] + [3]
+        self.inject = nn.ModuleList([conv1(chs[-1] + 4, chs[-1])]
+                                    + [conv1(oc + sc + 4, oc) for oc, sc in zip(up_out, skip_in)])
 
     def encode(self, source: Tensor) -> list[Tensor]:
         """Source features at S/2, S/4, …, bottleneck: [(B, c_i, S/2^(i+1), ·)]."""
@@ -95,11 +79,8 @@ class WarpGenerator(nn.Module):
 
     def render(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
                features: list[Tensor] | None = None) -> WarpOutput:
-        if psi.shape[-1] != self.num_adain_params:
-            raise ValueError(f"psi has {psi.shape[-1]} entries, expected {self.num_adain_params}")
         b, size = y.shape[0], y.shape[-1]
-        if psi.shape[0] != b:
-            psi = psi.expand(b, -1)
+        parts = self.psi_parts(psi, b)
         source, source_y = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (source, source_y))
         feats = self.encode(source) if features is None else features
         feats = [f.expand(b, -1, -1, -1) if f.shape[0] != b else f for f in feats]
@@ -113,7 +94,6 @@ class WarpGenerator(nn.Module):
             occ = resize(occlusion, s)
             return torch.cat([warp(t, resize_grid(grid, s)) * occ, resize(y, s), occ], dim=1)
 
-        parts = list(psi.split(self._slices, dim=1))
         h = self.inject[0](gated(feats[-1]))  # (B, C, bottleneck, bottleneck)
         for block in self.res:
             h = block(h, parts.pop(0))
@@ -121,8 +101,7 @@ class WarpGenerator(nn.Module):
         for block, inject, skip in zip(self.up, self.inject[1:], skips):
             h = block(h, parts.pop(0))
             h = h + inject(torch.cat([h, gated(skip)], dim=1))
-        h = F.relu(self.out_norm(h, parts.pop(0)))
-        generated = torch.tanh(self.out_conv(h))  # (B, 3, S, S)
+        generated = self.to_rgb(h, parts.pop(0))  # (B, 3, S, S)
         image = mask * warped + (1 - mask) * generated
         return WarpOutput(image, warped, generated, mask, occlusion, grid, residual)
 
