@@ -13,13 +13,10 @@ import torch
 from talkinghead.checkpoint import save_model
 from talkinghead.cli import main
 from talkinghead.config import tiny
-from talkinghead.evaluate import BASELINES, split_video
+from talkinghead.errors import TalkingHeadError
+from talkinghead.evaluation import BASELINES, EvalSettings, split_video
+from talkinghead.evaluation.report import verdict
 from talkinghead.nn import build_models
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-VIDEOS = DATA / "videos"
-needs_media = pytest.mark.skipif(not (VIDEOS / "capman_2.mp4").is_file(),
-                                 reason=f"real media not found at {VIDEOS} (see shared/data/MANIFEST.md)")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +48,9 @@ def test_split_video_parts_never_overlap():
 
 # ---- the protocol end to end (quick) --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def quick_report(tiny_model, tmp_path_factory):
-    if not VIDEOS.is_dir():
-        pytest.skip(f"real media not found at {VIDEOS}")
+def quick_report(tiny_model, media, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "report"
-    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(VIDEOS), "--quick", "--out", str(out),
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--quick", "--out", str(out),
                "--no-progress"])
     assert rc == 0
     return out
@@ -66,7 +61,6 @@ def _lines(out: Path) -> list[dict]:
 
 
 @pytest.mark.media
-@needs_media
 def test_quick_protocol_writes_every_method_and_T(quick_report):
     out = quick_report
     for name in ("results.jsonl", "report.md", "config.json", "metrics_vs_T.png", "examples.png",
@@ -100,7 +94,6 @@ def test_quick_protocol_writes_every_method_and_T(quick_report):
 
 
 @pytest.mark.media
-@needs_media
 def test_shots_and_targets_never_overlap(quick_report):
     rows = [r for r in _lines(quick_report) if r["protocol"] == "self" and r["video"] != "all"]
     for r in rows:
@@ -115,7 +108,6 @@ def test_shots_and_targets_never_overlap(quick_report):
 
 
 @pytest.mark.media
-@needs_media
 def test_report_markdown_has_baselines_and_models(quick_report):
     md = (quick_report / "report.md").read_text()
     assert "| method | T | SSIM ↑ | PSNR dB ↑ | LPIPS-like ↓ | CSIM ↑ | AKD ↓ |" in md
@@ -143,11 +135,10 @@ def test_no_videos_is_one_line_error(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.media
-@pytest.mark.skipif(not (VIDEOS / "no_face.mp4").is_file(), reason=f"real media not found at {VIDEOS}")
-def test_no_face_is_one_line_error(tiny_model, tmp_path, capsys):
+def test_no_face_is_one_line_error(tiny_model, media, tmp_path, capsys):
     data = tmp_path / "videos"
     data.mkdir()
-    (data / "no_face.mp4").symlink_to(VIDEOS / "no_face.mp4")
+    (data / "no_face.mp4").symlink_to(media / "videos" / "no_face.mp4")
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"default_split": "skip", "videos": [{"path": "no_face.mp4", "split": "val"}]}))
     rc = main(["evaluate", "--model", str(tiny_model), "--data", str(data), "--split", str(split), "--quick",
@@ -156,14 +147,76 @@ def test_no_face_is_one_line_error(tiny_model, tmp_path, capsys):
     assert rc == 1 and "no usable validation video" in err[-1] and "no face" in err[-1]
 
 
+@pytest.fixture
+def bad_video_data(tmp_path) -> list[str]:
+    """--data/--split arguments: a folder whose one validation video is not a video."""
+    data = tmp_path / "videos"
+    data.mkdir()
+    (data / "bad.mp4").write_bytes(b"\x00not a video" * 100)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"default_split": "skip", "videos": [{"path": "bad.mp4", "split": "val"}]}))
+    return ["--data", str(data), "--split", str(split)]
+
+
+def test_unreadable_videos_are_one_line_error(tiny_model, bad_video_data, tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(tiny_model), *bad_video_data, "--quick", "--out", str(tmp_path / "r"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "no usable validation video" in err[-1] and "bad" in err[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shots", "0"], "--shots: 0 is below the smallest allowed value 1"),
+    (["--shots", "1,-3"], "--shots: -3 is below the smallest allowed value 1"),
+    (["--shots", "1,x"], "--shots: 'x' is not a whole number"),
+    (["--modes", "ff,xx"], "--modes: unknown mode(s) xx; valid: ff, ft"),
+    (["--metrics", "ssim,bogus"], "--metrics: unknown metric(s) bogus"),
+    (["--targets", "0"], "--targets: 0 is below"),
+    (["--every", "-1"], "--every: -1 is below"),
+])
+def test_bad_options_are_usage_errors(args, message, tmp_path, capsys):
+    rc = main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "unknown device 'bogus'"),
+    (["--out", "FILE"], "cannot create the report folder"),
+])
+def test_bad_device_or_out_is_one_line_error(args, message, tiny_model, bad_video_data, tmp_path, capsys):
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / a) if a == "FILE" else a for a in args]
+    rc = main(["evaluate", "--model", str(tiny_model), *bad_video_data, "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1
+
+
+def test_settings_are_checked_in_the_library():
+    for bad in (dict(shots=(0, 8)), dict(modes=("ff", "xx")), dict(metrics=("ssim", "bogus")), dict(targets=0)):
+        with pytest.raises(TalkingHeadError):
+            EvalSettings(**bad).checked()
+    st = EvalSettings(shots=(8, 1, 8), modes=("ft", "ff", "ft")).checked()
+    assert st.shots == (1, 8) and st.modes == ("ft", "ff")
+
+
+def test_verdict_takes_directions_from_the_registry():
+    # lower is better for LPIPS-like and AKD, higher for SSIM: the same numbers give opposite verdicts
+    agg = {("copy", 1): {"ssim": 0.5, "lpips": 0.5}, ("warp", 1): {"ssim": 0.6, "lpips": 0.4},
+           ("ff", 1): {"ssim": 0.7, "lpips": 0.6}}
+    ssim, lpips = verdict(agg, {}, ["copy", "warp", "ff"], [1], ["ssim", "lpips"])
+    assert "**SSIM ↑**" in ssim and "beats copy" in ssim and "beats warp" in ssim and "1 of 1" in ssim
+    assert "**LPIPS-like ↓**" in lpips and "does NOT beat copy" in lpips and "0 of 1" in lpips
+
+
 # ---- the full protocol ----------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.media
-@needs_media
-def test_full_protocol(tiny_model, tmp_path):
+def test_full_protocol(tiny_model, media, tmp_path):
     """Every validation video, T = 1, 8, 32, the model's FT steps (tiny: 20), 32 targets (a few minutes)."""
     out = tmp_path / "full"
-    assert main(["evaluate", "--model", str(tiny_model), "--data", str(VIDEOS), "--full", "--out", str(out),
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--full", "--out", str(out),
                  "--no-progress"]) == 0
     rows = _lines(out)
     self_rows = [r for r in rows if r["protocol"] == "self" and r["video"] != "all"]

@@ -35,6 +35,7 @@ class Metric:
     reference: str  # what the fake is compared with: "real" (ground truth / driving frame) or "source"
     fn: Callable  # pair: fn(fake, ref, **opts) -> dict[str, Tensor (B,)]; set: fn(fake_set, real_set) -> float
     description: str = ""
+    label: str = ""  # short name in tables and plots (default: the name in capitals)
 
     @property
     def per_pair(self) -> bool:
@@ -57,15 +58,34 @@ REGISTRY: dict[str, Metric] = {
         Metric("ssim", True, "pair", "real", lambda f, r, **o: {"ssim": ssim(f, r, **o)},
                "SSIM, Gaussian 11/1.5, [0,1] range, mean over channels"),
         Metric("psnr", True, "pair", "real", lambda f, r, **o: {"psnr": psnr(f, r, **o)},
-               f"PSNR dB on [0,1], capped at {PSNR_CAP:g}"),
+               f"PSNR dB on [0,1], capped at {PSNR_CAP:g}", "PSNR dB"),
         Metric("lpips", False, "pair", "real", lambda f, r, **o: {"lpips": lpips(f, r, **o)},
-               "LPIPS-like (unit-normalised Inception features, equal weights; uncalibrated)"),
+               "LPIPS-like (unit-normalised Inception features, equal weights; uncalibrated)", "LPIPS-like"),
         Metric("csim", True, "pair", "source", _csim, "cosine similarity of dlib 128-d face descriptors (PyTorch port by default)"),
         Metric("akd", False, "pair", "real", _akd,
                "mean landmark distance / driving inter-ocular distance; akd_no_face = no face on fake"),
         Metric("fid", False, "set", "real", fid, "FID, FID Inception-v3 pool features (2048-d)"),
     ]
 }
+
+
+def higher_is_better(key: str) -> bool:
+    """Direction of a metric or summary key: a registry metric's own; the no-face / missing-driver rates
+    (`akd_no_face_rate`, ...) are lower-is-better. KeyError for anything else."""
+    if key in REGISTRY:
+        return REGISTRY[key].higher_is_better
+    if key.endswith("_rate") and key.split("_", 1)[0] in REGISTRY:
+        return False
+    raise KeyError(f"no direction known for {key!r}")
+
+
+def label(key: str) -> str:
+    """Table/plot heading of a metric or summary key with its direction: "SSIM ↑", "no face (AKD) ↓"."""
+    arrow = "↑" if higher_is_better(key) else "↓"
+    if key in REGISTRY:
+        return f"{REGISTRY[key].label or key.upper()} {arrow}"
+    base, what = key.split("_", 1)
+    return f"{what.removesuffix('_rate').replace('_', ' ')} ({base.upper()}) {arrow}"
 
 
 def get_metrics(names: str | list[str] | tuple[str, ...]) -> list[Metric]:
@@ -156,6 +176,6 @@ class MetricSuite:
 
 
 __all__ = [
-    "REGISTRY", "Metric", "MetricSuite", "get_metrics", "compute_pairwise", "ssim", "psnr", "lpips", "csim",
+    "REGISTRY", "Metric", "MetricSuite", "get_metrics", "higher_is_better", "label", "compute_pairwise", "ssim", "psnr", "lpips", "csim",
     "akd", "AKDResult", "fid", "fid_from_features", "inception_features", "FIDAccumulator", "PSNR_CAP",
 ]

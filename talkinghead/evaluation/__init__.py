@@ -1,0 +1,37 @@
+"""`talkinghead evaluate`: the paper's evaluation protocol on our data (paper §4 "self-reenactment", DESIGN.md §6),
+with the classical baselines scored in the same run on the same frames.
+
+Self-reenactment (paper §4): for every validation video of the split, T ∈ shots frames taken from the *first*
+part of the video (the first `SHOT_PART` of its preprocessed frames, evenly spread; the T-shot sets are nested
+and all start at the first frame), and hold-out target frames from the *last* part (the last `TARGET_PART`,
+evenly spread; never overlapping the shot part). Each target is rendered from its own ground-truth landmarks
+(absolute, in its crop's pixels) by
+- copy: the first shot unchanged (baselines.copy_source),
+- warp: the first shot warped piecewise-affinely from its landmarks to the target's (baselines.warp_baseline),
+- ff:   G with ψ̂ = P·ê, ê = mean of E over the T shots (paper §3.3 feed-forward),
+- ft:   G' and ψ' fine-tuned on the T shots (paper §3.3; train.finetune.finetune_generator),
+and scored against the ground-truth frame by the metrics registry (talkinghead.metrics): SSIM, PSNR, LPIPS-like,
+CSIM (to the ground truth), AKD + no-face rate (vs the target's landmarks) per frame, FID per method × T over
+all videos' targets (set level; strongly biased below a few hundred frames, flagged as unreliable).
+The baselines use the first shot only, so their values do not depend on T (they are listed per T anyway).
+
+Cross-identity (DESIGN.md §2): source video a's avatars driven by video b's target frames (a, b of different
+identities), the driver's motion retargeted relative to its most neutral frame onto a's first shot
+(landmarks.retarget); CSIM to a's first shot (the source identity) and AKD to the retargeted landmarks.
+
+Output (a run folder, DESIGN.md §4): REPORT_DIR/results.jsonl (appended: one line per video × method × T ×
+protocol, plus FID lines), report.md (tables of means over videos), config.json, metrics_vs_T.png,
+examples.png (shots | driver | methods | ground truth), cross_examples.png; the preprocessed validation
+crops are cached (resumable) under REPORT_DIR/cache or --cache.
+
+Modules: settings (EvalSettings, the protocol's constants), data (videos, shot/target split), protocol (the
+steps and `evaluate`), report (aggregation, Markdown, verdict), plots (figures). The command line is
+talkinghead/commands/evaluate.py.
+"""
+
+from talkinghead.evaluation.data import EvalVideo, split_video
+from talkinghead.evaluation.protocol import evaluate
+from talkinghead.evaluation.settings import ALL_METRICS, BASELINES, MODES, SHOT_PART, TARGET_PART, EvalSettings
+
+__all__ = ["ALL_METRICS", "BASELINES", "MODES", "SHOT_PART", "TARGET_PART", "EvalSettings", "EvalVideo", "evaluate",
+           "split_video"]

@@ -1,0 +1,69 @@
+"""What defines one evaluation run (EvalSettings) and the protocol's fixed choices (paper §4, DESIGN.md §6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from talkinghead.errors import TalkingHeadError
+from talkinghead.metrics import REGISTRY, get_metrics
+
+ALL_METRICS = tuple(REGISTRY)  # ssim, psnr, lpips, csim, fid, akd
+CROSS_METRICS = ("csim", "akd")  # the metrics that make sense without a ground-truth frame
+MODES = ("ff", "ft")  # few-shot modes of the model (paper §3.3)
+BASELINES = ("copy", "warp")
+SHOT_PART = 0.5  # shots come from the first half of a video's frames ...
+TARGET_PART = 0.25  # ... targets from its last quarter (a gap in between: targets are not near-copies of shots)
+FID_MIN_FRAMES = 2  # FID needs at least 2 frames per set ...
+FID_RELIABLE_FRAMES = 200  # ... and is marked unreliable below this many (rank-deficient covariances, N ≪ 2048)
+QUICK_FT_STEPS = 10  # --quick: at most this many fine-tuning steps
+
+
+@dataclass
+class EvalSettings:
+    """Everything that defines one evaluation run (saved in config.json and each JSONL line)."""
+
+    shots: tuple[int, ...] = (1, 8, 32)
+    modes: tuple[str, ...] = MODES
+    metrics: tuple[str, ...] = ALL_METRICS
+    split: str = "shared"
+    quick: bool = False
+    targets: int = 32  # hold-out target frames per video
+    max_videos: int = 0  # 0 = every validation video
+    ft_steps: int | None = None  # None = the model's FinetuneConfig.steps (quick: at most QUICK_FT_STEPS)
+    frames_per_video: int = 0  # preprocessing: at most this many frames per video (0 = all sampled)
+    every: int = 3  # preprocessing: every n-th frame
+    cross: bool = True
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def preset(cls, quick: bool, **overrides) -> "EvalSettings":
+        """--quick: CI-sized (T ∈ {1, 8}, 5 targets, 2 videos, ≤ QUICK_FT_STEPS FT steps, 40 frames per video);
+        full: T ∈ {1, 8, 32}, 32 targets, every video, the model's FT steps, every 3rd frame. Overrides that are
+        None keep the preset's value."""
+        base = (cls(shots=(1, 8), quick=True, targets=5, max_videos=2, frames_per_video=40)
+                if quick else cls())
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def checked(self) -> "EvalSettings":
+        """A copy with sorted unique shots and modes; TalkingHeadError (one line) for values no run can use."""
+        get_metrics(list(self.metrics))  # unknown names -> one-line error listing the valid ones
+        modes = tuple(dict.fromkeys(m for m in self.modes if m))
+        check_modes(modes)
+        shots = tuple(sorted({int(t) for t in self.shots}))
+        if not shots or shots[0] < 1:
+            raise TalkingHeadError(f"shots must be positive whole numbers, got {self.shots}")
+        for name in ("targets", "every"):
+            if getattr(self, name) < 1:
+                raise TalkingHeadError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ft_steps is not None and self.ft_steps < 1:
+            raise TalkingHeadError(f"ft_steps must be at least 1, got {self.ft_steps}")
+        return replace(self, shots=shots, modes=modes, metrics=tuple(self.metrics))
+
+
+def check_modes(modes) -> tuple[str, ...]:
+    """The modes, or TalkingHeadError naming the unknown ones."""
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise TalkingHeadError(f"unknown mode(s) {', '.join(bad)}; valid: {', '.join(MODES)}")
+    return tuple(modes)
