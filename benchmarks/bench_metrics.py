@@ -8,11 +8,12 @@ Best of `repeat` runs (the machine may be shared); CSIM/AKD include face detecti
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from timing import header, measure  # before torch: OpenMP workers wait passively
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from talkinghead.baselines import warp_baseline
@@ -47,15 +48,9 @@ def face_crops(n: int, size: int) -> torch.Tensor:
 
 
 def best_ms(fn, n_img: int, repeat: int) -> str:
-    """'wall ms  cpu ms' per image, best of `repeat` (CPU time of this process: robust to a shared machine)."""
-    fn()  # warm-up (model loading)
-    walls, cpus = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return f"{min(walls) * 1e3 / n_img:8.2f} {min(cpus) * 1e3 / n_img:8.2f}"
+    """'wall ms  cpu ms' per image, best of `repeat` after one warm-up call (model loading)."""
+    t = measure(fn, repeats=repeat, warmup=1, items=n_img)
+    return f"{t.ms():8.2f} {t.ms('cpu'):8.2f}"
 
 
 def main() -> None:
@@ -66,7 +61,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"torch threads {torch.get_num_threads()}, batch {a.batch}, best of {a.repeat}; "
+    print(f"{header(torch.get_num_threads())}; batch {a.batch}, best of {a.repeat}; "
           "ms per image (pair): wall, process CPU")
     for size in (128, 256):
         real = face_crops(a.batch, size)

@@ -11,16 +11,16 @@ training steps) get 10-100× slower and erratic; one thread per process gives st
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
+from timing import header, measure  # before torch: OpenMP workers wait passively
 
-from talkinghead import losses
-from talkinghead import perceptual as P
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from talkinghead import losses  # noqa: E402
+from talkinghead import perceptual as P  # noqa: E402
 
 
 def _random_file(cfg, last, d: Path, name: str) -> Path:
@@ -33,15 +33,15 @@ def _random_file(cfg, last, d: Path, name: str) -> Path:
 
 
 def bench(bb, size: int, reps: int, batch: int = 2) -> tuple[float, float]:
+    """Median and best wall ms of one content-loss evaluation (after one warm-up)."""
     real = torch.rand(batch, 3, size, size) * 2 - 1
-    times = []
-    for i in range(reps + 1):
+
+    def step():
         fake = (torch.rand(batch, 3, size, size) * 2 - 1).requires_grad_(True)
-        t = time.perf_counter()
         losses.content_loss(fake, real, [(bb, 1.0)]).backward()
-        if i:  # first is warm-up
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000, min(times) * 1000  # the machine is shared: min ≈ unloaded
+
+    t = measure(step, repeats=reps, warmup=1)
+    return t.ms(stat="median"), t.ms()  # the machine is shared: best ≈ unloaded
 
 
 def main() -> None:
@@ -55,6 +55,7 @@ def main() -> None:
         vggface = _random_file(P._VGG16_CFG, 30, Path(d), "vggface")
         specs = [("inception", "", None), ("inception", "", 128), ("dlib_resnet", "", None),
                  ("dlib_resnet", "", 112), ("vgg19", vgg19, None), ("vggface", vggface, None)]
+        print(header(args.threads))
         print(f"{'backbone':12s} {'res':>5s} {'128² ms':>13s} {'256² ms':>13s}   median (min); batch 2, "
               "fwd real + fwd/bwd fake")
         for name, path, res in specs:
