@@ -13,7 +13,7 @@ from talkinghead.errors import TalkingHeadError
 from talkinghead.images import from_uint8
 from talkinghead.metrics import (
     PSNR_CAP, REGISTRY, FIDAccumulator, MetricSuite, akd, compute_pairwise, csim, fid, fid_from_features,
-    get_metrics, inception_features, lpips, psnr, ssim,
+    get_metrics, higher_is_better, inception_features, label, lpips, psnr, ssim,
 )
 from talkinghead.metrics.fid import feature_stats, frechet_distance
 
@@ -225,6 +225,15 @@ def test_registry_names_and_errors():
         compute_pairwise("fid", x, x)
     out = compute_pairwise("ssim,psnr,lpips", noised(x, 0.1), x)
     assert set(out) == {"ssim", "psnr", "lpips"} and all(v.shape == (2,) for v in out.values())
+
+
+def test_registry_directions_and_labels():
+    assert [k for k in REGISTRY if higher_is_better(k)] == ["ssim", "psnr", "csim"]
+    assert not higher_is_better("akd_no_face_rate") and not higher_is_better("csim_no_face_rate")
+    assert [label(k) for k in ("psnr", "lpips", "fid", "akd_no_face_rate")] == [
+        "PSNR dB ↑", "LPIPS-like ↓", "FID ↓", "no face (AKD) ↓"]
+    with pytest.raises(KeyError):
+        higher_is_better("ssim_std")
 
 
 def test_metric_suite_pairs_and_fid(monkeypatch):
