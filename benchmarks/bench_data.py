@@ -10,21 +10,23 @@ a small one made in a temporary folder).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import header, measure  # noqa: E402  (before torch: sets the OpenMP wait policy)
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "data"
 
 
 def _time(fn, n=1):
-    t = time.perf_counter()
-    for _ in range(n):
-        out = fn()
-    return (time.perf_counter() - t) / n, out
+    """(median seconds of n calls, the last result), no warm-up: first calls count as a user sees them."""
+    t = measure(fn, repeats=n, warmup=0)
+    return t.seconds("wall", "median"), t.out
 
 
 def main() -> None:
@@ -45,6 +47,7 @@ def main() -> None:
     from talkinghead.video import iter_frames, probe_video
 
     torch.set_num_threads(1)
+    print(header(1))
     info = probe_video(args.video)
     t_dec, frames = _time(lambda: list(iter_frames(args.video, max_frames=args.frames)))
     n = len(frames)
