@@ -201,6 +201,16 @@ def test_settings_are_checked_in_the_library():
     assert st.shots == (1, 8) and st.modes == ("ft", "ff")
 
 
+def test_results_are_appended_whole(tmp_path):
+    from talkinghead.evaluation.protocol import append_jsonl
+
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, [{"a": 1}, {"a": 2}])
+    append_jsonl(path, [{"a": 3}])
+    assert [r["a"] for r in _lines(tmp_path)] == [1, 2, 3]
+    assert [f.name for f in tmp_path.iterdir()] == ["results.jsonl"]  # no temporary file left
+
+
 def test_verdict_takes_directions_from_the_registry():
     # lower is better for LPIPS-like and AKD, higher for SSIM: the same numbers give opposite verdicts
     agg = {("copy", 1): {"ssim": 0.5, "lpips": 0.5}, ("warp", 1): {"ssim": 0.6, "lpips": 0.4},

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from talkinghead.evaluation.report import NAME
 from talkinghead.evaluation.settings import BASELINES
+from talkinghead.files import atomic_write
 from talkinghead.images import save_grid
 from talkinghead.metrics import label
 
@@ -42,8 +43,10 @@ def plot_metrics(path: Path, agg, fid, methods, shots) -> str | None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return "self-reenactment metrics vs T (models as lines, baselines dashed)"
 
 

@@ -16,6 +16,7 @@ import torch
 from talkinghead import console
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import atomic_write
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
@@ -98,6 +99,17 @@ def _out_dir(out) -> Path:
     return out
 
 
+def write_text(path: Path, text: str) -> None:
+    """`path` holds `text` afterwards, or is unchanged (written under a temporary name, then renamed)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    """Appends one JSON line per row to `path`, all or none of them."""
+    old = path.read_text() if path.exists() else ""
+    write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def start_run(model, data, out, settings: EvalSettings, show_progress: bool = True) -> Run:
     """Checks the settings, the model file, the device and the data, loads the model and writes config.json
     (nothing is loaded or written before every check has passed)."""
@@ -119,8 +131,8 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
     settings_d = {**asdict(st), "shots": list(st.shots), "modes": list(st.modes), "metrics": list(st.metrics),
                   "ft": asdict(ft_cfg), "shot_part": SHOT_PART, "target_part": TARGET_PART}
     run_id = now.strftime("%Y%m%dT%H%M%SZ")
-    (out / "config.json").write_text(json.dumps({"run_id": run_id, "model": model_info, "settings": settings_d,
-                                                 "data": str(Path(data).resolve())}, indent=2))
+    write_text(out / "config.json", json.dumps({"run_id": run_id, "model": model_info, "settings": settings_d,
+                                                "data": str(Path(data).resolve())}, indent=2))
     common = {"run_id": run_id, "date": now.isoformat(timespec="seconds"), "model": model_info,
               "settings": settings_d}
     terms = None
@@ -342,8 +354,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     t0 = time.time()
     cross_rows, cross_examples = cross_identity(run, videos, res.persons)
     seconds["cross"] = time.time() - t0
-    with open(run.out / "results.jsonl", "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in res.rows + fids + cross_rows)
+    append_jsonl(run.out / "results.jsonl", res.rows + fids + cross_rows)
     methods = [*BASELINES, *st.modes]
     agg_self = report.aggregate(res.rows, methods, st.shots)
     fid = {(r["method"], r["T"]): r["metrics"] for r in fids}
@@ -363,5 +374,5 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     if result["zero_embeddings"]:
         log.warning("evaluate: warning: the embedder returns ê = 0 for %d of %d shot sets (dead output ReLU?): "
                     "FF renders of those ignore the person and T", result["zero_embeddings"], len(res.e_norms))
-    (run.out / "report.md").write_text(report.markdown_report(result, methods, st.shots))
+    write_text(run.out / "report.md", report.markdown_report(result, methods, st.shots))
     return result
