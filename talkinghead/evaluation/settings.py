@@ -53,9 +53,9 @@ class EvalSettings:
         shots = tuple(sorted({int(t) for t in self.shots}))
         if not shots or shots[0] < 1:
             raise TalkingHeadError(f"shots must be positive whole numbers, got {self.shots}")
-        for name in ("targets", "every"):
-            if getattr(self, name) < 1:
-                raise TalkingHeadError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, lo in (("targets", 1), ("every", 1), ("max_videos", 0), ("frames_per_video", 0), ("seed", 0)):
+            if getattr(self, name) < lo:
+                raise TalkingHeadError(f"{name} must be at least {lo}, got {getattr(self, name)}")
         if self.ft_steps is not None and self.ft_steps < 1:
             raise TalkingHeadError(f"ft_steps must be at least 1, got {self.ft_steps}")
         return replace(self, shots=shots, modes=modes, metrics=tuple(self.metrics))
