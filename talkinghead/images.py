@@ -28,6 +28,22 @@ def from_uint8(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).movedim(-1, -3).float() * (1 / 127.5) - 1.0
 
 
+def to_pixel_scale(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 255] as floats (what networks trained on 8-bit pixels expect), differentiable."""
+    return (x + 1.0) * 127.5
+
+
+def resize_square(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), bilinear, antialiased when shrinking; unchanged if size is None or
+    already there. Differentiable."""
+    import torch.nn.functional as F
+
+    if size is None or (x.shape[-2] == size and x.shape[-1] == size):
+        return x
+    shrink = x.shape[-2] > size or x.shape[-1] > size
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
 def grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]]) -> np.ndarray:
     """Tiles (each a (3, S, S) tensor in [-1, 1] or an (S, S, 3) uint8 array, all one size) -> one uint8
     image, one row per inner sequence; short rows are padded with black."""

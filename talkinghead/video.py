@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
