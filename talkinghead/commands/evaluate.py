@@ -8,47 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, add_progress, default_of, int_range
-from talkinghead.errors import TalkingHeadError
+from talkinghead.commands.options import add_device, add_progress, default_of, int_list, int_range, name_list
 from talkinghead.evaluation import ALL_METRICS, MODES, EvalSettings
 from talkinghead.evaluation.settings import QUICK_FT_STEPS, check_modes
 
 _QUICK = EvalSettings.preset(quick=True)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x for x in text.replace(" ", "").split(",") if x)
-
-
-def int_list(lo: int | None = None, hi: int | None = None):
-    """An argparse `type` for comma-separated integers, each in [lo, hi] (options.int_range's rule)."""
-    one = int_range(lo, hi)
-
-    def parse(text: str) -> tuple[int, ...]:
-        vals = tuple(one(x) for x in _names(text))
-        if not vals:
-            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
-        return vals
-
-    parse.__name__ = "list of int"
-    return parse
-
-
-def name_list(check):
-    """An argparse `type` for comma-separated names, checked by `check(names)` (TalkingHeadError = invalid)."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        names = _names(text)
-        if not names:
-            raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-        try:
-            check(names)
-        except TalkingHeadError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return names
-
-    parse.__name__ = "list of names"
-    return parse
 
 
 def _check_metrics(names) -> None:

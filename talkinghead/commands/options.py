@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import math
 
+from talkinghead.errors import TalkingHeadError
+
 
 def int_range(lo: int | None = None, hi: int | None = None, name: str = "a whole number"):
     """An argparse `type` accepting integers in [lo, hi] (None: unbounded)."""
@@ -43,6 +45,41 @@ def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool 
         return v
 
     parse.__name__ = "float"
+    return parse
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x for x in text.replace(" ", "").split(",") if x)
+
+
+def int_list(lo: int | None = None, hi: int | None = None):
+    """An argparse `type` for comma-separated integers, each in [lo, hi] (options.int_range's rule)."""
+    one = int_range(lo, hi)
+
+    def parse(text: str) -> tuple[int, ...]:
+        vals = tuple(one(x) for x in _names(text))
+        if not vals:
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+        return vals
+
+    parse.__name__ = "list of int"
+    return parse
+
+
+def name_list(check):
+    """An argparse `type` for comma-separated names, checked by `check(names)` (TalkingHeadError = invalid)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = _names(text)
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+        try:
+            check(names)
+        except TalkingHeadError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return names
+
+    parse.__name__ = "list of names"
     return parse
 
 
