@@ -172,6 +172,69 @@ def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8) 
         yield from crops
 
 
+class _Outputs:
+    """The files one render writes — the mp4, a side-by-side mp4 (driver | frame), PNG frames — all or
+    nothing: on any error (or Ctrl-C/SIGTERM) every one of them is removed, finished or not."""
+
+    def __init__(self, out, sbs_out, frames_dir, fps: float, audio_from, encoder_preset: str):
+        self.frames_path = Path(frames_dir) if frames_dir is not None else None
+        self.made_dir = False
+        self.pngs: list[Path] = []
+        self.writers: list[video.VideoWriter | None] = [None, None]
+        self._args = (out, sbs_out, fps, audio_from, encoder_preset)
+
+    def __enter__(self) -> "_Outputs":
+        out, sbs_out, fps, audio_from, preset = self._args
+        try:
+            if self.frames_path is not None and not self.frames_path.is_dir():
+                self.frames_path.mkdir(parents=True)
+                self.made_dir = True
+            self.writers = [None if p is None else video.VideoWriter(p, fps, audio_from=audio_from,
+                                                                      metadata=SYNTHETIC_TAG, preset=preset)
+                            for p in (out, sbs_out)]
+        except BaseException:
+            self._remove_all([])
+            raise
+        return self
+
+    def write(self, n: int, frame: np.ndarray, driver_frame: np.ndarray | None) -> None:
+        writer, writer_sbs = self.writers
+        if writer_sbs is not None:
+            writer_sbs.write(side_by_side(driver_frame, frame))
+        if writer is not None:
+            writer.write(frame)
+        if self.frames_path is not None:
+            p = self.frames_path / f"{n:06d}.png"
+            video.write_image(p, frame)
+            self.pngs.append(p)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        closed: list[Path] = []
+        if exc_type is None:
+            try:
+                for w in self.writers:
+                    if w is not None:
+                        w.close()
+                        closed.append(w.path)
+                return
+            except BaseException:
+                self._remove_all(closed)
+                raise
+        self._remove_all(closed)
+
+    def _remove_all(self, closed: list[Path]) -> None:
+        for w in self.writers:
+            if w is not None:
+                w.abort()
+        for p in closed + self.pngs:  # an output finished before another failed goes too
+            p.unlink(missing_ok=True)
+        if self.made_dir:
+            try:
+                self.frames_path.rmdir()
+            except OSError:
+                pass
+
+
 def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: Animator | None = None,
                   device="cpu", absolute: bool = False, crop_only: bool = False, sbs: bool = False,
                   frames_dir=None, face_index: int | None = None, batch_size: int = 8, fps: float | None = None,
@@ -201,61 +264,24 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     t1 = time.time()
 
     drivers = _driver_frames(driving, track.indices) if (sbs or sbs_out is not None) else None
-    frames_path = Path(frames_dir) if frames_dir is not None else None
-    written: list[Path] = []
-    closed: list[Path] = []
-    made_dir = False
-    writer = writer_sbs = None
-    size = (0, 0)
-    n = 0
-    try:
-        if frames_path is not None and not frames_path.is_dir():
-            frames_path.mkdir(parents=True)
-            made_dir = True
-        if out is not None:
-            writer = video.VideoWriter(out, track.fps, audio_from=driving if keep_audio else None,
-                                       metadata=SYNTHETIC_TAG, preset=encoder_preset)
-        if sbs_out is not None:
-            writer_sbs = video.VideoWriter(sbs_out, track.fps, audio_from=driving if keep_audio else None,
-                                           metadata=SYNTHETIC_TAG, preset=encoder_preset)
-        with progress_bar(len(targets), "render", "frame", progress) as bar:
-            for crop in render_stream(animator, targets, batch_size):
-                frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
-                if drivers is not None:
-                    drv = next(drivers, None)
-                    if drv is None:
-                        raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
-                    if writer_sbs is not None:
-                        writer_sbs.write(side_by_side(drv, frame))
-                    if sbs:
-                        frame = side_by_side(drv, frame)
-                if writer is not None:
-                    writer.write(frame)
-                if frames_path is not None:
-                    p = frames_path / f"{n:06d}.png"
-                    video.write_image(p, frame)
-                    written.append(p)
-                size = (frame.shape[1], frame.shape[0])
-                n += 1
-                bar.update(1)
-        for w in (writer, writer_sbs):
-            if w is not None:
-                w.close()
-                closed.append(w.path)
-    except BaseException:
-        for w in (writer, writer_sbs):
-            if w is not None:
-                w.abort()
-        for p in closed:  # one output finished before the other failed: remove it too (all or nothing)
-            p.unlink(missing_ok=True)
-        for p in written:
-            p.unlink(missing_ok=True)
-        if made_dir:
-            try:
-                frames_path.rmdir()
-            except OSError:
-                pass
-        raise
+    audio = driving if keep_audio else None
+    size, n = (0, 0), 0
+    with _Outputs(out, sbs_out, frames_dir, track.fps, audio, encoder_preset) as outputs, \
+            progress_bar(len(targets), "render", "frame", progress) as bar:
+        for crop in render_stream(animator, targets, batch_size):
+            frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
+            drv = None
+            if drivers is not None:
+                drv = next(drivers, None)
+                if drv is None:
+                    raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
+                if sbs:
+                    frame = side_by_side(drv, frame)
+            outputs.write(n, frame, drv)
+            size = (frame.shape[1], frame.shape[0])
+            n += 1
+            bar.update(1)
+    frames_path = outputs.frames_path
     t2 = time.time()
     return AnimateResult(out=None if out is None else str(out), frames=n, fps=track.fps, size=size,
                          missing_face_frames=track.missing, seconds_landmarks=track.seconds,
