@@ -7,6 +7,11 @@ The Trainer owns the phases and the weights (LossConfig); here every function re
 * L_ADV  — ``generator_adv_loss`` (−D(x̂)) + λ_FM · ``feature_matching_loss`` (D's intermediate features).
 * L_MCH  — ``embedding_match_loss`` ‖W_i − ê_i‖₁ (mean over elements, before λ_MCH).
 * L_DSC  — ``hinge_d_loss``: max(0, 1 + D(x̂)) + max(0, 1 − D(x)).
+
+For the warp-guided generator (DESIGN.md §2; not in the paper):
+* ``flow_smoothness``: mean |∂x r| + |∂y r| of the refiner's residual flow r (no folding, no jitter);
+* ``weighted_l1``: Σ w·|x̂ − x| / (3·Σ w) with a per-pixel weight map (extra weight on the mouth);
+* the perceptual loss on the warped source is ``content_loss(warped, x, terms)``.
 """
 
 from __future__ import annotations
@@ -69,3 +74,18 @@ def embedding_match_loss(w: Tensor, e: Tensor) -> Tensor:
 def pixel_l1(fake: Tensor, real: Tensor) -> Tensor:
     """Plain mean |x̂ − x| (optional, not in the paper)."""
     return _l1(fake, real)
+
+
+def flow_smoothness(residual: Tensor) -> Tensor:
+    """Total variation of a flow field, residual (B, H, W, 2): mean |r[:, :, j+1] − r[:, :, j]| over the
+    horizontal neighbours plus the same over the vertical ones."""
+    dx = (residual[:, :, 1:] - residual[:, :, :-1]).abs().mean()
+    dy = (residual[:, 1:] - residual[:, :-1]).abs().mean()
+    return dx + dy
+
+
+def weighted_l1(fake: Tensor, real: Tensor, weight: Tensor) -> Tensor:
+    """Σ w·|x̂ − x| / (C·Σ w): fake, real (B, C, H, W), weight (B, 1, H, W) ≥ 0 (e.g. 1 + λ·mouth mask).
+    With weight ≡ 1 it is ``pixel_l1``."""
+    w = weight.expand_as(fake)
+    return (w * (fake - real).abs()).sum() / w.sum().clamp_min(1e-8)

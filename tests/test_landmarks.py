@@ -201,3 +201,14 @@ def test_crop_from_landmarks_and_stable_clip_crop():
     assert len(segs) == 41 and segs[0] is segs[19] and segs[20] is not segs[0]
     k = keep_inside(CropTransform(5.0, 100.0, 50.0, 64), (240, 320))
     assert k.cx == pytest.approx(24.5) and k.cy == 100.0
+
+
+def test_mouth_box_and_mask():
+    from talkinghead.landmarks.rasterize import box_mask, mouth_box
+
+    pts = np.zeros((68, 2), np.float32)
+    pts[48:68] = [[10, 20], [30, 24]] * 10  # lips span x 10..30, y 20..24
+    assert np.allclose(mouth_box(pts, margin=0.25), [5, 15, 35, 29])  # grown by 0.25·20 = 5
+    assert mouth_box(np.stack([pts, pts + 1])).shape == (2, 4)
+    m = box_mask(np.array([[1.0, 2.0, 3.0, 2.0]]), 5)
+    assert m.shape == (1, 1, 5, 5) and m.sum() == 3 and m[0, 0, 2, 1:4].tolist() == [1, 1, 1]

@@ -85,3 +85,21 @@ def test_content_loss_with_real_backbone_grads_to_fake_only():
     assert loss.item() > 0 and fake.grad.abs().sum() > 0
     assert real.grad is None
     assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+
+
+def test_flow_smoothness_value():
+    r = torch.zeros(1, 2, 3, 2)  # (B, H, W, 2)
+    r[0, :, 2, 0] = 3.0  # last column moves by 3 in x: horizontal steps |0-0|, |3-0| per row
+    # horizontal: 2 rows × 2 steps × 2 comps = 8 entries, sum 2·3 = 6 → 0.75; vertical: all equal → 0
+    assert losses.flow_smoothness(r).item() == pytest.approx(0.75)
+    r.requires_grad_(True)
+    losses.flow_smoothness(r).backward()
+    assert r.grad.abs().sum() > 0
+
+
+def test_weighted_l1_value():
+    real = torch.zeros(1, 3, 1, 2)
+    fake = torch.tensor([1.0, 3.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2)  # errors 1 and 3 in every channel
+    w = torch.tensor([1.0, 3.0]).view(1, 1, 1, 2)  # (1·1 + 3·3)·3 channels / (3·4) = 30/12
+    assert losses.weighted_l1(fake, real, w).item() == pytest.approx(2.5)
+    assert losses.weighted_l1(fake, real, torch.ones(1, 1, 1, 2)).item() == pytest.approx(losses.pixel_l1(fake, real).item())

@@ -109,3 +109,24 @@ def landmark_image_tensor(points, size, thickness: float | None = None) -> torch
     if pts.ndim == 2:
         return from_uint8(rasterize(pts, size, thickness))
     return from_uint8(np.stack([rasterize(p, size, thickness) for p in pts]))
+
+
+MOUTH = slice(48, 68)  # iBUG outer + inner lips
+
+
+def mouth_box(points: np.ndarray, margin: float = 0.25) -> np.ndarray:
+    """(68, 2) or (B, 68, 2) landmarks -> (4,) or (B, 4) box (x0, y0, x1, y1) around the lips, grown by
+    `margin` of the lips' width on every side (the region a warp cannot fill when the mouth opens)."""
+    lips = np.asarray(points, np.float32)[..., MOUTH, :]  # (..., 20, 2)
+    lo, hi = lips.min(axis=-2), lips.max(axis=-2)  # (..., 2)
+    pad = margin * (hi[..., :1] - lo[..., :1])  # (..., 1), from the width
+    return np.concatenate([lo - pad, hi + pad], axis=-1)
+
+
+def box_mask(boxes: np.ndarray, size: int) -> torch.Tensor:
+    """(B, 4) boxes (x0, y0, x1, y1) in pixels -> (B, 1, S, S) float mask, 1 on pixel centres inside."""
+    b = torch.as_tensor(np.asarray(boxes, np.float32)).view(-1, 4)
+    c = torch.arange(size, dtype=torch.float32)
+    inside_x = (c[None] >= b[:, 0:1]) & (c[None] <= b[:, 2:3])  # (B, S)
+    inside_y = (c[None] >= b[:, 1:2]) & (c[None] <= b[:, 3:4])  # (B, S)
+    return (inside_y[:, :, None] & inside_x[:, None, :]).float()[:, None]  # (B, 1, S, S)
