@@ -39,19 +39,27 @@ def main() -> None:
 
     import torch
 
-    from talkinghead.data.dataset import EpisodeDataset
-    from talkinghead.data.preprocess import preprocess
-    from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker, interocular, pick_face
-    from talkinghead.landmarks.rasterize import landmark_image_tensor, rasterize
-    from talkinghead.video import iter_frames, probe_video
-
     torch.set_num_threads(1)
     print(header(1))
-    info = probe_video(args.video)
-    t_dec, frames = _time(lambda: list(iter_frames(args.video, max_frames=args.frames)))
+    frames, per_frame = bench_landmarks(args.video, args.frames)
+    bench_crops(per_frame[0], frames[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_preprocess(args.video, args.frames, Path(tmp))
+        data = args.data or str(Path(tmp) / "out1")
+        ds = bench_episodes(data, args.shots)
+        bench_verify_shard(Path(data) / ds.entries[0]["path"], len(ds.shard(0)))
+
+
+def bench_landmarks(video: str, max_frames: int):
+    """Decoding, then landmarks per frame vs tracking mode (speed, NME against the detector, jitter); returns
+    (the decoded frames, the detector's face on each)."""
+    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker, interocular, pick_face
+    from talkinghead.video import iter_frames, probe_video
+
+    info = probe_video(video)
+    t_dec, frames = _time(lambda: list(iter_frames(video, max_frames=max_frames)))
     n = len(frames)
-    print(f"video {Path(args.video).name}: {info.width}x{info.height}, {n} frames decoded at {n / t_dec:.0f} frames/s")
+    print(f"video {Path(video).name}: {info.width}x{info.height}, {n} frames decoded at {n / t_dec:.0f} frames/s")
 
     det = DlibDetector()
     pick_face(det.detect(frames[0]), frames[0].shape)  # warm-up
@@ -70,49 +78,69 @@ def main() -> None:
     for name, t, err in rows:
         print(f"{name:34s} {t / n * 1000:9.2f} {n / t:9.1f} {t_det / t:8.1f}x "
               f"{'' if err is None else f'{err:10.4f}'}")
+    print(f"frame-to-frame point motion (px): detector {_jitter(per_frame):.3f}, tracked {_jitter(tracked):.3f}, "
+          f"smoothed {_jitter(smooth):.3f}")
+    return frames, per_frame
 
-    def jitter(seq):
-        seq = [f for f in seq if f is not None]
-        return np.mean([np.linalg.norm(seq[i + 1].points - seq[i].points, axis=1).mean() for i in range(len(seq) - 1)])
 
-    print(f"frame-to-frame point motion (px): detector {jitter(per_frame):.3f}, tracked {jitter(tracked):.3f}, "
-          f"smoothed {jitter(smooth):.3f}")
+def _jitter(seq) -> float:
+    """Mean frame-to-frame motion of the points (pixels) over the frames with a face."""
+    seq = [f for f in seq if f is not None]
+    return np.mean([np.linalg.norm(seq[i + 1].points - seq[i].points, axis=1).mean() for i in range(len(seq) - 1)])
 
-    face = per_frame[0]
+
+def bench_crops(face, frame) -> None:
+    """Rasterization, landmark tensor, crop and paste-back at three sizes."""
+    from talkinghead.landmarks.align import crop_from_landmarks
+    from talkinghead.landmarks.rasterize import landmark_image_tensor, rasterize
+
     for s in (64, 128, 256):
         ct = crop_from_landmarks(face.points, s)
         pts = ct.points_to_crop(face.points)
         t_r, _ = _time(lambda: rasterize(pts, s), 200)
         t_t, _ = _time(lambda: landmark_image_tensor(pts, s), 100)
-        t_c, crop = _time(lambda: ct.crop(frames[0]), 100)
-        t_p, _ = _time(lambda: ct.paste_back(frames[0], crop), 50)
+        t_c, crop = _time(lambda: ct.crop(frame), 100)
+        t_p, _ = _time(lambda: ct.paste_back(frame, crop), 50)
         print(f"{s:3d}²: rasterize {t_r * 1000:.2f} ms, landmark tensor {t_t * 1000:.2f} ms, crop {t_c * 1000:.2f} ms, "
               f"paste-back {t_p * 1000:.2f} ms")
 
+
+def bench_preprocess(video: str, max_frames: int, tmp: Path) -> None:
+    """`preprocess` throughput (one process) on the video, every frame and every 3rd, into tmp/out1, tmp/out3."""
     from talkinghead.data import preprocess as _pp
 
     _pp._detector(_pp.PreprocessOptions())  # load the shape predictor outside the timings
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in"
-        src.mkdir()
-        (src / Path(args.video).name).symlink_to(args.video)
-        for every in (1, 3):
-            out = Path(tmp) / f"out{every}"
-            s = preprocess(src, out, resolution=256, every=every, frames_per_video=args.frames, progress=False)
-            print(f"preprocess 256², every {every}: {s.frames} frames in {s.seconds:.2f} s = "
-                  f"{s.frames / s.seconds:.1f} frames/s (one process; decode + track + crop + JPEG)")
-        data = args.data or str(Path(tmp) / "out1")
-        for size in (128, 256):
-            ds = EpisodeDataset(data, shots=args.shots, split="train", image_size=size, episodes_per_video=10**6)
-            ds[0]
-            k = 20
-            t_e, _ = _time(lambda: [ds[i] for i in range(1, k + 1)])
-            print(f"episodes (K={args.shots}, {size}², one process): {k / t_e:.1f} episodes/s, "
-                  f"{k * (args.shots + 1) / t_e:.0f} frame+landmark pairs/s")
-        shard = Path(data) / ds.entries[0]["path"]
-        t_v, _ = _time(lambda: _pp.verify_shard(shard), 20)
-        print(f"verify_shard ({len(ds.shard(0))} frames; every rerun and EpisodeDataset do it per shard): "
-              f"{t_v * 1000:.2f} ms per shard = {t_v * 150_000:.0f} s for VoxCeleb2's ~150k clips")
+    src = tmp / "in"
+    src.mkdir()
+    (src / Path(video).name).symlink_to(video)
+    for every in (1, 3):
+        s = _pp.preprocess(src, tmp / f"out{every}", resolution=256, every=every, frames_per_video=max_frames,
+                           progress=False)
+        print(f"preprocess 256², every {every}: {s.frames} frames in {s.seconds:.2f} s = "
+              f"{s.frames / s.seconds:.1f} frames/s (one process; decode + track + crop + JPEG)")
+
+
+def bench_episodes(data: str, shots: int):
+    """Episode loading at 128² and 256² (one process); returns the last dataset."""
+    from talkinghead.data.dataset import EpisodeDataset
+
+    for size in (128, 256):
+        ds = EpisodeDataset(data, shots=shots, split="train", image_size=size, episodes_per_video=10**6)
+        ds[0]
+        k = 20
+        t_e, _ = _time(lambda: [ds[i] for i in range(1, k + 1)])
+        print(f"episodes (K={shots}, {size}², one process): {k / t_e:.1f} episodes/s, "
+              f"{k * (shots + 1) / t_e:.0f} frame+landmark pairs/s")
+    return ds
+
+
+def bench_verify_shard(shard: Path, frames: int) -> None:
+    """verify_shard on one shard, and what that costs at VoxCeleb2's scale."""
+    from talkinghead.data.shards import verify_shard
+
+    t_v, _ = _time(lambda: verify_shard(shard), 20)
+    print(f"verify_shard ({frames} frames; every rerun and EpisodeDataset do it per shard): "
+          f"{t_v * 1000:.2f} ms per shard = {t_v * 150_000:.0f} s for VoxCeleb2's ~150k clips")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from talkinghead.cli import main as cli_main
 from talkinghead.data.dataset import EpisodeDataset, VideoShard
-from talkinghead.data.preprocess import preprocess, sample_indices, verify_shard
+from talkinghead.data.preprocess import preprocess, sample_indices
+from talkinghead.data.shards import verify_shard
 from talkinghead.data.sources import apply_split, find_videos, load_split
 from talkinghead.errors import TalkingHeadError
 from talkinghead.video import VideoWriter, iter_frames

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from talkinghead.cli import main as cli_main
-from talkinghead.data.preprocess import preprocess, verify_shard
+from talkinghead.data.preprocess import preprocess
+from talkinghead.data.shards import verify_shard
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import pid_alive
 

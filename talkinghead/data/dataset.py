@@ -1,7 +1,7 @@
 """Episodes for meta-learning (paper §3.2): K shots + 1 target frame, all from one video i, with their landmark
 images y_i(t) and the video's index i (its row in the discriminator's W).
 
-Reads the shards written by `talkinghead.data.preprocess` (see its module doc for the layout).
+Reads the shards written by `talkinghead.data.preprocess` (the layout on disk: `talkinghead.data.shards`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from talkinghead.data.preprocess import verify_shard
+from talkinghead.data.shards import verify_shard
 from talkinghead.errors import TalkingHeadError
 from talkinghead.images import from_uint8
 from talkinghead.landmarks.rasterize import rasterize
+from talkinghead.landmarks.warp import flow_grid, nearest_pose
 
 _REDO = "rerun `talkinghead preprocess` with the same --out to redo it"
 
@@ -149,6 +150,10 @@ class EpisodeDataset(Dataset):
     DistributedSampler as usual. group_by="group" makes one W row per manifest group instead of per shard
     (VoxCeleb: the YouTube video `id/video`, its clips pooled), as the paper's "video".
 
+    warp: also give what the warp-guided generator needs (DESIGN.md §2): "source_index" (the shot nearest the
+    target in pose, whose texture is warped), "coarse_grid" (S, S, 2), the classical landmark flow from the
+    target's landmarks to that shot's (computed here, in the loader's workers), and "target_points" (68, 2).
+
     verify: check every shard of the split on disk first (`verify_shard`: meta, every frame file, landmarks;
     file headers and a directory listing per shard), so a broken shard is a one-line TalkingHeadError here
     rather than a traceback in a DataLoader worker mid-training.
@@ -156,7 +161,7 @@ class EpisodeDataset(Dataset):
 
     def __init__(self, root, shots: int, split: str | None = "train", image_size: int | None = None,
                  episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None,
-                 group_by: str = "video", verify: bool = True):
+                 group_by: str = "video", verify: bool = True, warp: bool = False):
         self.root = Path(root)
         self.shots = int(shots)
         if self.shots < 1:
@@ -187,6 +192,7 @@ class EpisodeDataset(Dataset):
         self.episodes_per_video = max(1, int(episodes_per_video))
         self.seed = int(seed)
         self.epoch = 0
+        self.warp = bool(warp)
         self._shards: dict[str, VideoShard] = {}
 
     def _verify(self) -> None:
@@ -225,15 +231,20 @@ class EpisodeDataset(Dataset):
         picks = rng.choice(int(sizes.sum()), size=self.shots + 1, replace=False)
         starts = np.cumsum(sizes) - sizes
         s = self.image_size
-        pairs = []
-        for p in picks:
-            k = int(np.searchsorted(starts, p, side="right") - 1)
-            pairs.append(shards[k].pair(int(p - starts[k]), s))
-        xs, ys = zip(*pairs)
-        return {
+        frames = [(shards[k], int(p - starts[k])) for p in picks
+                  for k in [int(np.searchsorted(starts, p, side="right") - 1)]]
+        xs, ys = zip(*(sh.pair(i, s) for sh, i in frames))
+        item = {
             "shots_x": torch.stack(xs[:-1]),  # (K, 3, S, S)
             "shots_y": torch.stack(ys[:-1]),  # (K, 3, S, S)
             "target_x": xs[-1],  # (3, S, S)
             "target_y": ys[-1],  # (3, S, S)
             "video_index": torch.tensor(v, dtype=torch.int64),
         }
+        if self.warp:
+            pts = np.stack([sh.points(i, s) for sh, i in frames])  # (K+1, 68, 2) crop pixels
+            src = nearest_pose(pts[:-1], pts[-1])
+            item.update(source_index=torch.tensor(src, dtype=torch.int64),
+                        coarse_grid=flow_grid(pts[src], pts[-1], s),  # (S, S, 2)
+                        target_points=torch.from_numpy(pts[-1].astype(np.float32)))
+        return item

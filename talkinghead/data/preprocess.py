@@ -3,22 +3,14 @@ and landmarks of each video i); the `talkinghead preprocess` command is talkingh
 
 For each video (or frame range of one, see data.sources split files): sample frames (every n-th, optionally
 capped evenly to N), find the 68 landmarks in tracking mode (detector now and then, shape predictor in between),
-choose one stable square crop per segment (a clip's head moves little within seconds), and write
+choose one stable square crop per segment (a clip's head moves little within seconds), and write the shard
+OUT/videos/<video_id>/ (frames/, landmarks.npy, boxes.npy, meta.json) through a temporary folder, verified
+before it is renamed into place and again before it enters OUT/manifest.jsonl. The layout of OUT and what a
+run may trust of it (verification, resume, stale temporary folders, the lock) are in talkinghead.data.shards.
 
-    OUT/videos/<video_id>/frames/<frame index>.jpg   (S×S RGB, JPEG q95 or PNG)
-    OUT/videos/<video_id>/landmarks.npy              (F, 68, 2) float32 in crop pixels
-    OUT/videos/<video_id>/boxes.npy                  (F, 3) float32 crop box cx, cy, side in source pixels
-    OUT/videos/<video_id>/meta.json                  source, identity, group, split, fps, frame indices, ...
-
-Each shard is written into a temporary folder `.tmp-<video_id>-<pid>`, verified (`verify_shard`: every frame
-file on disk, landmarks and boxes of the right shape) and renamed into place; the run verifies it again before
-it enters the manifest. OUT/manifest.jsonl gets one line per finished shard as it finishes (incremental;
-VoxCeleb-scale runs never hold the list in memory), OUT/skipped.jsonl one line per video that was skipped
-(unreadable, no face), OUT/manifest.json is the sorted list of finished shards and OUT/summary.json the
-run's summary, both rewritten at the end of each run. A rerun verifies the shards on disk (a broken one is
-removed and redone), removes temporary folders of dead processes and skips the finished and the skipped
-videos (`retry_failed` retries the latter). Parallel workers use spawn-safe multiprocessing and die with the
-run (a killed run leaves no worker behind to race the next one). One run at a time per OUT folder (a lock).
+A rerun skips the finished and the skipped videos (`retry_failed` retries the latter) and redoes broken shards.
+Parallel workers use spawn-safe multiprocessing and die with the run (a killed run leaves no worker behind to
+race the next one).
 """
 
 from __future__ import annotations
@@ -37,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.console import log, progress as progress_bar
+from talkinghead.data.shards import (FORMAT_VERSION, append_jsonl, check_dataset_info, check_shards, list_shard,
+                                     lock_out, manifest_entry, move_into_place, read_jsonl, remove_stale_tmp,
+                                     temp_shard_dir, verify_shard, write_json, write_manifest)
 from talkinghead.data.sources import VideoRecord, apply_split, find_videos
 from talkinghead.errors import TalkingHeadError, VideoError
 
-FORMAT_VERSION = 1
 IMAGE_FORMATS = ("jpg", "png")
-_STALE_TMP_SECONDS = 3600.0  # a temporary shard folder untouched this long is abandoned, whoever made it
 
 
 def _opt(default, lo=None, hi=None, **kw):
@@ -137,37 +130,6 @@ class Summary:
         return "\n".join(lines)
 
 
-# -- shard verification -------------------------------------------------------------------------------------
-def verify_shard(path, full: bool = True) -> str | None:
-    """None when the shard folder is complete, else what is wrong (one line): meta.json readable, a non-empty
-    file for every frame it lists, landmarks.npy (F, 68, 2) and (full) boxes.npy (F, 3). Reads headers only."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        n = int(meta["num_frames"])
-        names = {f"{int(i):06d}.{meta.get('image_format', 'jpg')}" for i in meta["frame_indices"]}
-    except FileNotFoundError:
-        return "no meta.json"
-    except (OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
-        return f"unreadable meta.json ({type(e).__name__}: {' '.join(str(e).split())[:80]})"
-    if len(names) != n:
-        return f"meta.json lists {len(names)} frames but says {n}"
-    try:
-        have = sum(1 for e in os.scandir(path / "frames") if e.name in names and e.stat().st_size > 0)
-    except OSError:
-        have = 0
-    if have != n:
-        return f"{have} of {n} frames on disk"
-    for name, shape in (("landmarks.npy", (n, 68, 2)), ("boxes.npy", (n, 3)))[:2 if full else 1]:
-        try:
-            shape_on_disk = np.load(path / name, mmap_mode="r").shape
-        except (OSError, ValueError, EOFError) as e:
-            return f"unreadable {name} ({type(e).__name__})"
-        if shape_on_disk != shape:
-            return f"{name} has shape {shape_on_disk}, expected {shape}"
-    return None
-
-
 # -- one video (runs in a worker) -------------------------------------------------------------------------
 _DETECTOR = None
 
@@ -190,12 +152,19 @@ def sample_indices(start: int, stop: int, every: int, frames_per_video: int) -> 
     return idx
 
 
+@dataclass
+class _Landmarks:
+    """Pass 1's result: the sampled frames with a face, their landmarks, how many frames were decoded."""
+    indices: list  # frame indices with a face
+    points: np.ndarray | None  # (F, 68, 2) in source pixels
+    sampled: int  # frames decoded
+    tracker_stats: dict
+
+
 def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> dict:
     """Writes one shard; returns {"ok": True, "entry": manifest entry, "frames": n} or {"ok": False, "reason":
     ...} (with "retry": True when the failure is not the video's fault and a rerun should try again)."""
-    from talkinghead.landmarks.align import segment_crops
-    from talkinghead.landmarks.detect import VideoLandmarkTracker
-    from talkinghead.video import iter_indexed_frames, probe_video, write_image
+    from talkinghead.video import probe_video
 
     t0 = time.perf_counter()
     tmp = None
@@ -207,69 +176,19 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
         indices = sample_indices(rec.frame_start, stop, opts.every, opts.frames_per_video)
         if not indices:
             return {"ok": False, "reason": f"no frames in range [{rec.frame_start}, {stop})"}
-        # pass 1: landmarks on the sampled frames (tracking mode, no smoothing: exact per-frame targets).
-        # A stream that stops well short of its header raises VideoError (truncated or corrupt).
-        tracker = VideoLandmarkTracker(_detector(opts), redetect_every=opts.redetect_every, smoothing=0.0,
-                                       fps=info.fps / opts.every)
-        found_idx, found_pts = [], []
-        n_sampled = 0
-        for i, frame in iter_indexed_frames(rec.path, indices=indices):
-            n_sampled += 1
-            face = tracker.update(frame)
-            if face is not None:
-                found_idx.append(i)
-                found_pts.append(face.points)
-        if n_sampled == 0:
+        found = _find_landmarks(rec.path, indices, info.fps, opts)
+        if found.sampled == 0:
             return {"ok": False, "reason": "no frames could be decoded"}
-        if len(found_idx) < opts.min_frames:
-            return {"ok": False, "reason": f"no face: found in {len(found_idx)} of {n_sampled} sampled frames"}
-        pts = np.stack(found_pts)  # (F, 68, 2) source pixels
-        seg_len = 0
-        if opts.segment_seconds > 0:
-            seg_len = max(1, int(round(opts.segment_seconds * info.fps / opts.every)))
-        crops = segment_crops(pts, opts.resolution, seg_len or len(pts), margin=opts.margin,
-                              image_shape=(info.height, info.width))
-        # pass 2: crop and write into a temporary shard folder
-        videos = out_dir / "videos"
-        tmp = videos / f".tmp-{rec.video_id}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "frames").mkdir(parents=True)
-        ext = opts.image_format
-        lm = np.empty((len(found_idx), 68, 2), np.float32)
-        boxes = np.empty((len(found_idx), 3), np.float32)
-        pos = {f: k for k, f in enumerate(found_idx)}
-        for i, frame in iter_indexed_frames(rec.path, indices=found_idx):
-            k = pos[i]
-            ct = crops[k]
-            write_image(tmp / "frames" / f"{i:06d}.{ext}", ct.crop(frame), quality=opts.quality)
-            lm[k] = ct.points_to_crop(pts[k])
-            boxes[k] = (ct.cx, ct.cy, ct.side)
-        np.save(tmp / "landmarks.npy", lm)
-        np.save(tmp / "boxes.npy", boxes)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "video_id": rec.video_id, "identity": rec.identity, "group": rec.group, "split": rec.split,
-            "source": str(rec.path), "source_size": [info.width, info.height], "fps": info.fps,
-            "frame_range": [rec.frame_start, rec.frame_stop], "every": opts.every,
-            "resolution": opts.resolution, "image_format": ext,
-            "frame_indices": [int(i) for i in found_idx], "num_frames": len(found_idx),
-            "sampled": n_sampled, "no_face_frames": n_sampled - len(found_idx),
-            "segments": len({(c.cx, c.cy, c.side) for c in crops}),
-            "tracker": tracker.stats, "seconds": round(time.perf_counter() - t0, 3),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last
-        problem = verify_shard(tmp)
-        if problem:  # e.g. the video changed between the passes
-            return {"ok": False, "reason": f"incomplete shard: {problem}", "retry": True}
-        if _orphaned():  # the run is gone: never rename into a folder a newer run may own
-            shutil.rmtree(tmp, ignore_errors=True)
-            os._exit(1)
-        _move_into_place(tmp, videos / rec.video_id)
-        tmp = None
-        entry = {k: meta[k] for k in ("video_id", "identity", "group", "split", "num_frames")}
-        entry["path"] = f"videos/{rec.video_id}"
-        return {"ok": True, "entry": entry, "frames": len(found_idx)}
+        if len(found.indices) < opts.min_frames:
+            return {"ok": False, "reason": f"no face: found in {len(found.indices)} of {found.sampled} sampled "
+                                           "frames"}
+        tmp = temp_shard_dir(out_dir / "videos", rec.video_id)
+        segments = _write_crops(rec.path, found, info, tmp, opts)
+        meta = _shard_meta(rec, info, opts, found, segments, seconds=time.perf_counter() - t0)
+        result = _finish_shard(tmp, meta, out_dir / "videos" / rec.video_id)
+        if result["ok"]:
+            tmp = None
+        return result
     except VideoError as e:
         return {"ok": False, "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - one broken video must not stop a VoxCeleb-scale run
@@ -281,17 +200,80 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Renames a verified temporary shard to `final`; a complete shard already there wins, a broken one is
-    replaced."""
-    if final.exists():
-        if verify_shard(final) is None:  # finished meanwhile (an earlier run): keep it
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        old = final.parent / f".tmp-{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, final)
+def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOptions) -> _Landmarks:
+    """Pass 1: landmarks on the sampled frames (tracking mode, no smoothing: exact per-frame targets). A stream
+    that stops well short of its header raises VideoError (truncated or corrupt)."""
+    from talkinghead.landmarks.detect import VideoLandmarkTracker
+    from talkinghead.video import iter_indexed_frames
+
+    tracker = VideoLandmarkTracker(_detector(opts), redetect_every=opts.redetect_every, smoothing=0.0,
+                                   fps=fps / opts.every)
+    found_idx, found_pts = [], []
+    n_sampled = 0
+    for i, frame in iter_indexed_frames(path, indices=indices):
+        n_sampled += 1
+        face = tracker.update(frame)
+        if face is not None:
+            found_idx.append(i)
+            found_pts.append(face.points)
+    pts = np.stack(found_pts) if found_pts else None
+    return _Landmarks(found_idx, pts, n_sampled, tracker.stats)
+
+
+def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptions) -> int:
+    """Pass 2: one stable crop per segment, then every frame with a face cropped into tmp/frames, its landmarks
+    (crop pixels) into landmarks.npy and its crop box (source pixels) into boxes.npy. Returns the number of
+    distinct crops (segments)."""
+    from talkinghead.landmarks.align import segment_crops
+    from talkinghead.video import iter_indexed_frames, write_image
+
+    pts = found.points
+    seg_len = 0
+    if opts.segment_seconds > 0:
+        seg_len = max(1, int(round(opts.segment_seconds * info.fps / opts.every)))
+    crops = segment_crops(pts, opts.resolution, seg_len or len(pts), margin=opts.margin,
+                          image_shape=(info.height, info.width))
+    lm = np.empty((len(found.indices), 68, 2), np.float32)
+    boxes = np.empty((len(found.indices), 3), np.float32)
+    pos = {f: k for k, f in enumerate(found.indices)}
+    for i, frame in iter_indexed_frames(path, indices=found.indices):
+        k = pos[i]
+        ct = crops[k]
+        write_image(tmp / "frames" / f"{i:06d}.{opts.image_format}", ct.crop(frame), quality=opts.quality)
+        lm[k] = ct.points_to_crop(pts[k])
+        boxes[k] = (ct.cx, ct.cy, ct.side)
+    np.save(tmp / "landmarks.npy", lm)
+    np.save(tmp / "boxes.npy", boxes)
+    return len({(c.cx, c.cy, c.side) for c in crops})
+
+
+def _shard_meta(rec: VideoRecord, info, opts: PreprocessOptions, found: _Landmarks, segments: int,
+                seconds: float) -> dict:
+    """The shard's meta.json."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "video_id": rec.video_id, "identity": rec.identity, "group": rec.group, "split": rec.split,
+        "source": str(rec.path), "source_size": [info.width, info.height], "fps": info.fps,
+        "frame_range": [rec.frame_start, rec.frame_stop], "every": opts.every,
+        "resolution": opts.resolution, "image_format": opts.image_format,
+        "frame_indices": [int(i) for i in found.indices], "num_frames": len(found.indices),
+        "sampled": found.sampled, "no_face_frames": found.sampled - len(found.indices),
+        "segments": segments, "tracker": found.tracker_stats, "seconds": round(seconds, 3),
+    }
+
+
+def _finish_shard(tmp: Path, meta: dict, final: Path) -> dict:
+    """Writes meta.json (last), verifies the temporary shard and renames it to `final`; process_video's
+    result."""
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    problem = verify_shard(tmp)
+    if problem:  # e.g. the video changed between the passes
+        return {"ok": False, "reason": f"incomplete shard: {problem}", "retry": True}
+    if _orphaned():  # the run is gone: never rename into a folder a newer run may own
+        shutil.rmtree(tmp, ignore_errors=True)
+        os._exit(1)
+    move_into_place(tmp, final)
+    return {"ok": True, "entry": manifest_entry(meta, final.name), "frames": meta["num_frames"]}
 
 
 # -- worker processes ---------------------------------------------------------------------------------------
@@ -333,93 +315,6 @@ def _worker(args):
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-    return out
-
-
-def _append_jsonl(path: Path, obj: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def write_manifest(out: Path) -> list[dict]:
-    """manifest.json from manifest.jsonl (deduplicated, only shards that exist), sorted by video_id."""
-    entries = {}
-    for e in _read_jsonl(out / "manifest.jsonl"):
-        if (out / e["path"] / "meta.json").exists():
-            entries[e["video_id"]] = e
-    videos = [entries[k] for k in sorted(entries)]
-    info = json.loads((out / "dataset.json").read_text()) if (out / "dataset.json").exists() else {}
-    _write_json(out / "manifest.json", {**info, "videos": videos})
-    return videos
-
-
-def _lock(out: Path):
-    """An exclusive lock on OUT for this run (released when the process ends, however it ends)."""
-    f = open(out / ".lock", "a")
-    try:
-        import fcntl
-
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not POSIX: no lock
-        pass
-    except OSError:
-        f.close()
-        raise TalkingHeadError(f"another preprocess run is writing to {out}; wait for it or use another --out") \
-            from None
-    return f
-
-
-def _remove_stale_tmp(videos: Path) -> None:
-    """Temporary shard folders `.tmp-<id>-<pid>` of processes that are gone (or untouched for an hour)."""
-    from talkinghead.files import pid_alive
-
-    for d in videos.glob(".tmp-*"):
-        pid = d.name.rsplit("-", 1)[-1]
-        try:
-            age = time.time() - d.stat().st_mtime
-        except OSError:
-            continue
-        if not pid.isdigit() or not pid_alive(int(pid)) or age > _STALE_TMP_SECONDS:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _check_shards(out: Path, manifest_jsonl: Path, summary: Summary) -> None:
-    """Verifies every shard on disk: a broken one is removed (to be redone), a complete one missing from the
-    manifest (a crash between rename and listing) is listed."""
-    listed = {e["video_id"] for e in _read_jsonl(manifest_jsonl)}
-    for d in sorted((out / "videos").iterdir()):
-        if d.name.startswith(".") or not d.is_dir():
-            continue
-        problem = verify_shard(d)
-        if problem:
-            log.warning("broken shard %s (%s): removed, it will be redone", d.name, problem)
-            summary.redone.append({"video_id": d.name, "reason": problem})
-            shutil.rmtree(d, ignore_errors=True)
-        elif d.name not in listed:
-            m = json.loads((d / "meta.json").read_text())
-            e = {k: m.get(k) for k in ("video_id", "identity", "group", "split", "num_frames")}
-            _append_jsonl(manifest_jsonl, {**e, "path": f"videos/{d.name}"})
-            listed.add(d.name)
-
-
 def preprocess(input, out, split=None, layout: str = "auto", identities: dict | None = None,
                retry_failed: bool = False, progress: bool = True, require_usable: bool = False,
                **options) -> Summary:
@@ -437,7 +332,7 @@ def preprocess(input, out, split=None, layout: str = "auto", identities: dict | 
     if not records:
         raise TalkingHeadError(f"no videos found in {input}")
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    lock = _lock(out)
+    lock = lock_out(out)
     try:
         return _run(records, input, out, opts, retry_failed, progress, require_usable, t0)
     finally:
@@ -446,21 +341,14 @@ def preprocess(input, out, split=None, layout: str = "auto", identities: dict | 
 
 def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool, progress: bool,
          require_usable: bool, t0: float) -> Summary:
-    info = {"format_version": FORMAT_VERSION, "resolution": opts.resolution, "every": opts.every,
-            "frames_per_video": opts.frames_per_video, "image_format": opts.image_format}
-    info_path = out / "dataset.json"
-    if info_path.exists():
-        old = json.loads(info_path.read_text())
-        if old.get("resolution") != opts.resolution:
-            raise TalkingHeadError(f"{out} holds {old.get('resolution')}² crops; use another --out for "
-                                   f"{opts.resolution}²")
-    else:
-        _write_json(info_path, info)
-    _remove_stale_tmp(out / "videos")
+    check_dataset_info(out, {"format_version": FORMAT_VERSION, "resolution": opts.resolution,
+                             "every": opts.every, "frames_per_video": opts.frames_per_video,
+                             "image_format": opts.image_format})
+    remove_stale_tmp(out / "videos")
     manifest_jsonl = out / "manifest.jsonl"
     summary = Summary(out=str(out), videos=len(records))
-    _check_shards(out, manifest_jsonl, summary)
-    failed = {} if retry_failed else {e["video_id"]: e for e in _read_jsonl(out / "skipped.jsonl")}
+    summary.redone += check_shards(out, manifest_jsonl)
+    failed = {} if retry_failed else {e["video_id"]: e for e in read_jsonl(out / "skipped.jsonl")}
 
     todo = []
     for r in records:
@@ -481,19 +369,15 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
             else:
                 results = map(_worker, jobs)
             for res in results:
+                if res["ok"] and (problem := list_shard(out, res["entry"])):
+                    res = {**res, "ok": False, "retry": True, "reason": f"shard failed verification: {problem}"}
                 if res["ok"]:
-                    problem = verify_shard(out / res["entry"]["path"])
-                    if problem:  # never list a shard that is not complete on disk
-                        shutil.rmtree(out / res["entry"]["path"], ignore_errors=True)
-                        res = {**res, "ok": False, "retry": True, "reason": f"shard failed verification: {problem}"}
-                if res["ok"]:
-                    _append_jsonl(manifest_jsonl, res["entry"])
                     summary.processed += 1
                     summary.frames += res["frames"]
                 else:
                     item = {"video_id": res["video_id"], "path": res["path"], "reason": res["reason"]}
                     if not res.get("retry"):
-                        _append_jsonl(out / "skipped.jsonl", item)
+                        append_jsonl(out / "skipped.jsonl", item)
                     summary.skipped.append(item)
                     log.warning("skipped %s: %s", res["video_id"], res["reason"])
                     if res.get("detail"):
@@ -508,7 +392,7 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
             pool.terminate()
         summary.shards = len(write_manifest(out))
         summary.seconds = time.perf_counter() - t0
-        _write_json(out / "summary.json", summary.to_dict())
+        write_json(out / "summary.json", summary.to_dict())
     if require_usable and not summary.shards:
         raise TalkingHeadError(_none_usable(input, summary))
     return summary
