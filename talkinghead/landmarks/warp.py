@@ -65,3 +65,17 @@ def flow_grid(source_points, target_points, size: int | tuple[int, int], anchors
     field = torch.from_numpy(warp_field(h, w, source_points, target_points, anchors_per_side))  # (H, W, 2)
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
     return (field * scale - 1.0).float()
+
+
+def _normalised(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) -> centred and scaled to unit RMS radius (position and size of the face removed)."""
+    p = np.asarray(points, np.float64)
+    c = p - p.mean(axis=-2, keepdims=True)
+    return c / np.sqrt((c ** 2).sum(axis=(-2, -1), keepdims=True) / p.shape[-2]).clip(1e-8)
+
+
+def nearest_pose(candidates: np.ndarray, target: np.ndarray) -> int:
+    """Index of the candidate landmark set (K, 68, 2) closest in pose and expression to target (68, 2): the
+    source whose texture needs the least warping (and hallucination) to show the target frame."""
+    d = ((_normalised(candidates) - _normalised(target)[None]) ** 2).sum(axis=(-2, -1))  # (K,)
+    return int(np.argmin(d))
