@@ -63,6 +63,10 @@ class LossConfig:
     adv_weight: float = 1.0  # weight of -D(x̂) in L_ADV
     fm_weight: float = 10.0  # λ_FM, feature matching
     mch_weight: float = 80.0  # λ_MCH, embedding match ‖W_i − ê_i‖₁
+    # warp-guided generator only (DESIGN.md §2; 0 = off):
+    warp_content_weight: float = 0.0  # L_CNT of the warped source alone against the target (teaches the flow)
+    flow_smooth_weight: float = 0.0  # total variation of the refiner's residual flow
+    mouth_weight: float = 0.0  # extra L1 inside the target's mouth box (where a warp cannot help)
 
 
 @dataclass
@@ -205,6 +209,7 @@ def warp_tiny() -> Config:
     cfg = tiny()
     cfg.name = "warp_tiny"
     cfg.model.generator, cfg.model.motion_channels = "warp", 8
+    cfg.loss.warp_content_weight, cfg.loss.flow_smooth_weight, cfg.loss.mouth_weight = 0.5, 1.0, 1.0
     return cfg
 
 

@@ -35,7 +35,8 @@ from talkinghead.console import log, progress
 from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
 from talkinghead.nn import build_models
 from talkinghead.train import dist as tdist
-from talkinghead.train.objective import build_content_terms, discriminator_terms, generator_terms
+from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
+                                         warp_terms)
 
 CHECKPOINT = "checkpoints/last.pt"
 MODEL_FILE = "model.safetensors"
@@ -64,18 +65,26 @@ class EpisodeBatchSampler(Sampler):
 
 
 class GeneratorWithEmbedder(nn.Module):
-    """E and G as one module so one DDP wrapper serves the G/E phase."""
+    """E and G as one module so one DDP wrapper serves the G/E phase.
+
+    forward -> {"image": x̂ (B, 3, S, S), "e_hat": ê (B, N)} and, for the warp-guided G (source_index and
+    coarse_grid given: the shot whose texture is warped, and the landmark flow to it), "warp": its WarpOutput.
+    """
 
     def __init__(self, E: nn.Module, G: nn.Module):
         super().__init__()
         self.E, self.G = E, G
 
-    def forward(self, shots_x, shots_y, target_y):
+    def forward(self, shots_x, shots_y, target_y, source_index=None, coarse_grid=None) -> dict:
         B, K = shots_x.shape[:2]
         e = self.E(shots_x.flatten(0, 1), shots_y.flatten(0, 1)).view(B, K, -1)  # (B, K, N)
         e_hat = e.mean(dim=1)  # (B, N), paper eq. (1)
-        fake = self.G(target_y, self.G.project(e_hat))  # (B, 3, S, S)
-        return fake, e_hat
+        psi = self.G.project(e_hat)
+        if source_index is None:
+            return {"image": self.G(target_y, psi), "e_hat": e_hat}  # (B, 3, S, S)
+        rows = torch.arange(B, device=shots_x.device)
+        out = self.G.render(target_y, psi, shots_x[rows, source_index], shots_y[rows, source_index], coarse_grid)
+        return {"image": out.image, "e_hat": e_hat, "warp": out}
 
 
 def grad_norm(params) -> float:
@@ -169,7 +178,7 @@ class Trainer:
             # many episodes per video: index n draws its frames from an RNG seeded by n (reproducible)
             dataset = EpisodeDataset(data_root, shots=cfg.train.shots, split="train",
                                      image_size=cfg.model.image_size, seed=cfg.train.seed,
-                                     episodes_per_video=10**6)
+                                     episodes_per_video=10**6, warp=cfg.model.generator == "warp")
         self.dataset = dataset
         if state is None:
             cfg.model.num_videos = int(dataset.num_videos)
@@ -272,13 +281,18 @@ class Trainer:
         self.D.W.weight.requires_grad_(True)
         self.opt_ge.zero_grad(set_to_none=True)
         self.opt_w.zero_grad(set_to_none=True)
+        warp = "coarse_grid" in batch
         with self.autocast():
-            fake, e_hat = self.EG_ddp(shots_x, shots_y, y)
+            out = self.EG_ddp(shots_x, shots_y, y, *((batch["source_index"].to(dev), batch["coarse_grid"].to(dev))
+                                                     if warp else ()))
+            fake, e_hat = out["image"], out["e_hat"]
             w_i = self.D.video_vectors(idx)  # (B, N)
             # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
             g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss)
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            loss_g = g["total"] + l_mch
+            extra = warp_terms(out["warp"], x, batch["target_points"].to(dev), self.content_terms, self.cfg.loss) \
+                if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
+            loss_g = g["total"] + l_mch + sum(extra.values())
         self._backward(loss_g)
         tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
         gn_g = self._clip_and_step(self.opt_ge, list(self.EG.parameters()))
@@ -301,9 +315,11 @@ class Trainer:
 
         vals = torch.stack([loss_g.detach().float(), g["cnt"].detach().float(), g["adv"].detach().float(),
                             g["fm"].detach().float(), l_mch.detach().float(), d["loss"].detach().float(),
-                            d["real"], d["fake"], e_hat.detach().float().norm(dim=1).mean()])
+                            d["real"], d["fake"], e_hat.detach().float().norm(dim=1).mean(),
+                            *(extra[k].detach().float() for k in ("warp", "smooth", "mouth"))])
         tdist.allreduce_mean_(vals, self.info)
-        names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm"]
+        names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm", "warp", "smooth",
+                 "mouth"]
         out = {n: float(v) for n, v in zip(names, vals)}
         out.update(gnorm_g=gn_g, gnorm_d=gn_d)
         return StepResult(out, fake.detach() if keep_output else None)

@@ -6,6 +6,8 @@ fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in
 
 * `generator_terms`: L_CNT (+ optional pixel L1) + L_ADV = −D(x̂) + λ_FM·L_FM, with D's weights frozen.
 * `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
+* `warp_terms`: what the warp-guided generator adds (DESIGN.md §2): L_CNT of the warped source alone, the
+  smoothness of the residual flow, extra L1 on the target's mouth box.
 """
 
 from __future__ import annotations
@@ -73,3 +75,22 @@ def build_content_terms(cfg, device) -> list:
     from talkinghead.perceptual import load_backbone
 
     return [(load_backbone(name, path).to(device), weight) for name, weight, path in specs]
+
+
+def warp_terms(out, real: Tensor, target_points: Tensor, content_terms, lc: LossConfig) -> dict[str, Tensor]:
+    """Weighted extra terms of the warp-guided generator: {"warp", "smooth", "mouth"} (zero when weighted 0).
+
+    out: nn.warp_generator.WarpOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
+    target landmarks in crop pixels (their mouth box gets the extra L1)."""
+    from talkinghead.landmarks.rasterize import box_mask, mouth_box
+
+    zero = real.new_zeros(())
+    warp = lc.warp_content_weight * content_term(out.warped, real, content_terms, lc) \
+        if lc.warp_content_weight > 0 else zero
+    smooth = lc.flow_smooth_weight * losses.flow_smoothness(out.residual) if lc.flow_smooth_weight > 0 else zero
+    mouth = zero
+    if lc.mouth_weight > 0:
+        boxes = mouth_box(target_points.detach().cpu().numpy())  # (B, 4)
+        mask = box_mask(boxes, real.shape[-1]).to(real.device, real.dtype)  # (B, 1, S, S)
+        mouth = lc.mouth_weight * losses.weighted_l1(out.image, real, mask)
+    return {"warp": warp, "smooth": smooth, "mouth": mouth}
