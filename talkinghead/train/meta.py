@@ -17,8 +17,6 @@ import json
 import math
 import os
 import random
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +30,10 @@ from talkinghead import images, losses
 from talkinghead.checkpoint import load_training_state, save_model, save_training_state
 from talkinghead.config import Config
 from talkinghead.console import log, progress
-from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
+from talkinghead.errors import CheckpointError, TalkingHeadError
 from talkinghead.nn import build_models
 from talkinghead.train import dist as tdist
+from talkinghead.train.interrupts import StepBoundary
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
                                          warp_terms)
 
@@ -100,36 +99,6 @@ def grad_norm(params) -> float:
 class StepResult:
     losses: dict[str, float]
     fake: torch.Tensor | None = None
-
-
-class StepBoundary:
-    """Defers SIGINT and SIGTERM to the end of the running step, so an interrupted run checkpoints a whole
-    step and its resume matches an uninterrupted run. A second signal stops at once (without a checkpoint;
-    the previous one stays intact). A no-op outside the main thread, where handlers cannot be set."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.pending: int | None = None
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):  # noqa: ARG002
-        if self.pending is not None:
-            self.raise_pending(signum)
-        self.pending = signum
-
-    @staticmethod
-    def raise_pending(signum: int):
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def __enter__(self) -> "StepBoundary":
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def check_resume_config(saved: Config, cfg: Config) -> None:
