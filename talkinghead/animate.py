@@ -46,8 +46,19 @@ class Animator:
         self.G = G.to(self.device, dtype).eval().requires_grad_(False)
         self.psi = psi.detach().to(self.device, dtype)  # (1, P)
         self.image_size = avatar.image_size
+        self.warp = avatar.config.model.generator == "warp"
+        if self.warp:  # the source's texture and its encoder features, once per avatar (DESIGN.md §2)
+            from talkinghead.images import from_uint8
+            from talkinghead.landmarks.rasterize import landmark_image_tensor
+
+            self.source_x = from_uint8(avatar.source_crop)[None].to(self.device, dtype)  # (1, 3, S, S)
+            self.source_y = landmark_image_tensor(avatar.source_points, self.image_size)[None].to(self.device, dtype)
+            with torch.no_grad():
+                self.source_features = self.G.encode(self.source_x)
         self.backend, self._session = "torch", None
-        if backend == "onnx":
+        if backend == "onnx" and self.warp:
+            log.warning("backend 'onnx' is not available for the warp-guided generator; rendering with torch")
+        elif backend == "onnx":
             if self.device.type != "cpu" or dtype != torch.float32:
                 raise ValueError("backend 'onnx' runs float32 on the CPU")
             self._session = _onnx_session(self.G, self.psi, self.image_size)
@@ -56,7 +67,10 @@ class Animator:
 
     @torch.no_grad()
     def render(self, landmark_images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) landmark images in [-1, 1] -> (B, 3, S, S) frames in [-1, 1] (float32, CPU-agnostic)."""
+        """(B, 3, S, S) landmark images in [-1, 1] -> (B, 3, S, S) frames in [-1, 1] (float32, CPU-agnostic).
+        The paper's G only: the warp-guided G needs the landmarks themselves (`render_points`)."""
+        if self.warp:
+            raise ValueError("the warp-guided generator renders from landmarks: use render_points")
         y = landmark_images.to(self.device, self.dtype)
         if y.ndim != 4 or y.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"expected (B, 3, {self.image_size}, {self.image_size}) landmark images, "
@@ -75,9 +89,20 @@ class Animator:
             pts = pts[None]
         return landmark_image_tensor(pts, self.image_size)
 
+    @torch.no_grad()
     def render_points(self, points) -> torch.Tensor:
-        """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) frames in [-1, 1]."""
-        return self.render(self.landmark_images(points))
+        """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) frames in [-1, 1]. The warp-guided G moves the
+        avatar's source texture along the landmark flow from each pose to the source's."""
+        y = self.landmark_images(points)
+        if not self.warp:
+            return self.render(y)
+        from talkinghead.landmarks.warp import flow_grid
+
+        pts = np.asarray(points, np.float32).reshape(-1, 68, 2)
+        grids = torch.stack([flow_grid(self.avatar.source_points, p, self.image_size) for p in pts])  # (B, S, S, 2)
+        y = y.to(self.device, self.dtype)
+        return self.G(y, self.psi, self.source_x, self.source_y, grids.to(self.device, self.dtype),
+                      features=self.source_features).float()
 
 
 

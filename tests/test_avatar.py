@@ -224,3 +224,26 @@ def test_write_failure_inside_safetensors_is_one_line(ff_avatar, tmp_path, monke
         ff_avatar.save(tmp_path / "full.avatar")
     assert "\n" not in str(ei.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.media
+def test_warp_generator_avatars_ff_and_ft_round_trip(tmp_path):
+    """model.generator = "warp": FF and FT avatars make, save, load and render; the untrained FF avatar shown
+    its own pose gives back its source crop (identity flow, blend mask σ(4))."""
+    from talkinghead.config import warp_tiny
+    from talkinghead.images import from_uint8
+
+    torch.manual_seed(0)
+    cfg = warp_tiny()
+    E, G, D = build_models(cfg.model)
+    model = tmp_path / "warp.safetensors"
+    save_model(model, cfg, E, G, D)
+    ff = make_ff_avatar(SHOTS, model, shots=2)
+    out = Animator(ff, model=model).render_points(ff.source_points[None])  # (1, 3, 64, 64)
+    assert (out[0] - from_uint8(ff.source_crop)).abs().max() < 2 * (1 - torch.sigmoid(torch.tensor(4.0))) + 1e-4
+    ft = make_avatar(SHOTS, model, mode="ft", shots=2, steps=3, patience=0, progress=False)
+    assert ft.info["finetune"]["steps"] == 3
+    back = Avatar.load(ft.save(tmp_path / "w.avatar"))
+    pts = np.stack([ft.source_points, ft.source_points + 1.5])
+    a, b = Animator(ft, fold=False).render_points(pts), Animator(back, fold=True).render_points(pts)
+    assert a.shape == (2, 3, 64, 64) and (a - b).abs().max() < 1e-4

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,16 +31,48 @@ from talkinghead.shots import embed_person
 from talkinghead.train.objective import build_content_terms, content_term, discriminator_terms, generator_terms
 
 
+class ShotRenderer:
+    """Renders shot i of the T shots (x, y: (T, 3, S, S)) from ψ — the training pairs of fine-tuning.
+
+    The paper's G draws shot i from its landmark image y_i. The warp-guided G (DESIGN.md §2) moves the texture
+    of another shot j — the one nearest in pose (itself when T = 1) — with the landmark flow from shot i's
+    landmarks to shot j's; `points` (T, 68, 2) are needed then."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, warp: bool = False):
+        self.x, self.y = x, y
+        self.source = self.grids = None
+        if warp:
+            from talkinghead.landmarks.warp import flow_grid, nearest_pose
+
+            if points is None:
+                raise ValueError("the warp generator needs the shots' landmarks")
+            pts = np.asarray(points, np.float32)
+            T, S = len(pts), x.shape[-1]
+            self.source = []
+            for i in range(T):
+                others = [j for j in range(T) if j != i] or [i]
+                self.source.append(others[nearest_pose(pts[others], pts[i])])
+            self.grids = torch.stack([flow_grid(pts[j], pts[i], S) for i, j in enumerate(self.source)]).to(x.device)
+
+    def __call__(self, G: nn.Module, psi: torch.Tensor, idx) -> torch.Tensor:
+        """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if self.source is None:
+            return G(self.y[idx], psi.expand(len(idx), -1))
+        src = torch.as_tensor([self.source[int(i)] for i in idx], dtype=torch.long)
+        return G(self.y[idx], psi.expand(len(idx), -1), self.x[src], self.y[src], self.grids[idx])
+
+
 @torch.no_grad()
-def evaluate_shots(G: nn.Module, psi: torch.Tensor, x: torch.Tensor, y: torch.Tensor, terms, lc,
+def evaluate_shots(G: nn.Module, psi: torch.Tensor, shots: ShotRenderer, terms, lc,
                    batch: int = 8) -> dict[str, float]:
     """Reconstruction of the shots (G in eval mode): {"content": L_CNT (+pixel), "l1": mean |x̂ − x|}."""
     was = G.training
     G.eval()
     cnt, l1, n = 0.0, 0.0, 0
-    for i in range(0, len(x), batch):
-        xb, yb = x[i:i + batch], y[i:i + batch]
-        fake = G(yb, psi.expand(len(yb), -1))
+    for i in range(0, len(shots.x), batch):
+        idx = list(range(i, min(i + batch, len(shots.x))))
+        xb, fake = shots.x[idx], shots(G, psi, idx)
         cnt += float(content_term(fake, xb, terms, lc)) * len(xb)
         l1 += float(losses.pixel_l1(fake, xb)) * len(xb)
         n += len(xb)
@@ -65,9 +98,10 @@ class _ShotBatches:
 
 def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_hat: torch.Tensor,
                        ft: FinetuneConfig, device="cpu", progress: bool = True, seed: int = 0,
-                       content_terms=None, log=None) -> tuple[nn.Module, torch.Tensor, dict]:
-    """Paper §3.3. x, y: (T, 3, S, S) shots and landmark images; e_hat: (N,). Returns (G' (eval), ψ' (1, P),
-    stats with the shots' reconstruction losses before (= FF) and after (= FT) fine-tuning).
+                       content_terms=None, log=None, points=None) -> tuple[nn.Module, torch.Tensor, dict]:
+    """Paper §3.3. x, y: (T, 3, S, S) shots and landmark images; e_hat: (N,); points: (T, 68, 2) the shots'
+    landmarks (needed by the warp-guided G). Returns (G' (eval), ψ' (1, P), stats with the shots'
+    reconstruction losses before (= FF) and after (= FT) fine-tuning).
     log: optional callable receiving {"step", "cnt", "loss_g", "loss_d", "time"} after every step."""
     lc = model.cfg.loss
     betas = model.cfg.train.betas
@@ -76,7 +110,8 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     e = e_hat.detach().to(device).view(1, -1)  # (1, N)
     with torch.no_grad():
         psi = nn.Parameter(G.project(e).detach().clone())  # ψ' (1, P) = P·ê
-    stats: dict = {"ff": evaluate_shots(G, psi, x, y, terms, lc)}
+    shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp")
+    stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
     opt_g = torch.optim.Adam([p for n, p in G.named_parameters() if not n.startswith("proj.")] + [psi],
                              lr=ft.lr_g, betas=betas)
     D = w = None
@@ -94,7 +129,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             idx = batches.next()
             xb, yb = x[idx], y[idx]  # (B, 3, S, S)
             # -- G' phase with D' frozen (paper §3.3)
-            fake = G(yb, psi.expand(len(idx), -1))
+            fake = shots(G, psi, idx)
             if D is not None:
                 D.requires_grad_(False)
             g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
@@ -125,7 +160,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             if ft.patience and step - best_step >= ft.patience:
                 break
     G.eval()
-    stats["ft"] = evaluate_shots(G, psi, x, y, terms, lc)
+    stats["ft"] = evaluate_shots(G, psi, shots, terms, lc)
     stats.update(steps=step, max_steps=ft.steps, seconds=round(time.time() - t0, 2),
                  early_exit=step < ft.steps, adversarial=D is not None)
     return G, psi.detach(), stats
@@ -169,12 +204,13 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, s
     try:
         G, psi, stats = finetune_generator(model, x, y, e_hat, ft, device=device, progress=progress, seed=seed,
                                            log=None if log_f is None else
-                                           (lambda rec: log_f.write(json.dumps(rec) + "\n")))
+                                           (lambda rec: log_f.write(json.dumps(rec) + "\n")), points=sh.points)
     finally:
         if log_f is not None:
             log_f.close()
     if run_dir is not None:
-        _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, x, y)
+        shots_r = ShotRenderer(x, y, sh.points, warp=model.cfg.model.generator == "warp")
+        _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, shots_r)
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)
     av.config.finetune = ft
@@ -183,10 +219,11 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, s
 
 
 @torch.no_grad()
-def _save_samples(path: Path, G_ff: nn.Module, G_ft: nn.Module, e_hat, psi, x, y, max_rows: int = 8) -> None:
+def _save_samples(path: Path, G_ff: nn.Module, G_ft: nn.Module, e_hat, psi, shots: ShotRenderer,
+                  max_rows: int = 8) -> None:
     """PNG grid, one row per shot: shot | landmark image | FF render | FT render."""
-    n = min(len(x), max_rows)
+    idx = list(range(min(len(shots.x), max_rows)))
     G_ff.eval()
-    ff = G_ff(y[:n], G_ff.project(e_hat.view(1, -1).to(y.device)).expand(n, -1))
-    ft = G_ft(y[:n], psi.expand(n, -1))
-    images.save_grid(path, [[x[i], y[i], ff[i], ft[i]] for i in range(n)])
+    ff = shots(G_ff, G_ff.project(e_hat.view(1, -1).to(shots.x.device)), idx)
+    ft = shots(G_ft, psi, idx)
+    images.save_grid(path, [[shots.x[i], shots.y[i], ff[i], ft[i]] for i in idx])
