@@ -110,6 +110,9 @@ class Summary:
     processed: int = 0  # shards written in this run
     already_done: int = 0  # finished earlier (resumed)
     frames: int = 0  # frames written in this run
+    no_face_frames: int = 0  # sampled frames left out because no face was found in them
+    cut_videos: int = 0  # videos with a shot change (each trimmed to its shot with the most face frames)
+    trimmed_frames: int = 0  # face frames left out because they were in another shot
     skipped: list = field(default_factory=list)  # [{"video_id", "path", "reason"}] in this run
     previously_skipped: int = 0
     redone: list = field(default_factory=list)  # [{"video_id", "reason"}] broken shards found, removed, redone
@@ -125,6 +128,8 @@ class Summary:
                  f"{fps:.1f} frames/s), {self.already_done} already done, {len(self.skipped)} skipped"
                  + (f", {self.previously_skipped} skipped earlier" if self.previously_skipped else "")
                  + (f", {len(self.redone)} broken shards redone" if self.redone else "")
+                 + f"; {self.no_face_frames} frames without a face left out, {self.cut_videos} videos with a "
+                 f"shot change trimmed by {self.trimmed_frames} frames"
                  + f"; {self.seconds:.1f} s -> {self.out}"]
         lines += [f"  skipped {s['video_id']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
@@ -155,10 +160,12 @@ def sample_indices(start: int, stop: int, every: int, frames_per_video: int) -> 
 @dataclass
 class _Landmarks:
     """Pass 1's result: the sampled frames with a face, their landmarks, how many frames were decoded."""
-    indices: list  # frame indices with a face
+    indices: list  # frame indices with a face, in the kept shot
     points: np.ndarray | None  # (F, 68, 2) in source pixels
     sampled: int  # frames decoded
     tracker_stats: dict
+    shots: int = 1  # shots found (data/cuts.py); only the one with the most face frames is kept
+    trimmed: int = 0  # face frames dropped because they belong to another shot
 
 
 def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> dict:
@@ -201,23 +208,32 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
 
 
 def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOptions) -> _Landmarks:
-    """Pass 1: landmarks on the sampled frames (tracking mode, no smoothing: exact per-frame targets). A stream
-    that stops well short of its header raises VideoError (truncated or corrupt)."""
+    """Pass 1: landmarks on the sampled frames (tracking mode, no smoothing: exact per-frame targets). A shot
+    change (data/cuts.py) restarts the tracker with a full detection, and the clip is trimmed to the shot with
+    the most face frames, so one shard never mixes scenes. A stream that stops well short of its header raises
+    VideoError (truncated or corrupt)."""
+    from talkinghead.data.cuts import ShotTracker, longest_shot
     from talkinghead.landmarks.detect import VideoLandmarkTracker
     from talkinghead.video import iter_indexed_frames
 
     tracker = VideoLandmarkTracker(_detector(opts), redetect_every=opts.redetect_every, smoothing=0.0,
                                    fps=fps / opts.every)
-    found_idx, found_pts = [], []
-    n_sampled = 0
+    shots = ShotTracker()
+    found = []  # (frame index, points, shot)
+    n_sampled, shot = 0, 0
     for i, frame in iter_indexed_frames(path, indices=indices):
         n_sampled += 1
+        if shots.update(frame) != shot:
+            shot = shots.shot
+            tracker.reset()  # a new scene: detect, never carry the last shape over the cut
         face = tracker.update(frame)
         if face is not None:
-            found_idx.append(i)
-            found_pts.append(face.points)
-    pts = np.stack(found_pts) if found_pts else None
-    return _Landmarks(found_idx, pts, n_sampled, tracker.stats)
+            found.append((i, face.points, shot))
+    keep = longest_shot([f[2] for f in found]) if found else 0
+    kept = [f for f in found if f[2] == keep]
+    pts = np.stack([f[1] for f in kept]) if kept else None
+    return _Landmarks([f[0] for f in kept], pts, n_sampled, tracker.stats, shots=shots.shot + 1,
+                      trimmed=len(found) - len(kept))
 
 
 def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptions) -> int:
@@ -257,7 +273,8 @@ def _shard_meta(rec: VideoRecord, info, opts: PreprocessOptions, found: _Landmar
         "frame_range": [rec.frame_start, rec.frame_stop], "every": opts.every,
         "resolution": opts.resolution, "image_format": opts.image_format,
         "frame_indices": [int(i) for i in found.indices], "num_frames": len(found.indices),
-        "sampled": found.sampled, "no_face_frames": found.sampled - len(found.indices),
+        "sampled": found.sampled, "no_face_frames": found.sampled - len(found.indices) - found.trimmed,
+        "shots": found.shots, "trimmed_frames": found.trimmed,
         "segments": segments, "tracker": found.tracker_stats, "seconds": round(seconds, 3),
     }
 
@@ -273,7 +290,8 @@ def _finish_shard(tmp: Path, meta: dict, final: Path) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         os._exit(1)
     move_into_place(tmp, final)
-    return {"ok": True, "entry": manifest_entry(meta, final.name), "frames": meta["num_frames"]}
+    return {"ok": True, "entry": manifest_entry(meta, final.name), "frames": meta["num_frames"],
+            "no_face_frames": meta["no_face_frames"], "shots": meta["shots"], "trimmed": meta["trimmed_frames"]}
 
 
 # -- worker processes ---------------------------------------------------------------------------------------
@@ -374,6 +392,9 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
                 if res["ok"]:
                     summary.processed += 1
                     summary.frames += res["frames"]
+                    summary.no_face_frames += res["no_face_frames"]
+                    summary.cut_videos += res["shots"] > 1
+                    summary.trimmed_frames += res["trimmed"]
                 else:
                     item = {"video_id": res["video_id"], "path": res["path"], "reason": res["reason"]}
                     if not res.get("retry"):
