@@ -44,7 +44,7 @@ def test_library_option_ranges(tmp_path, kw):
 
 def test_help_shows_defaults_from_options():
     from talkinghead.cli import build_parser
-    from talkinghead.data.preprocess import PreprocessOptions
+    from talkinghead.data.options import PreprocessOptions
 
     p = build_parser("preprocess")
     args = p.parse_args(["preprocess", "in", "--out", "o"])

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from talkinghead.commands.options import default_of, float_range, int_range
-from talkinghead.data.preprocess import IMAGE_FORMATS, PreprocessOptions, option_range, preprocess
+from talkinghead.data.options import IMAGE_FORMATS, PreprocessOptions, option_range
+from talkinghead.data.preprocess import preprocess
 from talkinghead.errors import TalkingHeadError
 
 # option -> (PreprocessOptions field, argparse type maker, help)
