@@ -287,3 +287,27 @@ def test_dataset_errors(tmp_path):
         EpisodeDataset(root, shots=20)
     with pytest.raises(TalkingHeadError):
         VideoShard(tmp_path)
+
+
+def test_csv_split_like_clips_csv(tmp_path):
+    """`--split` takes a CSV with path, split and identity columns; videos it does not list are skipped."""
+    from talkinghead.data.sources import apply_split, find_videos
+
+    _touch(tmp_path / "vox", "id1/src/a.mp4", "id1/src/b.mpg", "id2/src/c.mp4")
+    (tmp_path / "s.csv").write_text("path,identity,split,extra\nid1/src/a.mp4,id1,train,x\nid2/src/c.mp4,id2,val,y\n")
+    recs = apply_split(find_videos(tmp_path / "vox"), tmp_path / "s.csv", root=tmp_path / "vox")
+    assert sorted((r.identity, r.split) for r in recs) == [("id1", "train"), ("id2", "val")]
+    (tmp_path / "bad.csv").write_text("file,set\na.mp4,train\n")
+    with pytest.raises(TalkingHeadError, match="'path' and 'split'"):
+        apply_split(find_videos(tmp_path / "vox"), tmp_path / "bad.csv")
+
+
+@pytest.mark.media
+def test_bundled_talking_split_matches_the_shared_clips(media):
+    from talkinghead.data.sources import apply_split, find_videos
+
+    root = media / "talking"
+    recs = apply_split(find_videos(root), "talking", root=root)
+    assert len(recs) == 113 and sum(r.split == "val" for r in recs) == 21
+    assert len({r.identity for r in recs if r.split == "train"}) == 79
+    assert not {r.identity for r in recs if r.split == "train"} & {r.identity for r in recs if r.split == "val"}

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.video import VIDEO_EXTENSIONS
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
 
@@ -55,7 +55,7 @@ def safe_id(text: str) -> str:
 def _walk_videos(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -68,7 +68,7 @@ def is_voxceleb_layout(root: Path, files: list[Path]) -> bool:
 
 
 def find_videos(root, layout: str = "auto", identities: dict | None = None) -> list[VideoRecord]:
-    """All videos under `root` (recursive; mp4/avi/mov/mkv/webm), sorted by path.
+    """All videos under `root` (recursive; video.VIDEO_EXTENSIONS: mp4, mpg, mov, mkv, …), sorted by path.
 
     layout: "auto" (VoxCeleb if every file sits at idNNNNN/video/clip.ext), "voxceleb" or "folder".
     identities: optional {stem or relative path: identity} for plain folders.
@@ -100,15 +100,20 @@ def find_videos(root, layout: str = "auto", identities: dict | None = None) -> l
 
 
 def load_split(spec) -> dict:
-    """A split spec: the name of a bundled split (e.g. "shared"), a path to a JSON file, or a dict."""
+    """A split spec: the name of a bundled split (e.g. "shared", "talking"), a path to a JSON file, a CSV file
+    with `path`, `split` and optional `identity` columns (like ../shared/data/talking/clips.csv; videos it does
+    not list are skipped), or a dict."""
     if isinstance(spec, dict):
         return spec
     p = Path(str(spec)).expanduser()
-    if not p.exists() and (SPLITS_DIR / f"{spec}.json").exists():
-        p = SPLITS_DIR / f"{spec}.json"
+    for bundled in (SPLITS_DIR / f"{spec}.json", SPLITS_DIR / f"{spec}.csv"):
+        if not p.exists() and bundled.exists():
+            p = bundled
     if not p.exists():
-        names = ", ".join(sorted(q.stem for q in SPLITS_DIR.glob("*.json")))
+        names = ", ".join(sorted(q.stem for q in SPLITS_DIR.glob("*.*")))
         raise TalkingHeadError(f"split file not found: {spec} (bundled splits: {names})")
+    if p.suffix.lower() == ".csv":
+        return _csv_split(p)
     try:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as e:
@@ -116,6 +121,19 @@ def load_split(spec) -> dict:
     if not isinstance(d, dict) or not isinstance(d.get("videos", []), list):
         raise TalkingHeadError(f"split file {p}: expected an object with a 'videos' list")
     return d
+
+
+def _csv_split(p: Path) -> dict:
+    """A CSV split (columns path, split[, identity]) as a split spec; unlisted videos are skipped."""
+    import csv
+
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "split"} <= set(rows[0]):
+        raise TalkingHeadError(f"split file {p}: a CSV split needs 'path' and 'split' columns")
+    videos = [{"path": r["path"], "split": r["split"], **({"identity": r["identity"]} if r.get("identity") else {})}
+              for r in rows]
+    return {"name": p.stem, "default_split": "skip", "videos": videos}
 
 
 def apply_split(records: list[VideoRecord], split, root=None) -> list[VideoRecord]:
