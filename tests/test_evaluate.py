@@ -50,8 +50,8 @@ def test_split_video_parts_never_overlap():
 @pytest.fixture(scope="module")
 def quick_report(tiny_model, media, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "report"
-    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--quick", "--out", str(out),
-               "--no-progress"])
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--split", "shared", "--quick",
+               "--out", str(out), "--no-progress"])
     assert rc == 0
     return out
 
@@ -240,3 +240,20 @@ def test_full_protocol(tiny_model, media, tmp_path):
     assert all(min(r["shot_frames"]) >= 4000 for r in franck)  # the held-out tail only, never training frames
     cross = {(r["video"], r["driver"]) for r in rows if r["protocol"] == "cross"}
     assert len(cross) == 6  # every ordered pair of the three people
+
+
+@pytest.mark.media
+def test_evaluate_on_a_plain_folder_without_a_split(tiny_model, media, tmp_path, capsys):
+    """`--data DIR` alone: every video in the folder is a validation video (no split file needed)."""
+    import os
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    os.symlink(media / "videos" / "capman_2.mp4", data / "someone.mp4")
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--model", str(tiny_model), "--data", str(data), "--shots", "1", "--modes", "ff",
+               "--metrics", "ssim,psnr", "--targets", "2", "--frames-per-video", "40", "--no-cross", "--out",
+               str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rows = [r for r in _lines(out) if r["protocol"] == "self" and r["video"] != "all"]
+    assert {r["video"] for r in rows} == {"someone"} and {r["method"] for r in rows} == {*BASELINES, "ff"}

@@ -52,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", type=name_list(_check_metrics), default=default_of(EvalSettings, "metrics"),
                    metavar="NAME,...", help=f"[default: {_csv(ALL_METRICS)}]")
     p.add_argument("--split", default=default_of(EvalSettings, "split"),
-                   help="split file or bundled name [default: %(default)s]")
+                   help="split: a JSON or CSV file (path,identity,split columns) or a bundled name (shared, "
+                   "talking) [default: none: every video under --data is a validation video]")
     p.add_argument("--targets", type=int_range(1), help=f"hold-out target frames per video {_quick_or('targets')}")
     p.add_argument("--max-videos", type=int_range(0),
                    help=f"at most this many validation videos, 0 = all {_quick_or('max_videos', 'all')}")

@@ -66,7 +66,7 @@ def select_records(data, split: str, max_videos: int = 0):
     root = Path(data).expanduser()
     if not root.is_dir():
         raise TalkingHeadError(f"--data must be a folder of videos: {root} is not a folder")
-    spec = load_split(split)
+    spec = load_split(split) if split else {"default_split": "val", "videos": []}  # no split: all validation
     val = [e for e in spec.get("videos", []) if e.get("split") == "val"]
     if not val and spec.get("default_split") != "val":
         raise TalkingHeadError(f"split {split!r} has no validation videos")

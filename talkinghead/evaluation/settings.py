@@ -25,7 +25,7 @@ class EvalSettings:
     shots: tuple[int, ...] = (1, 8, 32)
     modes: tuple[str, ...] = MODES
     metrics: tuple[str, ...] = ALL_METRICS
-    split: str = "shared"
+    split: str = ""  # a split file or bundled name; "" = every video under --data is a validation video
     quick: bool = False
     targets: int = 32  # hold-out target frames per video
     max_videos: int = 0  # 0 = every validation video
