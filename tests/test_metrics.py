@@ -214,7 +214,7 @@ def test_akd_reports_no_face_rate(media):
 # ---------------------------------------------------------------------------------------------- registry
 
 def test_registry_names_and_errors():
-    assert set(REGISTRY) == {"ssim", "psnr", "lpips", "csim", "fid", "akd"}
+    assert set(REGISTRY) == {"ssim", "psnr", "lpips", "csim", "fid", "akd", "mouth"}
     ms = get_metrics("ssim, psnr,fid")
     assert [m.name for m in ms] == ["ssim", "psnr", "fid"]
     assert ms[0].higher_is_better and not ms[2].higher_is_better and ms[2].level == "set"
@@ -247,3 +247,19 @@ def test_metric_suite_pairs_and_fid(monkeypatch):
     s = suite.summary()
     assert s["ssim"] == pytest.approx(1) and s["psnr"] == PSNR_CAP and s["fid"] == pytest.approx(0, abs=1e-6)
     assert s["n"] == 4 and suite.per_image()["ssim"].shape == (4,)
+
+
+def test_mouth_metric_compares_only_the_mouth_box():
+    """Differences outside the target's mouth box do not count; inside they do (L1 by hand)."""
+    from talkinghead.metrics import compute_pairwise, higher_is_better, label
+
+    real = torch.zeros(2, 3, 64, 64)
+    pts = np.zeros((2, 68, 2), np.float32)
+    pts[:, 48:68] = [[24, 40], [40, 44]] * 10  # lips x 24..40, y 40..44 -> box x 20..44, y 36..48
+    fake = real.clone()
+    fake[:, :, :20] = 1.0  # far from the mouth
+    fake[1, :, 36:49, 20:45] = 0.5  # the whole mouth box of image 1
+    v = compute_pairwise(["mouth"], fake, real, real_points=pts)
+    assert v["mouth_l1"][0] == 0 and v["mouth"][0] == pytest.approx(0.0, abs=1e-6)
+    assert v["mouth_l1"][1] == pytest.approx(0.5, abs=0.02) and v["mouth"][1] > 0
+    assert not higher_is_better("mouth") and not higher_is_better("mouth_l1") and label("mouth_l1").endswith("↓")

@@ -13,7 +13,8 @@ import numpy as np
 from talkinghead.evaluation.settings import BASELINES, FID_RELIABLE_FRAMES, SHOT_PART, TARGET_PART
 from talkinghead.metrics import higher_is_better, label
 
-KEYS = ("ssim", "psnr", "lpips", "csim", "akd", "akd_no_face_rate", "csim_no_face_rate")  # averaged per (method, T)
+KEYS = ("ssim", "psnr", "lpips", "csim", "akd", "mouth", "mouth_l1", "akd_no_face_rate",
+        "csim_no_face_rate")  # averaged per (method, T)
 NAME = {"copy": "copy source (baseline)", "warp": "landmark warp (baseline)", "ff": "model FF", "ft": "model FT"}
 
 
@@ -55,8 +56,9 @@ def fmt(v, k: str) -> str:
 
 
 def _columns(metrics, keys) -> list[str]:
-    """The keys among `keys` that the run measured (a no-face rate comes with its metric)."""
-    return [c for c in keys if c in metrics or (c.endswith("_no_face_rate") and c.split("_")[0] in metrics)]
+    """The keys among `keys` that the run measured (a metric's second values — its no-face rate, mouth_l1 —
+    come with it)."""
+    return [c for c in keys if c in metrics or c.split("_")[0] in metrics]
 
 
 def _row(cells) -> str:
@@ -133,7 +135,8 @@ def _self_section(res: dict, methods, shots) -> list[str]:
     fid_col = "fid" in metrics
     out = ["## Self-reenactment (means over videos of per-video means)", "",
            *table(res["self"], res["fid"], methods, shots,
-                  _columns(metrics, ("ssim", "psnr", "lpips", "csim", "akd", "akd_no_face_rate")), fid_col),
+                  _columns(metrics, ("ssim", "psnr", "lpips", "csim", "akd", "mouth", "mouth_l1", "akd_no_face_rate")),
+                  fid_col),
            "",
            "Baselines use the first shot only: their rows are the same for every T. CSIM is to the ground-truth "
            "frame (dlib descriptors: different people still score ~0.8). AKD is in inter-ocular distances, over "

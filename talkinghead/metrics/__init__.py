@@ -24,6 +24,7 @@ from talkinghead.metrics.akd import AKDResult, akd
 from talkinghead.metrics.csim import csim
 from talkinghead.metrics.fid import FIDAccumulator, fid, fid_from_features, inception_features
 from talkinghead.metrics.lpips import lpips
+from talkinghead.metrics.mouth import mouth_metrics
 from talkinghead.metrics.ssim import PSNR_CAP, psnr, ssim
 
 
@@ -36,6 +37,7 @@ class Metric:
     fn: Callable  # pair: fn(fake, ref, **opts) -> dict[str, Tensor (B,)]; set: fn(fake_set, real_set) -> float
     description: str = ""
     label: str = ""  # short name in tables and plots (default: the name in capitals)
+    uses_points: bool = False  # takes the known target landmarks (real_points) when the caller has them
 
     @property
     def per_pair(self) -> bool:
@@ -63,7 +65,11 @@ REGISTRY: dict[str, Metric] = {
                "LPIPS-like (unit-normalised Inception features, equal weights; uncalibrated)", "LPIPS-like"),
         Metric("csim", True, "pair", "source", _csim, "cosine similarity of dlib 128-d face descriptors (PyTorch port by default)"),
         Metric("akd", False, "pair", "real", _akd,
-               "mean landmark distance / driving inter-ocular distance; akd_no_face = no face on fake"),
+               "mean landmark distance / driving inter-ocular distance; akd_no_face = no face on fake",
+               uses_points=True),
+        Metric("mouth", False, "pair", "real", lambda f, r, **o: mouth_metrics(f, r, **o),
+               "LPIPS-like (and mouth_l1: L1) on the target's mouth box, 64² crops", "mouth LPIPS-like",
+               uses_points=True),
         Metric("fid", False, "set", "real", fid, "FID, FID Inception-v3 pool features (2048-d)"),
     ]
 }
@@ -74,8 +80,11 @@ def higher_is_better(key: str) -> bool:
     (`akd_no_face_rate`, ...) are lower-is-better. KeyError for anything else."""
     if key in REGISTRY:
         return REGISTRY[key].higher_is_better
-    if key.endswith("_rate") and key.split("_", 1)[0] in REGISTRY:
+    base = key.split("_", 1)[0]
+    if key.endswith("_rate") and base in REGISTRY:
         return False
+    if base in REGISTRY and not key.endswith("_std"):  # a metric's second value (mouth_l1): its direction
+        return REGISTRY[base].higher_is_better
     raise KeyError(f"no direction known for {key!r}")
 
 
@@ -85,6 +94,8 @@ def label(key: str) -> str:
     if key in REGISTRY:
         return f"{REGISTRY[key].label or key.upper()} {arrow}"
     base, what = key.split("_", 1)
+    if not key.endswith("_rate"):  # a metric's second value, e.g. mouth_l1 -> "mouth L1 ↓"
+        return f"{base} {what.upper()} {arrow}"
     return f"{what.removesuffix('_rate').replace('_', ' ')} ({base.upper()}) {arrow}"
 
 
@@ -115,7 +126,7 @@ def compute_pairwise(names, fake: torch.Tensor, real: torch.Tensor, source: torc
             raise TalkingHeadError(f"{m.name} is a set-level metric: use MetricSuite or FIDAccumulator")
         ref = source if (m.reference == "source" and source is not None) else real
         opts = dict(options.get(m.name, {}))
-        if m.name == "akd" and real_points is not None:
+        if m.uses_points and real_points is not None:
             opts["real_points"] = real_points
         out.update({k: v.detach().float().cpu() for k, v in m.fn(fake, ref, **opts).items()})
     return out
