@@ -226,8 +226,8 @@ def test_verdict_takes_directions_from_the_registry():
 def test_full_protocol(tiny_model, media, tmp_path):
     """Every validation video, T = 1, 8, 32, the model's FT steps (tiny: 20), 32 targets (a few minutes)."""
     out = tmp_path / "full"
-    assert main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--full", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(media / "videos"), "--split", "shared", "--full",
+                 "--out", str(out), "--no-progress"]) == 0
     rows = _lines(out)
     self_rows = [r for r in rows if r["protocol"] == "self" and r["video"] != "all"]
     assert {r["video"] for r in self_rows} == {"franck_tail", "capman_2", "pexels_woman"}
