@@ -83,7 +83,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(path.parent)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        tmp = partial_path(path, ".part")
         write_fn(str(tmp))
         umask = os.umask(0)
         os.umask(umask)

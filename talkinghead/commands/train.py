@@ -92,7 +92,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> list[str]:
 def _resumed_config(args: argparse.Namespace, run: Path):
     """(cfg, state): the checkpoint's config with this command line's training values, and the state."""
     from talkinghead.checkpoint import load_training_state
-    from talkinghead.train.meta import CHECKPOINT
+    from talkinghead.train.meta import CHECKPOINT, check_resume_config
 
     ckpt = run / CHECKPOINT
     if not ckpt.is_file():
@@ -102,9 +102,7 @@ def _resumed_config(args: argparse.Namespace, run: Path):
     if args.preset and args.preset != cfg.name:
         raise TalkingHeadError(f"--resume: {run} was started with preset {cfg.name}, not {args.preset}")
     changes = apply_overrides(cfg, args)
-    model_changes = [c for c in changes if c.startswith("model.")]
-    if model_changes:
-        raise TalkingHeadError("a resumed run keeps its model; cannot change " + ", ".join(model_changes))
+    check_resume_config(Config.from_dict(state["config"]), cfg)  # the Trainer's own check, before any work
     for c in changes:
         log.info("resume: %s (from the command line)", c)
     return cfg, state

@@ -231,8 +231,10 @@ class EpisodeDataset(Dataset):
         picks = rng.choice(int(sizes.sum()), size=self.shots + 1, replace=False)
         starts = np.cumsum(sizes) - sizes
         s = self.image_size
-        frames = [(shards[k], int(p - starts[k])) for p in picks
-                  for k in [int(np.searchsorted(starts, p, side="right") - 1)]]
+        frames = []  # (shard, frame position in it) of the K shots and the target
+        for p in picks:
+            k = int(np.searchsorted(starts, p, side="right") - 1)
+            frames.append((shards[k], int(p - starts[k])))
         xs, ys = zip(*(sh.pair(i, s) for sh, i in frames))
         item = {
             "shots_x": torch.stack(xs[:-1]),  # (K, 3, S, S)
