@@ -38,6 +38,7 @@ import numpy as np
 
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import atomic_write
 
 FORMAT_VERSION = 1
 STALE_TMP_SECONDS = 3600.0  # a temporary shard folder untouched this long is abandoned, whoever made it
@@ -196,10 +197,8 @@ def append_jsonl(path: Path, obj: dict) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    """Writes `obj` to `path` atomically (a temporary file next to it, renamed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    """Writes `obj` to `path` atomically (files.atomic_write: a partial file next to it, renamed)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 
 def write_manifest(out: Path) -> list[dict]:
