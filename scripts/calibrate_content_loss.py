@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from talkinghead import losses
 from talkinghead import perceptual as P
+from talkinghead.images import from_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"  # ../shared/data/videos
 _DET = dlib.get_frontal_face_detector()
@@ -44,7 +45,7 @@ def crop(img: np.ndarray, size: int, shift: float = 0.0) -> torch.Tensor:
     r = max(_DET(img, 0), key=lambda r: r.area())
     side = 1.8 * r.width()
     cx, cy = r.center().x + shift * side, r.center().y - 0.1 * side + shift * side
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = from_uint8(img)[None]  # (1, 3, H, W) in [-1, 1]
     theta = torch.tensor([[[side / img.shape[1], 0, 2 * cx / img.shape[1] - 1],
                            [0, side / img.shape[0], 2 * cy / img.shape[0] - 1]]], dtype=torch.float32)
     grid = F.affine_grid(theta, [1, 3, size, size], align_corners=False)
