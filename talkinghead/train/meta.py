@@ -259,7 +259,7 @@ class Trainer:
             # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
             g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss)
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            extra = warp_terms(out["warp"], x, batch["target_points"].to(dev), self.content_terms, self.cfg.loss) \
+            extra = warp_terms(out["warp"], x, batch["target_points"], self.content_terms, self.cfg.loss) \
                 if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
             loss_g = g["total"] + l_mch + sum(extra.values())
         self._backward(loss_g)

@@ -81,7 +81,8 @@ def warp_terms(out, real: Tensor, target_points: Tensor, content_terms, lc: Loss
     """Weighted extra terms of the warp-guided generator: {"warp", "smooth", "mouth"} (zero when weighted 0).
 
     out: nn.warp_generator.WarpOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
-    target landmarks in crop pixels (their mouth box gets the extra L1)."""
+    target landmarks in crop pixels, on any device (their mouth box gets the extra L1; the box is computed on
+    the CPU, so the loader's CPU tensor serves best)."""
     from talkinghead.landmarks.rasterize import box_mask, mouth_box
 
     zero = real.new_zeros(())
