@@ -32,7 +32,7 @@ class Animator:
     """
 
     def __init__(self, avatar: Avatar, model=None, device: str | torch.device = "cpu", fold: bool = True,
-                 dtype: torch.dtype = torch.float32, backend: str = "torch"):
+                 dtype: torch.dtype = torch.float32, backend: str = "torch", max_output_size: int = 1024):
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         self.avatar = avatar
@@ -55,6 +55,11 @@ class Animator:
             self.source_y = landmark_image_tensor(avatar.source_points, self.image_size)[None].to(self.device, dtype)
             with torch.no_grad():
                 self.source_features = self.G.encode(self.source_x)
+            # full-resolution composition: the face box as large as it is in the source image (≤ max_output_size)
+            self.output_size = int(min(max(round(avatar.crop.side), self.image_size), max_output_size))
+            self.source_full = None  # (1, 3, R, R), made on the first full-size render
+        else:
+            self.output_size = self.image_size
         self.backend, self._session = "torch", None
         if backend == "onnx" and self.warp:
             log.warning("backend 'onnx' is not available for the warp-guided generator; rendering with torch")
@@ -90,9 +95,13 @@ class Animator:
         return landmark_image_tensor(pts, self.image_size)
 
     @torch.no_grad()
-    def render_points(self, points) -> torch.Tensor:
+    def render_points(self, points, full_size: bool = False) -> torch.Tensor:
         """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) frames in [-1, 1]. The warp-guided G moves the
-        avatar's source texture along the landmark flow from each pose to the source's."""
+        avatar's source texture along the landmark flow from each pose to the source's.
+
+        full_size: frames of `output_size` (R) instead: the warp-guided G's flow and blend mask, upsampled,
+        move the source image's own pixels at R (no output blurrier than its source), and only the generated
+        part is upsampled from S. The paper's G has nothing at R: its S frames are returned."""
         y = self.landmark_images(points)
         if not self.warp:
             return self.render(y)
@@ -101,8 +110,29 @@ class Animator:
         pts = np.asarray(points, np.float32).reshape(-1, 68, 2)
         grids = torch.stack([flow_grid(self.avatar.source_points, p, self.image_size) for p in pts])  # (B, S, S, 2)
         y = y.to(self.device, self.dtype)
-        return self.G(y, self.psi, self.source_x, self.source_y, grids.to(self.device, self.dtype),
-                      features=self.source_features).float()
+        out = self.G.render(y, self.psi, self.source_x, self.source_y, grids.to(self.device, self.dtype),
+                            features=self.source_features)
+        if not full_size or self.output_size == self.image_size:
+            return out.image.float()  # (B, 3, S, S)
+        return self.compose_full(out).float()  # (B, 3, R, R)
+
+    def compose_full(self, out) -> torch.Tensor:
+        """A WarpOutput at S -> (B, 3, R, R): mask_R·warp(source_R, grid_R) + (1 − mask_R)·generated_R."""
+        import torch.nn.functional as F
+
+        from talkinghead.images import from_uint8
+        from talkinghead.nn.motion import resize_grid, warp
+
+        r = self.output_size
+        if self.source_full is None:
+            crop = self.avatar.crop.resized(r).crop(self.avatar.source_image)  # (R, R, 3) uint8
+            self.source_full = from_uint8(crop)[None].to(self.device, self.dtype)  # (1, 3, R, R)
+        b = out.image.shape[0]
+        grid = resize_grid(out.grid, r)  # (B, R, R, 2)
+        mask = F.interpolate(out.mask, size=(r, r), mode="bilinear", align_corners=False)  # (B, 1, R, R)
+        generated = F.interpolate(out.generated, size=(r, r), mode="bicubic", align_corners=False).clamp(-1, 1)
+        warped = warp(self.source_full.expand(b, -1, -1, -1), grid)  # (B, 3, R, R)
+        return mask * warped + (1 - mask) * generated
 
 
 

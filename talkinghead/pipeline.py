@@ -165,10 +165,12 @@ def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
     return np.concatenate([_resize_h(driver, h), _resize_h(output, h)], axis=1)
 
 
-def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8) -> Iterator[np.ndarray]:
-    """(T, 68, 2) crop landmarks -> rendered crops (S, S, 3) uint8, in batches of `batch_size`."""
+def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
+                  full_size: bool = True) -> Iterator[np.ndarray]:
+    """(T, 68, 2) crop landmarks -> rendered crops (R, R, 3) uint8, in batches of `batch_size`; R is the
+    animator's output size (the face's size in the source image for the warp-guided G) or S (full_size=False)."""
     for s in range(0, len(targets), max(1, batch_size)):
-        crops = to_uint8(animator.render_points(targets[s:s + batch_size]))  # (B, S, S, 3)
+        crops = to_uint8(animator.render_points(targets[s:s + batch_size], full_size=full_size))  # (B, R, R, 3)
         yield from crops
 
 

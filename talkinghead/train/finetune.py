@@ -36,17 +36,21 @@ class ShotRenderer:
 
     The paper's G draws shot i from its landmark image y_i. The warp-guided G (DESIGN.md §2) moves the texture
     of another shot j — the one nearest in pose (itself when T = 1) — with the landmark flow from shot i's
-    landmarks to shot j's; `points` (T, 68, 2) are needed then."""
+    landmarks to shot j's; `points` (T, 68, 2) are needed then. With one shot, the training pairs
+    (`train=True`) take a randomly deformed copy of the shot as the source instead (train/augment.py), so
+    fine-tuning learns to move this face rather than to copy it."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, warp: bool = False):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, warp: bool = False, seed: int = 0):
         self.x, self.y = x, y
         self.source = self.grids = None
+        self.points = None
+        self.rng = np.random.default_rng(seed)
         if warp:
             from talkinghead.landmarks.warp import flow_grid, nearest_pose
 
             if points is None:
                 raise ValueError("the warp generator needs the shots' landmarks")
-            pts = np.asarray(points, np.float32)
+            pts = self.points = np.asarray(points, np.float32)
             T, S = len(pts), x.shape[-1]
             self.source = []
             for i in range(T):
@@ -54,11 +58,19 @@ class ShotRenderer:
                 self.source.append(others[nearest_pose(pts[others], pts[i])])
             self.grids = torch.stack([flow_grid(pts[j], pts[i], S) for i, j in enumerate(self.source)]).to(x.device)
 
-    def __call__(self, G: nn.Module, psi: torch.Tensor, idx) -> torch.Tensor:
-        """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S)."""
+    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False) -> torch.Tensor:
+        """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S). train: a fine-tuning step's pairs
+        (one shot: from a deformed copy of itself)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         if self.source is None:
             return G(self.y[idx], psi.expand(len(idx), -1))
+        if train and len(self.x) == 1:
+            from talkinghead.landmarks.rasterize import landmark_image_tensor
+            from talkinghead.train.augment import deformed_sources
+
+            src_x, src_pts, grids = deformed_sources(self.x[idx], self.points[idx.numpy()], self.rng)
+            src_y = landmark_image_tensor(src_pts, self.x.shape[-1]).to(self.x.device, self.x.dtype)
+            return G(self.y[idx], psi.expand(len(idx), -1), src_x, src_y, grids)
         src = torch.as_tensor([self.source[int(i)] for i in idx], dtype=torch.long)
         return G(self.y[idx], psi.expand(len(idx), -1), self.x[src], self.y[src], self.grids[idx])
 
@@ -89,6 +101,8 @@ class _ShotBatches:
         self.order, self.pos = torch.randperm(T, generator=self.g), 0
 
     def next(self) -> torch.Tensor:
+        if self.T == 1:
+            return torch.zeros(self.bs, dtype=torch.long)  # one shot, repeated (e.g. as differently deformed pairs)
         if self.pos + self.bs > self.T:
             self.order, self.pos = torch.randperm(self.T, generator=self.g), 0
         idx = self.order[self.pos:self.pos + self.bs]
@@ -110,7 +124,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     e = e_hat.detach().to(device).view(1, -1)  # (1, N)
     with torch.no_grad():
         psi = nn.Parameter(G.project(e).detach().clone())  # ψ' (1, P) = P·ê
-    shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp")
+    shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp", seed=seed)
     stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
     opt_g = torch.optim.Adam([p for n, p in G.named_parameters() if not n.startswith("proj.")] + [psi],
                              lr=ft.lr_g, betas=betas)
@@ -122,6 +136,10 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
         opt_d = torch.optim.Adam([p for n, p in D.named_parameters() if not n.startswith("W.")] + [w],
                                  lr=ft.lr_d, betas=betas)
     batches = _ShotBatches(len(x), ft.batch_size, seed)
+    # one photo, warp-guided G: each step's pairs are random deformations, two of them per step
+    one_shot = shots.points is not None and len(x) == 1
+    if one_shot:
+        batches.bs = min(2, ft.batch_size)
     best, best_step, ema, step = math.inf, 0, None, 0
     t0 = time.time()
     with progress_bar(ft.steps, "fine-tune", "step", progress) as bar:
@@ -129,7 +147,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             idx = batches.next()
             xb, yb = x[idx], y[idx]  # (B, 3, S, S)
             # -- G' phase with D' frozen (paper §3.3)
-            fake = shots(G, psi, idx)
+            fake = shots(G, psi, idx, train=True)
             if D is not None:
                 D.requires_grad_(False)
             g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
@@ -149,7 +167,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             c = float(g["cnt"].detach())
             if not math.isfinite(c):
                 raise TalkingHeadError(f"fine-tuning diverged at step {step} (content loss {c})")
-            ema = c if ema is None or batches.bs == batches.T else 0.7 * ema + 0.3 * c
+            ema = c if ema is None or (batches.bs == batches.T and not one_shot) else 0.7 * ema + 0.3 * c
             if ema < best * (1 - ft.min_delta):
                 best, best_step = ema, step
             bar.set_postfix(cnt=f"{c:.4g}", d=f"{loss_d:.3g}", refresh=False)
