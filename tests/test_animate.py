@@ -379,3 +379,32 @@ def test_truncated_driver_or_source_video_is_an_error_not_two_frames(models, tmp
                         "--no-progress"], capsys)
     assert rc == 1 and len(err) == 1 and ("truncated" in err[0] or "corrupt" in err[0]), err
     assert not av.exists()
+
+
+@pytest.mark.media
+def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
+    """`animate photo driver --finetune 3` fine-tunes first (paper §3.3 FT) and renders with the fine-tuned
+    warp-guided G; the face is composed at its size in the photo and pasted back. --finetune on an .avatar
+    file is a one-line error."""
+    from talkinghead.config import warp_tiny
+
+    torch.manual_seed(0)
+    cfg = warp_tiny()
+    E, G, D = build_models(cfg.model)
+    model = tmp_path / "warp.safetensors"
+    save_model(model, cfg, E, G, D)
+    clip = _cut(DRIVER, tmp_path / "drive.mp4", 6)
+    out = tmp_path / "out.mp4"
+    rc = main(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(model), "--finetune", "3",
+               "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "fine-tuned 3 steps" in captured.out
+    frames = list(video.iter_frames(out))
+    assert len(frames) == 6 and frames[0].shape == video.read_image(SOURCE).shape
+    av = tmp_path / "a.avatar"
+    make_ff_avatar([str(SOURCE)], model, shots=1).save(av)
+    rc, err = _run_cli(["animate", str(av), str(clip), "-o", str(tmp_path / "x.mp4"), "--finetune", "--no-progress"],
+                       capsys)
+    assert rc != 0 and len(err) == 1 and "--finetune" in err[0]
+    assert not (tmp_path / "x.mp4").exists()
