@@ -9,15 +9,19 @@ evenly spread; never overlapping the shot part). Each target is rendered from it
 - copy: the first shot unchanged (baselines.copy_source),
 - warp: the first shot warped piecewise-affinely from its landmarks to the target's (baselines.warp_baseline),
 - ff:   G with ψ̂ = P·ê, ê = mean of E over the T shots (paper §3.3 feed-forward),
-- ft:   G' and ψ' fine-tuned on the T shots (paper §3.3; train.finetune.finetune_generator),
-and scored against the ground-truth frame by the metrics registry (talkinghead.metrics): SSIM, PSNR, LPIPS-like,
-CSIM (to the ground truth), AKD + no-face rate (vs the target's landmarks) per frame, FID per method × T over
-all videos' targets (set level; strongly biased below a few hundred frames, flagged as unreliable).
+- ft:   G' and ψ' fine-tuned on the T shots (paper §3.3; train.finetune.finetune_generator).
+The warp-guided G (model.generator = "warp", DESIGN.md §2) draws each target (FF and FT) from the texture of the
+shot nearest to it in pose (landmarks.warp.nearest_pose), moved by the landmark flow from the target's landmarks to
+that shot's: more shots, nearer textures (rows list them as texture_frames). Every render is scored against the
+ground-truth frame by the metrics registry (talkinghead.metrics): SSIM, PSNR, LPIPS-like, CSIM (to the ground
+truth), AKD + no-face rate (vs the target's landmarks) per frame, FID per method × T over all videos' targets (set
+level; strongly biased below a few hundred frames, flagged as unreliable).
 The baselines use the first shot only, so their values do not depend on T (they are listed per T anyway).
 
 Cross-identity (DESIGN.md §2): source video a's avatars driven by video b's target frames (a, b of different
 identities), the driver's motion retargeted relative to its most neutral frame onto a's first shot
-(landmarks.retarget); CSIM to a's first shot (the source identity) and AKD to the retargeted landmarks.
+(landmarks.retarget; the warp G draws from a's shot nearest to each retargeted pose); CSIM to a's first shot
+(the source identity) and AKD to the retargeted landmarks.
 
 Output (a run folder, DESIGN.md §4): REPORT_DIR/results.jsonl (appended: one line per video × method × T ×
 protocol, plus FID lines), report.md (tables of means over videos), config.json, metrics_vs_T.png,

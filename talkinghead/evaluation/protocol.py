@@ -26,14 +26,62 @@ from talkinghead.evaluation.settings import (
 
 
 # ---- rendering -------------------------------------------------------------------------------------------
+@dataclass
+class WarpSources:
+    """The texture of the warp-guided G (DESIGN.md §2) for n targets: each target is drawn from the shot nearest
+    to it in pose (landmarks.warp.nearest_pose), moved along the landmark flow from the target to that shot."""
+
+    x: torch.Tensor  # (T, 3, S, S) the shots in [-1, 1]
+    y: torch.Tensor  # (T, 3, S, S) their landmark images
+    points: np.ndarray  # (T, 68, 2) their landmarks, crop pixels
+    targets: np.ndarray  # (n, 68, 2) the targets' (or retargeted driving) landmarks, crop pixels
+    source: torch.Tensor | None = None  # (n,) long: the shot each target is drawn from
+
+    def __post_init__(self):
+        from talkinghead.landmarks.warp import nearest_pose
+
+        self.points = np.asarray(self.points, np.float32).reshape(-1, 68, 2)
+        self.targets = np.asarray(self.targets, np.float32).reshape(-1, 68, 2)
+        if self.source is None:
+            self.source = torch.as_tensor([nearest_pose(self.points, p) for p in self.targets], dtype=torch.long)
+
+    def batch(self, i: int, j: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Targets i..j-1: source x, source y (b, 3, S, S) and the backward grids target -> source (b, S, S, 2)."""
+        from talkinghead.landmarks.warp import flow_grid
+
+        src, size = self.source[i:j], self.x.shape[-1]
+        grids = torch.stack([flow_grid(self.points[k], p, size) for k, p in zip(src.tolist(), self.targets[i:j])])
+        return self.x[src].to(device), self.y[src].to(device), grids.to(device)
+
+
 @torch.no_grad()
-def render(G: torch.nn.Module, psi: torch.Tensor, y: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    """G(y, ψ) for landmark images y (n, 3, S, S), ψ (1, P) -> frames (n, 3, S, S) in [-1, 1] (paper §3.3)."""
-    G.eval()
-    dev = psi.device
-    out = [G(y[i:i + batch].to(dev), psi.expand(len(y[i:i + batch]), -1)).float().cpu()
-           for i in range(0, len(y), batch)]
-    return torch.cat(out).clamp(-1, 1)
+def render(G: torch.nn.Module, psi: torch.Tensor, y: torch.Tensor, batch: int = 8,
+           warp: WarpSources | None = None) -> torch.Tensor:
+    """G(y, ψ) for landmark images y (n, 3, S, S), ψ (1, P) -> frames (n, 3, S, S) in [-1, 1] (paper §3.3).
+    The warp-guided G also takes each target's texture source and flow from `warp` (one per target of y)."""
+    return render_modes({None: (G, psi)}, y, batch, warp)[None]
+
+
+@torch.no_grad()
+def render_modes(gens: dict, y: torch.Tensor, batch: int = 8, warp: WarpSources | None = None) -> dict:
+    """`render` for several (G, ψ) of one person, {mode: (G, ψ)} -> {mode: (n, 3, S, S)}: the warp G's
+    sources and flow grids are made once per batch for all of them."""
+    out = {mode: [] for mode in gens}
+    for G, _ in gens.values():
+        G.eval()
+    for i in range(0, len(y), batch):
+        src = None
+        for mode, (G, psi) in gens.items():
+            dev = psi.device
+            yb = y[i:i + batch].to(dev)  # (b, 3, S, S)
+            psi_b = psi.expand(len(yb), -1)  # (b, P)
+            if warp is None:
+                out[mode].append(G(yb, psi_b).float().cpu())
+                continue
+            if src is None or src[0].device != dev:  # source, source_y (b, 3, S, S), grids (b, S, S, 2)
+                src = warp.batch(i, i + len(yb), dev)
+            out[mode].append(G(yb, psi_b, *src).float().cpu())
+    return {mode: torch.cat(frames).clamp(-1, 1) for mode, frames in out.items()}
 
 
 def render_baselines(x_src: torch.Tensor, p_src: np.ndarray, p_targets: np.ndarray) -> dict:
@@ -53,6 +101,11 @@ class PersonModels:
     gens: dict  # mode -> (G, psi (1, P))
     ft_stats: dict | None = None
     seconds: dict = field(default_factory=dict)
+    shots: tuple | None = None  # warp G only: the T shots x, y (T, 3, S, S) and points (T, 68, 2)
+
+    def warp_sources(self, target_points) -> WarpSources | None:
+        """The warp G's texture for targets (n, 68, 2): the nearest shot each; None for the paper's G."""
+        return None if self.shots is None else WarpSources(*self.shots, target_points)
 
 
 # ---- one run ---------------------------------------------------------------------------------------------
@@ -202,14 +255,18 @@ def _self_row(run: Run, v: EvalVideo, method: str, T: int, shot_pos, summ, per, 
             "target_frames": v.frames(v.target_pos), "metrics": summ, "per_frame": per, **extra}
 
 
-def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor) -> tuple[PersonModels, float]:
+def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -> tuple[PersonModels, float]:
     """FF (ψ̂ = P·ê, ê = mean of E over the shots, paper eq. 1) and/or FT (G', ψ' fine-tuned on the shots,
-    paper §3.3) from T shots x, y (T, 3, S, S); also ‖ê‖."""
+    paper §3.3) from T shots x, y (T, 3, S, S); also ‖ê‖. points (T, 68, 2): the shots' landmarks, needed by
+    the warp-guided G (its texture sources, and fine-tuning's flows)."""
     from talkinghead.shots import embed_shots
 
     dev, lm = run.device, run.lm
+    warp = lm.cfg.model.generator == "warp"
+    if warp and points is None:
+        raise ValueError("the warp-guided generator needs the shots' landmarks")
     e_hat = embed_shots(lm.E, xs.to(dev), ys.to(dev))  # (N,)
-    pm = PersonModels({})
+    pm = PersonModels({}, shots=(xs, ys, points) if warp else None)
     if "ff" in run.st.modes:
         with torch.no_grad():
             pm.gens["ff"] = (lm.G, lm.G.eval().project(e_hat.view(1, -1)))  # ψ̂ (1, P)
@@ -218,7 +275,8 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor) -> tuple[Perso
 
         t0 = time.time()
         G_ft, psi_ft, pm.ft_stats = finetune_generator(lm, xs.to(dev), ys.to(dev), e_hat, run.ft_cfg, device=dev,
-                                                       progress=False, seed=run.st.seed, content_terms=run.terms)
+                                                       progress=False, seed=run.st.seed, content_terms=run.terms,
+                                                       points=points if warp else None)
         pm.gens["ft"] = (G_ft, psi_ft)
         pm.seconds["ft"] = time.time() - t0
     return pm, float(e_hat.norm())
@@ -239,15 +297,19 @@ def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:
 
 
 def _self_models(run: Run, v: EvalVideo, T: int, renders: dict, res: SelfResult) -> None:
-    """FF/FT from v's T shots, rendered from its targets' landmarks and scored."""
-    sp, xs, ys, _ = v.shots[T]
-    pm, norm = few_shot_models(run, xs, ys)
+    """FF/FT from v's T shots, rendered from its targets' landmarks (the warp G: from each target's nearest
+    shot) and scored."""
+    sp, xs, ys, ps = v.shots[T]
+    pm, norm = few_shot_models(run, xs, ys, ps)
     res.e_norms.append(norm)
     res.persons[(v.video_id, T)] = pm
-    for mode, (G, psi) in pm.gens.items():
-        fake = renders[(mode, T)] = render(G, psi, v.y_targets)  # (n, 3, S, S)
+    warp = pm.warp_sources(v.p_targets)  # None for the paper's G
+    for mode, fake in render_modes(pm.gens, v.y_targets, warp=warp).items():  # (n, 3, S, S) each
+        renders[(mode, T)] = fake
         summ, per = res.score(run, v, fake, [(mode, T)])
         extra = {"embedding_norm": round(norm, 6)}
+        if warp is not None:  # the shot each target's texture came from (source-video frame)
+            extra["texture_frames"] = v.frames([sp[k] for k in warp.source.tolist()])
         if mode == "ft":
             extra["finetune"] = {k: pm.ft_stats[k] for k in ("ff", "ft", "steps", "seconds", "early_exit")}
         res.rows.append(_self_row(run, v, mode, T, sp, summ, per, **extra))
@@ -304,8 +366,10 @@ def _cross_pair(run: Run, a: EvalVideo, b: EvalVideo, persons: dict, names) -> t
     y = landmark_image_tensor(pts, run.size)  # (n, 3, S, S)
     renders = render_baselines(xs0[0], ps0[0], pts)
     for T in a.shots:
-        for mode, (G, psi) in persons[(a.video_id, T)].gens.items():
-            renders[(mode, T)] = render(G, psi, y)
+        pm = persons[(a.video_id, T)]
+        warp = pm.warp_sources(pts)  # the warp G: a's shot nearest to each retargeted pose; None for the paper's
+        for mode, fake in render_modes(pm.gens, y, warp=warp).items():
+            renders[(mode, T)] = fake  # (n, 3, S, S)
     info = {"protocol": "cross", "video": a.video_id, "identity": a.identity, "driver": b.video_id,
             "driver_identity": b.identity, "driver_frames": b.frames(b.target_pos),
             "driver_reference_frame": b.frames([b.target_pos[ref]])[0], "retarget": "relative"}
