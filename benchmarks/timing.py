@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's small landmark maths: no spinning BLAS pool
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """Test-wide settings, the real-media location and its marker.
 
 - OpenMP workers sleep when idle (set before torch loads): with spinning workers, torch ran 10-40x slower
-  whenever another process shared the CPU; tests run torch on one intra-op thread.
+  whenever another process shared the CPU; tests run torch on one intra-op thread, numpy's OpenBLAS on one
+  (its pool made a landmark warp 30x slower on a busy CPU).
 - `MEDIA` is ../shared/data (see its MANIFEST.md). A test that needs it is marked `@pytest.mark.media` and is
   skipped, with the reason, where the folder is absent; the `media` fixture gives the path.
 """
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's small landmark maths: no spinning BLAS pool
 
 import pytest  # noqa: E402
 

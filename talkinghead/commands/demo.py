@@ -1,5 +1,5 @@
 """`talkinghead demo`: fine-tunes the bundled model on the bundled Mona Lisa (paper §3.3 FT, one shot, as in the
-paper's Mona Lisa figure) and animates her with the bundled driving clip (relative motion, DESIGN.md §2),
+paper's Mona Lisa figure; the model's own number of steps unless --steps) and animates her with the bundled driving clip (relative motion, DESIGN.md §2),
 writing DIR/monalisa.mp4 (the whole painting) and DIR/monalisa_side_by_side.mp4 (driver | output).
 """
 
@@ -11,20 +11,13 @@ from pathlib import Path
 
 from talkinghead.commands.options import add_device, add_progress, int_range
 
-# Fine-tuning steps: measured ~0.5 s of CPU time each for the small model (one 128² shot, batch 1, content
-# terms Inception + dlib ResNet, D' with hinge loss); 100 steps + rendering the 120 frames took 75 s of CPU
-# time in all (165 s wall on a 2-core machine shared with 4 other jobs). 150 steps keeps the demo at ~2 min
-# on an idle 2-core CPU, well under 5.
-DEMO_STEPS = 150
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Fine-tune the bundled model on the Mona Lisa (one photo, paper §3.3) and make her talk "
                      "with the bundled driving clip: writes monalisa.mp4 and monalisa_side_by_side.mp4.")
     p.add_argument("--out", default="demo", help="output folder [default: ./demo]")
     p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
-    p.add_argument("--steps", type=int_range(1, 100_000), default=DEMO_STEPS,
-                   help=f"fine-tuning steps [default: {DEMO_STEPS}]")
+    p.add_argument("--steps", type=int_range(1, 100_000),
+                   help="fine-tuning steps [default: the model's finetune.steps]")
     p.add_argument("--mode", choices=("ft", "ff"), default="ft", help="ft (fine-tune) or ff (instant) [default: ft]")
     add_device(p)
     add_progress(p)
