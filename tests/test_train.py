@@ -169,6 +169,34 @@ def test_interrupt_mid_step_checkpoints_a_whole_step_and_resumes_exactly(tmp_pat
             assert log_part[6][k] == pytest.approx(log_full[6][k], rel=1e-5, abs=1e-6), (sig, k)
 
 
+def test_sigterm_to_the_loader_workers_too_still_checkpoints(tmp_path):
+    """A stop that signals the whole process group (Ctrl-C in a terminal, a session ending) reaches the
+    DataLoader workers as well: they leave it to the main process, which finishes the step and checkpoints."""
+    import signal
+    import time
+
+    cfg = tiny_cfg(20)
+    cfg.train.num_workers = 1
+    tr = Trainer(cfg, tmp_path / "run", dataset=SyntheticEpisodes(), progress=False)
+    step_ge = tr.opt_ge.step
+
+    def interrupted_step(*a, **k):
+        out = step_ge(*a, **k)
+        if tr.step == 2:
+            me = os.getpid()
+            children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+            assert children  # the loader's worker
+            # sent by another process, as a group signal is (a worker exits quietly on its parent's SIGTERM)
+            subprocess.run(["kill", "-TERM", *children, str(me)], check=True)
+            time.sleep(0.5)  # the workers' fate is known before the step ends
+        return out
+
+    tr.opt_ge.step = interrupted_step
+    with pytest.raises(Terminated):
+        tr.train()
+    assert load_training_state(tmp_path / "run" / CHECKPOINT)["step"] == 3
+
+
 def test_crafted_training_checkpoint_cannot_run_code(tmp_path):
     """`train --resume` reads checkpoints/last.pt with weights_only: a pickle that would run code is refused."""
     ran = tmp_path / "code_ran"

@@ -86,6 +86,17 @@ class GeneratorWithEmbedder(nn.Module):
         return {"image": out.image, "e_hat": e_hat, "warp": out}
 
 
+def leave_interrupts_to_main(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C (or a stop that signals the whole
+    process group) reaches them too, and a worker killed mid-step made the main process fail with a traceback
+    instead of finishing the step and checkpointing. Workers still end with the main process (PyTorch's
+    parent watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def grad_norm(params) -> float:
     sq = 0.0
     for p in params:
@@ -316,7 +327,7 @@ class Trainer:
         sampler = EpisodeBatchSampler(len(self.dataset), t.batch_size, self.step, t.steps, self.info.rank,
                                       self.info.world_size)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers,
-                          pin_memory=self.device.type == "cuda",
+                          pin_memory=self.device.type == "cuda", worker_init_fn=leave_interrupts_to_main,
                           persistent_workers=False, prefetch_factor=4 if t.num_workers else None)
 
     def train(self, max_steps: int | None = None, stop_after_seconds: float | None = None) -> dict:
