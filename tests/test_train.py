@@ -172,7 +172,6 @@ def test_interrupt_mid_step_checkpoints_a_whole_step_and_resumes_exactly(tmp_pat
 def test_sigterm_to_the_loader_workers_too_still_checkpoints(tmp_path):
     """A stop that signals the whole process group (Ctrl-C in a terminal, a session ending) reaches the
     DataLoader workers as well: they leave it to the main process, which finishes the step and checkpoints."""
-    import signal
     import time
 
     cfg = tiny_cfg(20)
