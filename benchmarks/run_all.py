@@ -33,12 +33,16 @@ SUITE = [
     ("generator", "bench_generator.py", ["--presets", "small", "--batches", "1", "--repeats", "2", "--threads", "2",
                                          "--json", "{out}/generator.json"], 60),
     ("train", "bench_train.py", ["--presets", "tiny", "--steps", "2", "--json", "{out}/train.json"], 60),
+    # the warp-guided generator's speed targets; FT: 3 steps projected to the model's default (the standalone
+    # run's default runs them all)
+    ("warp", "bench_warp.py", ["--repeats", "1", "--batch", "4", "--frames", "4", "--ft-steps", "3", "--threads", "2",
+                               "--json", "{out}/warp.json"], 75),
     # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model). The paper
     # preset (256², ~3 s per frame and ~1 min per FT step here) is left to the standalone run's defaults.
     ("animation", "bench_animation.py", ["--presets", "tiny,small", "--frames", "8", "--batches", "1,8",
                                          "--ft-steps", "2", "--shots", "1,8,32", "--ft-budget", "20", "--repeat", "1",
                                          "--pipeline", "tiny", "--avatar-ft-steps", "5", "--threads", "2",
-                                         "--json", "{out}/animation.json"], 225),
+                                         "--json", "{out}/animation.json"], 150),
 ]
 HELPERS = {"run_all.py", "timing.py", "animation_pipeline.py"}  # modules of the suite, not benchmarks
 
