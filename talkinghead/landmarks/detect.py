@@ -9,6 +9,8 @@ frame's landmarks, then smooths the points over time (One-Euro filter) so drivin
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -63,6 +65,15 @@ def _as_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+@functools.lru_cache(maxsize=1)
+def _dlib_models():
+    """dlib's HOG detector and 68-point predictor, loaded once per process (~0.65 s: most of an FF avatar's
+    time when every call loaded them again). Both are read-only at inference and serve every DlibDetector."""
+    import dlib
+
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+
+
 class DlibDetector:
     """dlib HOG frontal face detector + 68-point shape predictor (iBUG 300-W markup).
 
@@ -78,8 +89,7 @@ class DlibDetector:
         self.upsample = int(upsample)
         self.max_side = int(max_side)
         self.adjust_threshold = float(adjust_threshold)
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+        self._detector, self._predictor = _dlib_models()
 
     def __getstate__(self):  # dlib objects don't pickle; rebuild in the worker process
         return {"upsample": self.upsample, "max_side": self.max_side, "adjust_threshold": self.adjust_threshold}
