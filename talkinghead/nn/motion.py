@@ -8,8 +8,8 @@ at the source, both landmark images and the coarsely warped source and returns
 - a residual flow, added to the coarse grid (its last layer starts at zero: training starts from the
   classical warp);
 - an occlusion map that gates the warped source features (1: the source shows this pixel);
-- a blend mask: output = mask·warp(source) + (1 − mask)·generated (its bias starts high, so the untrained
-  generator reproduces the classical warp).
+- a blend mask: output = mask·warp(source) + (1 − mask)·generated (the generator's RGB head starts at zero
+  over the warped source, so the untrained generator is the classical warp whatever the mask).
 Grids are in grid_sample's normalised coordinates with align_corners=True (pixel centres at −1 … 1).
 """
 
@@ -79,11 +79,11 @@ class MotionRefiner(nn.Module):
     blend mask (B, 1, S, S) in (0, 1), upsampled to the generator's size S.
 
     levels: halvings in the hourglass; ch: channels after the first conv (doubling per level, ≤ 4·ch).
-    mask_bias: initial logit of the blend mask (σ(4) ≈ 0.982 → output ≈ classical warp);
+    mask_bias: initial logit of the blend mask (0: an even blend of the warp and its correction);
     occlusion_bias: initial logit of the occlusion map (≈ 1: every source feature passes).
     """
 
-    def __init__(self, size: int, ch: int = 32, levels: int = 3, in_ch: int = 12, mask_bias: float = 4.0,
+    def __init__(self, size: int, ch: int = 32, levels: int = 3, in_ch: int = 12, mask_bias: float = 0.0,
                  occlusion_bias: float = 4.0):
         super().__init__()
         self.size = size

@@ -8,9 +8,12 @@ own texture (after first-order-model's occlusion-aware generator and Samsung's b
 2. the source's encoder features, warped by the flow at every scale and gated by the occlusion map;
 3. a decoder whose AdaIN parameters are ψ̂ = P·ê, as in the paper (FF and FT of §3.3 work unchanged), fed
    the gated features and the driving landmark image at every scale;
-4. output = mask·warp(source) + (1 − mask)·generated.
-With the refiner's initial heads the untrained generator reproduces the classical warp up to
-(1 − σ(mask_bias))·|generated − warp| per pixel.
+4. output = mask·warp(source) + (1 − mask)·generated, where the decoder's RGB head draws `generated` as a
+   correction of the warped source: generated = clamp(warp(source) + Δ, −1, 1).
+The refiner's residual-flow head and the RGB head Δ start at zero, so the untrained generator *is* the
+classical warp (exactly, whatever the blend mask). An earlier design started the mask at σ(4) ≈ 0.98 over an
+absolute RGB head instead: the saturated sigmoid damped the decoder's and the mask's gradients ~50×, and 700
+CPU steps left the output equal to the warp (content loss ratio 1.000).
 
 ψ layout as `Generator`: the AdaIN layers in forward order (bottleneck res blocks, up blocks, out_norm), each
 [scale deltas (C) | biases (C)].
@@ -21,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
@@ -35,7 +39,7 @@ class WarpOutput:
 
     image: Tensor  # (B, 3, S, S) mask·warped + (1 − mask)·generated
     warped: Tensor  # (B, 3, S, S) the source warped by the refined flow
-    generated: Tensor  # (B, 3, S, S) the decoder's image
+    generated: Tensor  # (B, 3, S, S) the decoder's image: the warped source plus its correction Δ
     mask: Tensor  # (B, 1, S, S) blend mask (1 = warped source)
     occlusion: Tensor  # (B, 1, S, S)
     grid: Tensor  # (B, S, S, 2) refined backward grid (driving → source)
@@ -63,6 +67,10 @@ class WarpGenerator(AdaINDecoder):
                                     mask_bias=cfg.mask_bias)
         up_out = chs[-2::-1] + [cfg.base_channels]
         self.build_decoder(cfg, chs[-1], up_out)
+        # RGB head Δ over the warped source: a plain conv at zero (spectral norm of a zero matrix is undefined)
+        self.out_conv = nn.Conv2d(cfg.base_channels, 3, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
         # gated warped features + the driving landmark image (+ occlusion) enter at every scale (1×1 convs):
         # the encoder's feature at the bottleneck and at each up block's output scale, the source itself at S
         skip_in = chs[-2::-1] + [3]
@@ -101,7 +109,8 @@ class WarpGenerator(AdaINDecoder):
         for block, inject, skip in zip(self.up, self.inject[1:], skips):
             h = block(h, parts.pop(0))
             h = h + inject(torch.cat([h, gated(skip)], dim=1))
-        generated = self.to_rgb(h, parts.pop(0))  # (B, 3, S, S)
+        delta = self.out_conv(F.relu(self.out_norm(h, parts.pop(0))))  # (B, 3, S, S), 0 when untrained
+        generated = (warped + delta).clamp(-1.0, 1.0)
         image = mask * warped + (1 - mask) * generated
         return WarpOutput(image, warped, generated, mask, occlusion, grid, residual)
 
