@@ -7,7 +7,7 @@ import torch
 
 from talkinghead.landmarks.warp import flow_grid
 from talkinghead.nn.motion import identity_grid, warp
-from talkinghead.train.augment import JAW_DOWN, deformed_sources, random_pose_change
+from talkinghead.train.augment import JAW_DOWN, JAW_WEIGHT, deformed_sources, random_pose_change
 
 
 def _face_points(size: int = 64) -> np.ndarray:
@@ -19,13 +19,20 @@ def _face_points(size: int = 64) -> np.ndarray:
     return (np.concatenate([jaw, inner]) * size).astype(np.float32)
 
 
-def test_no_motion_keeps_the_points_and_the_jaw_moves_alone_vertically():
+def test_no_motion_keeps_the_points_and_a_closed_mouth_never_closes_further():
     pts = _face_points()
     rng = np.random.default_rng(1)
     assert np.allclose(random_pose_change(pts, 64, rng, motion=0.0), pts, atol=1e-5)
     moved = random_pose_change(pts, 64, np.random.default_rng(2))
     d = np.abs(moved - pts).max()
     assert 0 < d < 0.15 * 64  # a nearby pose, not another face
+    closed = pts.copy()
+    closed[[65, 66, 67]] = closed[[63, 62, 61]]  # inner lips touching
+    for seed in range(40):
+        m = random_pose_change(closed, 64, np.random.default_rng(seed))
+        gap = m[[65, 66, 67], 1] - m[[63, 62, 61], 1]
+        assert gap.min() > -1e-3, seed  # the lower lip never crosses the upper one
+    assert JAW_DOWN.size == len(JAW_WEIGHT)
 
 
 def test_deformed_source_is_moved_back_onto_the_photo():
@@ -44,7 +51,6 @@ def test_deformed_source_is_moved_back_onto_the_photo():
     assert float(roundtrip) < 0.03
     assert float((src - photo).abs().mean()) > 3 * float(roundtrip)
     assert float((back - identity_grid(1, s)).abs().max()) > 0.02  # a real motion to undo
-    assert JAW_DOWN.size == 13
 
 
 def test_one_shot_training_pairs_are_not_the_identity():

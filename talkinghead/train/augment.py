@@ -23,14 +23,17 @@ JAW_WEIGHT = np.r_[np.array([0.4, 0.7, 1.0, 0.7, 0.4]), np.ones(8)]
 
 def random_pose_change(points: np.ndarray, size: int, rng: np.random.Generator, motion: float = 1.0) -> np.ndarray:
     """(68, 2) crop-pixel landmarks -> a plausible nearby pose (68, 2): rotation ±5°, scale ±5 %, shift ±3 % of
-    S about the face centre, the jaw and lower lip moved by up to ±4 % of S vertically; `motion` scales all."""
+    S about the face centre, and the jaw and lower lip moved vertically: opened by up to 4 % of S, or closed by
+    at most the current inner-lip gap (a closed mouth cannot close further: its lips would fold over each
+    other); `motion` scales all."""
     p = np.asarray(points, np.float64)
     c = p.mean(0)
     a = np.deg2rad(rng.uniform(-5, 5)) * motion
     s = 1.0 + rng.uniform(-0.05, 0.05) * motion
     rot = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     out = (p - c) @ rot.T + c + rng.uniform(-0.03, 0.03, 2) * size * motion
-    drop = rng.uniform(-0.04, 0.04) * size * motion
+    gap = max(float(np.mean(p[[65, 66, 67], 1] - p[[63, 62, 61], 1])), 0.0)  # inner lower − upper lip
+    drop = rng.uniform(-min(gap, 0.04 * size), 0.04 * size) * motion
     out[JAW_DOWN, 1] += JAW_WEIGHT * drop * s
     return out.astype(np.float32)
 
