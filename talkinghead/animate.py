@@ -99,9 +99,9 @@ class Animator:
         """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) frames in [-1, 1]. The warp-guided G moves the
         avatar's source texture along the landmark flow from each pose to the source's.
 
-        full_size: frames of `output_size` (R) instead: the warp-guided G's flow and blend mask, upsampled,
-        move the source image's own pixels at R (no output blurrier than its source), and only the generated
-        part is upsampled from S. The paper's G has nothing at R: its S frames are returned."""
+        full_size: frames of `output_size` (R) instead: the warp-guided G's flow, upsampled, moves the source
+        image's own pixels at R (no output blurrier than its source); only the network's correction of them is
+        upsampled from S (`compose_full`). The paper's G has nothing at R: its S frames are returned."""
         y = self.landmark_images(points)
         if not self.warp:
             return self.render(y)
@@ -117,23 +117,38 @@ class Animator:
         return self.compose_full(out).float()  # (B, 3, R, R)
 
     def compose_full(self, out) -> torch.Tensor:
-        """A WarpOutput at S -> (B, 3, R, R): mask_R·warp(source_R, grid_R) + (1 − mask_R)·generated_R."""
+        """A WarpOutput at S -> (B, 3, R, R): warp(source_R, grid_R) + (1 − mask_R)·(generated − warped)_R —
+        the photo's own pixels moved at R, plus the network's correction of them upsampled from S (at S this is
+        exactly mask·warped + (1 − mask)·generated, since generated = warped + Δ)."""
         import torch.nn.functional as F
 
         from talkinghead.images import from_uint8
-        from talkinghead.nn.motion import resize_grid, warp
+        from talkinghead.nn.motion import warp
 
         r = self.output_size
         if self.source_full is None:
             crop = self.avatar.crop.resized(r).crop(self.avatar.source_image)  # (R, R, 3) uint8
             self.source_full = from_uint8(crop)[None].to(self.device, self.dtype)  # (1, 3, R, R)
         b = out.image.shape[0]
-        grid = resize_grid(out.grid, r)  # (B, R, R, 2)
+        grid = grid_at_size(out.grid, r)  # (B, R, R, 2)
         mask = F.interpolate(out.mask, size=(r, r), mode="bilinear", align_corners=False)  # (B, 1, R, R)
-        generated = F.interpolate(out.generated, size=(r, r), mode="bicubic", align_corners=False).clamp(-1, 1)
+        correction = F.interpolate(out.generated - out.warped, size=(r, r), mode="bilinear", align_corners=False)
         warped = warp(self.source_full.expand(b, -1, -1, -1), grid)  # (B, 3, R, R)
-        return mask * warped + (1 - mask) * generated
+        return (warped + (1 - mask) * correction).clamp(-1, 1)
 
+
+
+def grid_at_size(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """A backward grid (B, S, S, 2) between two S² crops of the same boxes -> the same map between R² crops
+    (B, R, R, 2), both in grid_sample's align_corners=True units. Pixel centres sit at (i + 0.5)/S of the box
+    at S and at (j + 0.5)/R at R, so the grid is resampled at R's pixel centres (align_corners=False) and its
+    values moved from S-pixel to R-pixel units through box fractions: identity stays identity."""
+    import torch.nn.functional as F
+
+    s = grid.shape[1]
+    g = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
+    box = ((g + 1) / 2 * (s - 1) + 0.5) / s  # (B, 2, R, R) position as a fraction of the box
+    return (2 * (box * size - 0.5) / (size - 1) - 1).permute(0, 2, 3, 1)
 
 
 def _onnx_session(G: torch.nn.Module, psi: torch.Tensor, size: int):

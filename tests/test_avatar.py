@@ -276,3 +276,19 @@ def test_warp_full_size_render_keeps_the_source_detail(tmp_path):
     err_full, err_small = float((full[0] - sharp).abs().mean()), float((small[0] - sharp).abs().mean())
     assert err_full < 1e-3 and err_full < 0.5 * err_small
     assert Animator(ff, model=model, max_output_size=96).output_size == 96
+
+
+def test_grid_at_size_keeps_the_box_geometry():
+    """Identity at S stays identity at R, and a shift by d S-pixels becomes d·R/S R-pixels (pixel centres at
+    (i + 0.5)/S of the box; grid_sample units with align_corners=True at both sizes)."""
+    from talkinghead.animate import grid_at_size
+    from talkinghead.nn.motion import identity_grid
+
+    s, r = 16, 40
+    ident = grid_at_size(identity_grid(1, s), r)
+    inner = slice(3, -3)  # the outermost R pixels lie beyond S's outer pixel centres (clamped there)
+    assert torch.allclose(ident[:, inner, inner], identity_grid(1, r)[:, inner, inner], atol=1e-5)
+    shifted = identity_grid(1, s).clone()
+    shifted[..., 0] += 2 * 1.5 / (s - 1)  # sample 1.5 S-pixels to the right
+    dx = (grid_at_size(shifted, r) - identity_grid(1, r))[0, inner, inner, 0] * (r - 1) / 2  # in R pixels
+    assert torch.allclose(dx, torch.full_like(dx, 1.5 * r / s), atol=1e-4)

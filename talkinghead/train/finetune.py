@@ -58,17 +58,23 @@ class ShotRenderer:
                 self.source.append(others[nearest_pose(pts[others], pts[i])])
             self.grids = torch.stack([flow_grid(pts[j], pts[i], S) for i, j in enumerate(self.source)]).to(x.device)
 
-    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False) -> torch.Tensor:
+    @property
+    def one_shot(self) -> bool:
+        """One photo and the warp-guided G: pairs are deformed copies of the photo."""
+        return self.points is not None and len(self.x) == 1
+
+    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False,
+                 rng: np.random.Generator | None = None) -> torch.Tensor:
         """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S). train: a fine-tuning step's pairs
-        (one shot: from a deformed copy of itself)."""
+        (one shot: from a deformed copy of itself, drawn from `rng`, default the renderer's own)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         if self.source is None:
             return G(self.y[idx], psi.expand(len(idx), -1))
-        if train and len(self.x) == 1:
+        if train and self.one_shot:
             from talkinghead.landmarks.rasterize import landmark_image_tensor
             from talkinghead.train.augment import deformed_sources
 
-            src_x, src_pts, grids = deformed_sources(self.x[idx], self.points[idx.numpy()], self.rng)
+            src_x, src_pts, grids = deformed_sources(self.x[idx], self.points[idx.numpy()], rng or self.rng)
             src_y = landmark_image_tensor(src_pts, self.x.shape[-1]).to(self.x.device, self.x.dtype)
             return G(self.y[idx], psi.expand(len(idx), -1), src_x, src_y, grids)
         src = torch.as_tensor([self.source[int(i)] for i in idx], dtype=torch.long)
@@ -78,13 +84,17 @@ class ShotRenderer:
 @torch.no_grad()
 def evaluate_shots(G: nn.Module, psi: torch.Tensor, shots: ShotRenderer, terms, lc,
                    batch: int = 8) -> dict[str, float]:
-    """Reconstruction of the shots (G in eval mode): {"content": L_CNT (+pixel), "l1": mean |x̂ − x|}."""
+    """Reconstruction of the shots (G in eval mode): {"content": L_CNT (+pixel), "l1": mean |x̂ − x|}. One photo
+    with the warp-guided G: of 4 fixed deformed copies of it (the pairs fine-tuning learns from; the photo from
+    itself would only measure copying)."""
     was = G.training
     G.eval()
     cnt, l1, n = 0.0, 0.0, 0
-    for i in range(0, len(shots.x), batch):
-        idx = list(range(i, min(i + batch, len(shots.x))))
-        xb, fake = shots.x[idx], shots(G, psi, idx)
+    one = shots.one_shot
+    for i in range(0, 4 if one else len(shots.x), batch):
+        idx = [0] * 4 if one else list(range(i, min(i + batch, len(shots.x))))
+        fake = shots(G, psi, idx, train=True, rng=np.random.default_rng(12345)) if one else shots(G, psi, idx)
+        xb = shots.x[idx]
         cnt += float(content_term(fake, xb, terms, lc)) * len(xb)
         l1 += float(losses.pixel_l1(fake, xb)) * len(xb)
         n += len(xb)
@@ -137,7 +147,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
                                  lr=ft.lr_d, betas=betas)
     batches = _ShotBatches(len(x), ft.batch_size, seed)
     # one photo, warp-guided G: each step's pairs are random deformations, two of them per step
-    one_shot = shots.points is not None and len(x) == 1
+    one_shot = shots.one_shot
     if one_shot:
         batches.bs = min(2, ft.batch_size)
     best, best_step, ema, step = math.inf, 0, None, 0
