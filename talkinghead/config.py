@@ -227,7 +227,7 @@ def warp() -> Config:
                         mouth_weight=2.0),
         train=TrainConfig(shots=4, batch_size=4, lr_ge=2e-4, lr_d=4e-4, log_every=10, sample_every=200,
                           ckpt_every_steps=500),
-        finetune=FinetuneConfig(steps=50, lr_g=2e-4),  # one photo: ~0.4-0.65 s per step on 2 cores (< 30 s)
+        finetune=FinetuneConfig(steps=50, lr_g=2e-4),  # one photo: 0.4-0.65 s per step on 2 cores: 20-33 s
     )
 
 

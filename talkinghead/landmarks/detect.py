@@ -9,10 +9,10 @@ frame's landmarks, then smooths the points over time (One-Euro filter) so drivin
 
 from __future__ import annotations
 
-import functools
 
 import importlib.util
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol, runtime_checkable
@@ -65,13 +65,19 @@ def _as_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-@functools.lru_cache(maxsize=1)
-def _dlib_models():
-    """dlib's HOG detector and 68-point predictor, loaded once per process (~0.65 s: most of an FF avatar's
-    time when every call loaded them again). Both are read-only at inference and serve every DlibDetector."""
-    import dlib
+_LOADED = threading.local()
 
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+
+def _dlib_models():
+    """dlib's HOG detector and 68-point predictor, loaded once per thread (~0.65 s: most of an FF avatar's
+    time when every call loaded them again). Per thread, not per process: dlib's scanners keep scratch state
+    and are not safe to share between threads (a web server's workers, say)."""
+    if not hasattr(_LOADED, "models"):
+        import dlib
+
+        _LOADED.models = (dlib.get_frontal_face_detector(),
+                          dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat")))
+    return _LOADED.models
 
 
 class DlibDetector:
