@@ -18,15 +18,15 @@ Rows (each printed as it is measured, then as one markdown table):
   2   the Animator's whole path per frame for the warp-guided G, batch 1 and --batch:
       `Animator.render_points(points)` (landmark images + landmarks.warp.flow_grid per pose + G.render with
       the cached source features) at S = 128, and `render_points(points, full_size=True)` which also
-      composes the frame at the face's size R in the photo (flow and mask upsampled, the photo's own pixels
-      warped at R; R is reported). The stage shares (flow grid, landmark images, G, compose at R) come from
+      composes the frame at the face's size R in the photo (the flow upsampled moves the photo's own pixels
+      at R, plus the network's correction upsampled; R is reported). The stage shares (flow grid, landmark images, G, compose at R) come from
       wrapping those calls during the timed repeats (mean ms/frame). Below them, `flow_grid` alone per pose
-      in this process and in a fresh one with OPENBLAS_NUM_THREADS=1: on a loaded 2-core machine scipy's
-      Delaunay.find_simplex (its barycentric transforms, LAPACK per triangle) can stall on OpenBLAS's worker
-      threads, ~1 s per call instead of ~2 ms; the pair of rows shows whether that happened in this run.
+      in this process and in a fresh one, both with OPENBLAS_NUM_THREADS=1 (timing.py, the CLI and the tests
+      set it: on a loaded 2-core machine scipy's Delaunay.find_simplex stalled on OpenBLAS's worker threads,
+      ~1 s per call instead of ~2 ms); the pair of rows shows that the process's state does not matter.
   3   avatars from one photo (T = 1). "FF avatar" is `avatar.make_ff_avatar([photo], model, shots=1)` with
       the model file loaded beforehand (its load is an info row): reading the photo, dlib's detector and
-      shape predictor set-up (made per call, as the library does), face detection + landmarks, crop, E;
+      shape predictor set-up (loaded once per thread and cached: only the cold "first call" pays it), face detection + landmarks, crop, E;
       target < 1 s. Its "after detection" sub-row is the part after the face is found (crop, landmark image,
       E, the avatar), and "first call" the same call cold (first in the process). "FT avatar" is
       `train.finetune.make_avatar([photo], model_path, mode="ft", shots=1)` with the model's default
