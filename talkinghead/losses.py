@@ -11,7 +11,8 @@ The Trainer owns the phases and the weights (LossConfig); here every function re
 For the warp-guided generator (DESIGN.md §2; not in the paper):
 * ``flow_smoothness``: mean |∂x r| + |∂y r| of the refiner's residual flow r (no folding, no jitter);
 * ``weighted_l1``: Σ w·|x̂ − x| / (3·Σ w) with a per-pixel weight map (extra weight on the mouth);
-* the perceptual loss on the warped source is ``content_loss(warped, x, terms)``.
+* the perceptual loss on the warped source is ``content_loss(warped, x, terms)`` (``content_losses`` computes it
+  with the output's, the targets' features once).
 """
 
 from __future__ import annotations
@@ -36,15 +37,25 @@ def content_loss(fake: Tensor, real: Tensor, terms: Sequence[tuple["FeatureBackb
     fake, real: (B, 3, H, W) in [-1, 1]. Features of `real` are computed without grad; the backbones are frozen,
     so gradients flow only into `fake`.
     """
-    total = fake.new_zeros(())
+    return content_losses([fake], real, terms)[0]
+
+
+def content_losses(fakes: Sequence[Tensor], real: Tensor, terms: Sequence[tuple["FeatureBackbone", float]]
+                   ) -> list[Tensor]:
+    """`content_loss(fake, real, terms)` for each of several fakes of the same targets (e.g. the output and
+    the warped source), with the targets' features computed once and the fakes in one batched forward."""
+    totals = [real.new_zeros(()) for _ in fakes]
+    n = real.shape[0]
     for net, weight in terms:
         if weight == 0:
             continue
         with torch.no_grad():
             real_feats = net(real)  # list of (B, C_l, H_l, W_l)
-        fake_feats = net(fake)
-        total = total + weight * sum(_l1(f, r) for f, r in zip(fake_feats, real_feats, strict=True))
-    return total
+        fake_feats = net(torch.cat(list(fakes)))  # list of (k·B, C_l, H_l, W_l)
+        for i in range(len(fakes)):
+            totals[i] = totals[i] + weight * sum(_l1(f[i * n:(i + 1) * n], r)
+                                                 for f, r in zip(fake_feats, real_feats, strict=True))
+    return totals
 
 
 def hinge_d_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:

@@ -74,6 +74,20 @@ def test_content_loss_value_and_grads_to_fake_only():
     assert losses.content_loss(fake, real, []).item() == 0.0
 
 
+def test_content_losses_of_several_fakes_share_the_targets_features():
+    """Two fakes of one target: 2 and 0 per backbone by hand (fake 1 = the toy example, fake 2 = the target),
+    each as content_loss alone gives, with the targets' features computed once."""
+    toy = _Toy()
+    calls = []
+    toy.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    fake = torch.tensor([[[[1.0, 0.0]]]]).expand(1, 3, 1, 2).clone()
+    real = torch.zeros(1, 3, 1, 2)
+    a, b = losses.content_losses([fake, real.clone()], real, [(toy, 0.5)])
+    assert a.item() == pytest.approx(0.5 * 2) and b.item() == 0.0
+    assert calls == [1, 2]  # the target once, both fakes in one batch
+    assert a.item() == pytest.approx(losses.content_loss(fake, real, [(toy, 0.5)]).item())
+
+
 def test_content_loss_with_real_backbone_grads_to_fake_only():
     from talkinghead.perceptual import load_backbone
 

@@ -268,9 +268,12 @@ class Trainer:
             fake, e_hat = out["image"], out["e_hat"]
             w_i = self.D.video_vectors(idx)  # (B, N)
             # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
-            g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss)
+            warped = out["warp"].warped if warp and self.cfg.loss.warp_content_weight > 0 else None
+            g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss,
+                                warped=warped)
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            extra = warp_terms(out["warp"], x, batch["target_points"], self.content_terms, self.cfg.loss) \
+            extra = warp_terms(out["warp"], x, batch["target_points"], self.content_terms, self.cfg.loss,
+                               warp_cnt=g.get("warp_cnt")) \
                 if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
             loss_g = g["total"] + l_mch + sum(extra.values())
         self._backward(loss_g)

@@ -24,30 +24,40 @@ from talkinghead.config import LossConfig
 def content_term(fake: Tensor, real: Tensor, content_terms, lc: LossConfig) -> Tensor:
     """L_CNT over the configured perceptual backbones, plus lc.pixel_l1_weight · mean|x̂ − x|.
     fake, real: (B, 3, S, S) in [-1, 1] -> scalar."""
-    loss = losses.content_loss(fake, real, content_terms) if content_terms else fake.new_zeros(())
+    return content_terms_of([fake], real, content_terms, lc)[0]
+
+
+def content_terms_of(fakes: list[Tensor], real: Tensor, content_terms, lc: LossConfig) -> list[Tensor]:
+    """`content_term` of each fake against the same targets, the targets' features computed once."""
+    out = losses.content_losses(fakes, real, content_terms) if content_terms else [f.new_zeros(()) for f in fakes]
     if lc.pixel_l1_weight > 0:
-        loss = loss + lc.pixel_l1_weight * losses.pixel_l1(fake, real)
-    return loss
+        out = [loss + lc.pixel_l1_weight * losses.pixel_l1(f, real) for loss, f in zip(out, fakes)]
+    return out
 
 
 def generator_terms(fake: Tensor, real: Tensor, y: Tensor, D: Callable | None, w: Tensor | None,
-                    content_terms, lc: LossConfig) -> dict[str, Tensor]:
-    """The G/E phase's terms (weighted): {"cnt", "adv", "fm", "total"}.
+                    content_terms, lc: LossConfig, warped: Tensor | None = None) -> dict[str, Tensor]:
+    """The G/E phase's terms (weighted): {"cnt", "adv", "fm", "total"}, and "warp_cnt" (the unweighted
+    content term of `warped`, computed with the output's) when the warp-guided G's warped source is given.
 
     fake, real, y: (B, 3, S, S); D: the discriminator, called as D(x, y, w=w) -> (score (B,), features), or
     None (a model file without D: content only); w: (B, N) or (N,) projection vector(s). The caller freezes
     D's parameters: only `fake` (and so G, E, ψ) receives gradients from −D(x̂) and L_FM.
     """
-    cnt = content_term(fake, real, content_terms, lc)
+    extra = {}
+    if warped is None:
+        cnt = content_term(fake, real, content_terms, lc)
+    else:
+        cnt, extra["warp_cnt"] = content_terms_of([fake, warped], real, content_terms, lc)
     if D is None:
         zero = fake.new_zeros(())
-        return {"cnt": cnt, "adv": zero, "fm": zero, "total": cnt}
+        return {"cnt": cnt, "adv": zero, "fm": zero, "total": cnt, **extra}
     fake_score, fake_feats = D(fake, y, w=w)
     with torch.no_grad():
         _, real_feats = D(real, y, w=w)
     adv = lc.adv_weight * losses.generator_adv_loss(fake_score)
     fm = lc.fm_weight * losses.feature_matching_loss(real_feats, fake_feats)
-    return {"cnt": cnt, "adv": adv, "fm": fm, "total": cnt + adv + fm}
+    return {"cnt": cnt, "adv": adv, "fm": fm, "total": cnt + adv + fm, **extra}
 
 
 def discriminator_terms(D: Callable, real: Tensor, fake: Tensor, y: Tensor, video_index: Tensor | None = None,
@@ -77,17 +87,20 @@ def build_content_terms(cfg, device) -> list:
     return [(load_backbone(name, path).to(device), weight) for name, weight, path in specs]
 
 
-def warp_terms(out, real: Tensor, target_points: Tensor, content_terms, lc: LossConfig) -> dict[str, Tensor]:
+def warp_terms(out, real: Tensor, target_points: Tensor, content_terms, lc: LossConfig,
+               warp_cnt: Tensor | None = None) -> dict[str, Tensor]:
     """Weighted extra terms of the warp-guided generator: {"warp", "smooth", "mouth"} (zero when weighted 0).
 
     out: nn.warp_generator.WarpOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
     target landmarks in crop pixels, on any device (their mouth box gets the extra L1; the box is computed on
-    the CPU, so the loader's CPU tensor serves best)."""
+    the CPU, so the loader's CPU tensor serves best); warp_cnt: the warped source's content term if already
+    computed (`generator_terms(..., warped=out.warped)`)."""
     from talkinghead.landmarks.rasterize import box_mask, mouth_box
 
     zero = real.new_zeros(())
-    warp = lc.warp_content_weight * content_term(out.warped, real, content_terms, lc) \
-        if lc.warp_content_weight > 0 else zero
+    if warp_cnt is None and lc.warp_content_weight > 0:
+        warp_cnt = content_term(out.warped, real, content_terms, lc)
+    warp = lc.warp_content_weight * warp_cnt if lc.warp_content_weight > 0 else zero
     smooth = lc.flow_smooth_weight * losses.flow_smoothness(out.residual) if lc.flow_smooth_weight > 0 else zero
     mouth = zero
     if lc.mouth_weight > 0:
