@@ -15,6 +15,9 @@ import numpy as np
 from PIL import Image
 
 
+_PASTE_ROWS = 256  # rows blended at a time by paste_back
+
+
 @dataclass
 class CropTransform:
     """A square box (centre cx, cy and side, in source pixels) resampled to an S×S crop."""
@@ -99,12 +102,12 @@ class CropTransform:
         if fx0 >= fx1 or fy0 >= fy1:
             return out
         # the box is axis-aligned: a (antialiased) resize of the crop region covering the frame region; the crop
-        # is padded by 2 px so the region may overhang it by up to a pixel (masked out below)
+        # is padded (2 px and one frame pixel's worth, k) so the region may overhang it by up to a frame pixel
+        # (masked out below)
         k = cs / self.side  # crop pixels per frame pixel
-        pad = 2
+        pad = 2 + math.ceil(k)
         src = Image.fromarray(np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
-        box = ((fx0 - x0e) * k + pad, (fy0 - y0e) * k + pad, (fx1 - x0e) * k + pad, (fy1 - y0e) * k + pad)
-        warped = np.asarray(src.resize((fx1 - fx0, fy1 - fy0), Image.BICUBIC, box=box), np.float32)
+        bx0, by0, bx1 = (fx0 - x0e) * k + pad, (fy0 - y0e) * k + pad, (fx1 - x0e) * k + pad
         # mask: 1 inside, a linear ramp over the feather band at the box border, 0 outside (separable)
         ux = (np.arange(fx0, fx1, dtype=np.float32) + 0.5 - x0e) / self.side  # (fw,) position in the box, 0..1
         uy = (np.arange(fy0, fy1, dtype=np.float32) + 0.5 - y0e) / self.side  # (fh,)
@@ -113,10 +116,17 @@ class CropTransform:
             d = np.minimum(u, 1 - u)
             return np.clip(d / feather, 0, 1) if feather > 0 else (d >= 0).astype(np.float32)
 
-        mask = np.outer(ramp(uy), ramp(ux))[..., None]  # (fh, fw, 1)
-        region = out[fy0:fy1, fx0:fx1].astype(np.float32)
-        blended = region + mask * (warped - region)
-        out[fy0:fy1, fx0:fx1] = np.clip(np.rint(blended), 0, 255).astype(out.dtype)
+        mx, my = ramp(ux)[None, :, None], ramp(uy)
+        # the resize in two passes, the vertical one and the blend in bands of rows: a face box thousands of
+        # pixels wide in a large photo would otherwise need GBs of float copies of it
+        src = src.resize((fx1 - fx0, src.height), Image.BICUBIC, box=(bx0, 0, bx1, src.height))
+        for r0 in range(fy0, fy1, _PASTE_ROWS):
+            r1 = min(r0 + _PASTE_ROWS, fy1)
+            box = (0, by0 + (r0 - fy0) * k, src.width, by0 + (r1 - fy0) * k)
+            warped = np.asarray(src.resize((fx1 - fx0, r1 - r0), Image.BICUBIC, box=box), np.float32)
+            region = out[r0:r1, fx0:fx1].astype(np.float32)
+            blended = region + my[r0 - fy0:r1 - fy0, None, None] * mx * (warped - region)
+            out[r0:r1, fx0:fx1] = np.clip(np.rint(blended), 0, 255).astype(out.dtype)
         return out
 
 
