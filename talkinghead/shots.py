@@ -16,7 +16,10 @@ import numpy as np
 import torch
 
 from talkinghead.checkpoint import file_sha256
+from talkinghead.console import log
 from talkinghead.errors import NoFaceError, TalkingHeadError
+
+LARGE_SIDE = 4096  # photos with a larger side are "very large": prepare_shots says how it handles them
 
 
 @dataclass
@@ -93,22 +96,32 @@ def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | Non
     the training data is cropped (`landmarks.align.crop_from_landmarks`). Images without a face raise
     NoFaceError; for a video, frames without a face are skipped and the T shots are spread over it."""
     from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.landmarks.detect import DlibDetector, pick_face
+    from talkinghead.landmarks.detect import MIN_INTEROCULAR, DlibDetector, interocular, pick_face
 
     shots = max(1, int(shots))
     items, is_video = _load_inputs(inputs, shots)
     detector = detector or DlibDetector(upsample=1, max_side=1024)
-    found = []
+    large = [(label, image.shape) for image, label, _ in items if max(image.shape[:2]) > LARGE_SIDE]
+    if large and getattr(detector, "max_side", 0):
+        (label, (h, w, _)), n = large[0], len(large)
+        more = f" ({n} inputs over {LARGE_SIDE} px)" if n > 1 else ""
+        log.info("%s is %dx%d%s: the face is found on a %d-px copy; landmarks and the pasted-back output keep "
+                 "the full size", label, w, h, more, detector.max_side)
+    found, small = [], None
     for image, label, digest in items:
         face = pick_face(detector.detect(image), image.shape, face_index)
+        if face is not None and interocular(face.points) < MIN_INTEROCULAR:
+            small = (f"the face in {label} is too small for its 68 landmarks: {interocular(face.points):.0f} px "
+                     f"between the outer eye corners, at least {MIN_INTEROCULAR} needed (use a larger photo of it)")
+            face = None
         if face is None:
             if is_video:
                 continue
             which = "" if face_index is None else f" with index {face_index}"
-            raise NoFaceError(f"no face{which} found in {label}")
+            raise NoFaceError(small or f"no face{which} found in {label}")
         found.append((image, face.points, digest))
     if not found:
-        raise NoFaceError(f"no face found in any of {len(items)} frames of the source video")
+        raise NoFaceError(small or f"no face found in any of {len(items)} frames of the source video")
     found = [found[i] for i in _evenly(len(found), shots)]
     crops, points, transforms = [], [], []
     for image, pts, _ in found:

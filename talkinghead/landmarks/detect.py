@@ -166,6 +166,12 @@ def load_pts(path) -> np.ndarray:
     return pts - 1.0
 
 
+# The smallest face whose 68 points dlib's predictor places reliably, in pixels between the outer eye corners.
+# On 16 portraits downscaled until their faces were that small (HOG upsampled twice to find them), 9 faces in 10
+# kept their points within 5 % of that distance of the full-size answer at 12 px; 6 % at 10 px, 16 % at 8 px.
+MIN_INTEROCULAR = 12
+
+
 def interocular(points: np.ndarray) -> float:
     """Outer-eye-corner distance (points 36 and 45), the usual NME normaliser."""
     return float(np.linalg.norm(points[36] - points[45]))
