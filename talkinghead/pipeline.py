@@ -246,6 +246,8 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`; `sbs_out`:
     also a driver | output video from the same render (`sbs` makes `out` itself side by side).
     encoder_preset: x264 speed preset ("veryfast": ~2.5× faster than "medium" at the same crf, larger files).
+    face_index: the driver's k-th largest face (default: its largest, central one, then the one tracked); the
+    source's face was chosen when the avatar was made.
 
     Frames without a driving face hold the last pose (one warning with the counts). Errors leave no partial
     output: the mp4 is written atomically and PNGs written so far are removed.

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--side-by-side", action="store_true", help="driver | output side by side")
     p.add_argument("--frames", metavar="DIR", help="also write every output frame as a PNG into DIR")
     p.add_argument("--face-index", type=int_range(0, 99),
-                   help="use the k-th largest face in the source photos and the driver (default: largest)")
+                   help="use the k-th largest face in the source photos (default: the largest, central one); "
+                   "the driver's face is its largest, then the one tracked")
     p.add_argument("--shots", type=int_range(1, 64), default=8,
                    help="photos used for an on-the-fly avatar [default: 8]")
     p.add_argument("--finetune", nargs="?", type=int_range(1, 100_000), const=0, metavar="STEPS",
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     avatar, model = _avatar_and_model(args)
     res = animate_video(avatar, args.driving, out, model=model, device=args.device, absolute=args.absolute,
                         crop_only=args.crop_only, sbs=args.side_by_side, frames_dir=args.frames,
-                        face_index=args.face_index, batch_size=args.batch_size, fps=args.fps,
+                        batch_size=args.batch_size, fps=args.fps,
                         progress=not args.no_progress)
     print(f"wrote {res.out}: {res.frames} frames, {res.size[0]}x{res.size[1]}, {res.fps:.3g} fps"
           + (f", PNGs in {res.frames_dir}" if res.frames_dir else ""))
