@@ -100,6 +100,11 @@ class FinetuneConfig:
     lr_d: float = 2e-4
     patience: int = 40  # early exit: steps without improving the best content loss
     min_delta: float = 1e-3
+    # what G' learns besides ψ': "all" (the paper: every weight of G), "decoder" (the AdaIN decoder and RGB
+    # head; a warp G's encoder and motion refiner stay as meta-learned), "psi" (ψ' alone) or "auto" (ψ' alone
+    # from one photo of a warp G, whose deformed-copy pairs made every wider choice worse than FF on val;
+    # "all" otherwise)
+    train_parts: str = "all"
 
 
 @dataclass
@@ -155,6 +160,8 @@ def validate(cfg: Config) -> list[str]:
             elif section == "loss" and v < 0:
                 problems.append(f"{section}.{f.name} = {v} (a weight cannot be negative)")
     m = cfg.model
+    if cfg.finetune.train_parts not in ("all", "decoder", "psi", "auto"):
+        problems.append(f"finetune.train_parts = {cfg.finetune.train_parts!r} (all, decoder, psi or auto)")
     if m.generator not in ("adain", "warp"):
         problems.append(f"model.generator = {m.generator!r} (adain or warp)")
     if m.image_size & (m.image_size - 1) or m.bottleneck_size > m.image_size:
@@ -227,7 +234,7 @@ def warp() -> Config:
                         mouth_weight=2.0),
         train=TrainConfig(shots=4, batch_size=4, lr_ge=2e-4, lr_d=4e-4, log_every=10, sample_every=200,
                           ckpt_every_steps=500),
-        finetune=FinetuneConfig(steps=50, lr_g=2e-4),  # one photo: 0.4-0.65 s per step on 2 cores: 20-33 s
+        finetune=FinetuneConfig(steps=50, lr_g=2e-4, train_parts="auto"),  # one photo: ~0.4 s per step, 2 cores
     )
 
 

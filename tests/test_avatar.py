@@ -292,3 +292,29 @@ def test_grid_at_size_keeps_the_box_geometry():
     shifted[..., 0] += 2 * 1.5 / (s - 1)  # sample 1.5 S-pixels to the right
     dx = (grid_at_size(shifted, r) - identity_grid(1, r))[0, inner, inner, 0] * (r - 1) / 2  # in R pixels
     assert torch.allclose(dx, torch.full_like(dx, 1.5 * r / s), atol=1e-4)
+
+
+@pytest.mark.media
+def test_finetune_train_parts(tmp_path):
+    """FinetuneConfig.train_parts: "psi" leaves every weight of G as it was, "decoder" only the AdaIN decoder
+    and RGB head, "auto" = ψ' alone from one photo of a warp G and every weight from two."""
+    from talkinghead.config import warp_tiny
+    from talkinghead.train.finetune import DECODER_PARTS, trained_parameters
+
+    torch.manual_seed(0)
+    cfg = warp_tiny()
+    E, G, D = build_models(cfg.model)
+    names = {id(p): n for n, p in G.named_parameters()}
+    assert trained_parameters(G, "psi") == []
+    dec = [names[id(p)] for p in trained_parameters(G, "decoder")]
+    assert dec and all(n.startswith(DECODER_PARTS) for n in dec)
+    assert len(trained_parameters(G, "all")) == sum(1 for n, _ in G.named_parameters() if not n.startswith("proj."))
+    cfg.finetune.train_parts = "auto"
+    model = tmp_path / "warp.safetensors"
+    save_model(model, cfg, E, G, D)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    for shots, changed in ((SHOTS[:1], False), (SHOTS, True)):
+        av = make_avatar(shots, model, mode="ft", shots=len(shots), steps=2, patience=0, progress=False)
+        moved = [k for k, v in av.generator_state.items()  # weights, not spectral norm's power-iteration vectors
+                 if k.startswith("encoder.") and not k.endswith(("._u", "._v")) and not torch.equal(v, before[k])]
+        assert bool(moved) == changed, (len(shots), moved[:3])

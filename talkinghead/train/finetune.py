@@ -81,6 +81,17 @@ class ShotRenderer:
         return G(self.y[idx], psi.expand(len(idx), -1), self.x[src], self.y[src], self.grids[idx])
 
 
+DECODER_PARTS = ("res.", "up.", "out_norm.", "out_conv.", "inject.")  # the AdaIN decoder and RGB head of G
+
+
+def trained_parameters(G: nn.Module, parts: str) -> list[nn.Parameter]:
+    """G's weights fine-tuning updates besides ψ' (FinetuneConfig.train_parts); P never (ψ' replaces P·ê)."""
+    if parts == "psi":
+        return []
+    return [p for n, p in G.named_parameters()
+            if not n.startswith("proj.") and (parts == "all" or n.startswith(DECODER_PARTS))]
+
+
 @torch.no_grad()
 def evaluate_shots(G: nn.Module, psi: torch.Tensor, shots: ShotRenderer, terms, lc,
                    batch: int = 8) -> dict[str, float]:
@@ -136,8 +147,8 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
         psi = nn.Parameter(G.project(e).detach().clone())  # ψ' (1, P) = P·ê
     shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp", seed=seed)
     stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
-    opt_g = torch.optim.Adam([p for n, p in G.named_parameters() if not n.startswith("proj.")] + [psi],
-                             lr=ft.lr_g, betas=betas)
+    parts = ft.train_parts if ft.train_parts != "auto" else ("psi" if shots.one_shot else "all")
+    opt_g = torch.optim.Adam(trained_parameters(G, parts) + [psi], lr=ft.lr_g, betas=betas)
     D = w = None
     if model.D is not None:
         D = copy.deepcopy(model.D).to(device).train()
