@@ -1,6 +1,6 @@
 """Exports a training run's model file as a compact bundled model (fp16 safetensors, E + G + D's trunk).
 
-    python scripts/export_model.py runs/small/model.safetensors talkinghead/weights/model_small.safetensors \
+    python scripts/export_model.py runs/warp/model.safetensors talkinghead/weights/model_warp.safetensors \
         --note "command that reproduced it" [--metrics runs/eval/report.json]
 
 The metadata records the training step, the reproduction note and (optionally) validation metrics, so the

@@ -6,6 +6,6 @@ PACKAGE = Path(__file__).resolve().parent
 WEIGHTS = PACKAGE / "weights"
 ASSETS = PACKAGE / "assets"
 
-MODEL = WEIGHTS / "model_small.safetensors"  # the default model of finetune, animate and the demo
+MODEL = WEIGHTS / "model_warp.safetensors"  # the default model of finetune, animate, evaluate and the demo
 PORTRAIT = ASSETS / "monalisa.jpg"  # the demo's portrait
 DRIVING = ASSETS / "driving.mp4"  # the demo's driving clip (with audio)

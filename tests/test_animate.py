@@ -221,7 +221,7 @@ def test_driver_without_any_face(models, tmp_path, capsys):
 def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
     import talkinghead.bundled
 
-    monkeypatch.setattr(talkinghead.bundled, "MODEL", tmp_path / "absent" / "model_small.safetensors")
+    monkeypatch.setattr(talkinghead.bundled, "MODEL", tmp_path / "absent" / "model_warp.safetensors")
     img = tmp_path / "a.png"
     video.write_image(img, np.zeros((8, 8, 3), np.uint8))
     drv = tmp_path / "d.mp4"

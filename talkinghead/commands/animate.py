@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one .avatar file (from `talkinghead finetune`), or one or more photos of one person")
     p.add_argument("driving", metavar="DRIVING", help="the driving video")
     p.add_argument("-o", "--out", required=True, help="output video (.mp4)")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
+    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
     p.add_argument("--absolute", action="store_true",
                    help="use the driver's landmarks as they are (the paper's mode; leaks the driver's face shape)")
     p.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole image")

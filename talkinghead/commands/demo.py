@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Fine-tune the bundled model on the Mona Lisa (one photo, paper §3.3) and make her talk "
                      "with the bundled driving clip: writes monalisa.mp4 and monalisa_side_by_side.mp4.")
     p.add_argument("--out", default="demo", help="output folder [default: ./demo]")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
+    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
     p.add_argument("--steps", type=int_range(1, 100_000),
                    help="fine-tuning steps [default: the model's finetune.steps]")
     p.add_argument("--mode", choices=("ft", "ff"), default="ft", help="ft (fine-tune) or ff (instant) [default: ft]")

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "self-reenactment with T shots (FF and FT) against the copy-source and landmark-warp "
                      "baselines (SSIM, PSNR, LPIPS-like, CSIM, FID, AKD), plus cross-identity reenactment. "
                      "Writes results.jsonl (appended), report.md and PNG plots into --out.")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
+    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
     p.add_argument("--data", required=True, help="folder of raw videos (e.g. ../shared/data/videos)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
     g = p.add_mutually_exclusive_group()

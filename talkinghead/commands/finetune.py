@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(ff: the embedding only, instant) or fine-tuned (ft: G and D fine-tuned on the shots; "
                      "looks more like the person). The .avatar file is what `talkinghead animate` takes.")
     p.add_argument("sources", nargs="+", metavar="IMAGES_OR_VIDEO", help="photos of one person, or one video")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_small.safetensors)")
+    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
     p.add_argument("--out", "-o", required=True, help=f"avatar file to write (*{AVATAR_SUFFIX})")
     p.add_argument("--mode", choices=("ff", "ft"), default="ft", help="ff or ft [default: ft]")
     p.add_argument("--shots", type=int_range(1, MAX_SHOTS), default=8,
