@@ -39,10 +39,12 @@ class Animator:
         self.device = torch.device(device)
         self.dtype = dtype
         G, psi = avatar.generator(model, self.device)  # ψ: (1, P), computed once here
-        if fold:
-            from talkinghead.nn import fold_spectral_norm
+        if fold:  # on a copy: an FF avatar's G is the model's own, which later avatars fine-tune from
+            from talkinghead.nn import build_generator, fold_spectral_norm
 
-            G = fold_spectral_norm(G)
+            own = build_generator(avatar.config.model).to(self.device)
+            own.load_state_dict(G.state_dict())
+            G = fold_spectral_norm(own)
         self.G = G.to(self.device, dtype).eval().requires_grad_(False)
         self.psi = psi.detach().to(self.device, dtype)  # (1, P)
         self.image_size = avatar.image_size

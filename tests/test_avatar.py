@@ -318,3 +318,15 @@ def test_finetune_train_parts(tmp_path):
         moved = [k for k, v in av.generator_state.items()  # weights, not spectral norm's power-iteration vectors
                  if k.startswith("encoder.") and not k.endswith(("._u", "._v")) and not torch.equal(v, before[k])]
         assert bool(moved) == changed, (len(shots), moved[:3])
+
+
+@pytest.mark.media
+def test_animator_leaves_the_shared_model_as_it_was(tiny_model):
+    """An FF Animator folds spectral norm into its own copy of G: the LoadedModel it was given keeps its
+    parametrized G, so an FT avatar made from the same model afterwards still loads (it failed to)."""
+    model = LoadedModel.load(tiny_model)
+    keys = set(model.G.state_dict())
+    Animator(make_ff_avatar(SHOTS[:1], model, shots=1), model=model)  # fold=True
+    assert set(model.G.state_dict()) == keys
+    ft = make_avatar(SHOTS[:1], model, mode="ft", shots=1, steps=1, patience=0, progress=False)
+    Animator(ft, model=model).render_points(ft.source_points[None])
