@@ -21,14 +21,18 @@ from talkinghead.evaluation.report import verdict
 from talkinghead.nn import build_models
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
+def _model_file(tmp_path_factory, cfg, name: str) -> Path:
+    """A randomly initialised model of `cfg` (seed 0) saved as NAME.safetensors in a fresh folder."""
     torch.manual_seed(0)
-    cfg = tiny()
     E, G, D = build_models(cfg.model)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    path = tmp_path_factory.mktemp(name) / f"{name}.safetensors"
     save_model(path, cfg, E, G, D)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return _model_file(tmp_path_factory, tiny(), "tiny")
 
 
 # ---- the split of a video into shot and target parts ---------------------------------------------------
@@ -299,12 +303,7 @@ def test_warp_render_draws_each_target_from_its_nearest_shot():
 def warp_model(tmp_path_factory) -> Path:
     from talkinghead.config import warp_tiny
 
-    torch.manual_seed(0)
-    cfg = warp_tiny()
-    E, G, D = build_models(cfg.model)
-    path = tmp_path_factory.mktemp("warp_model") / "warp_tiny.safetensors"
-    save_model(path, cfg, E, G, D)
-    return path
+    return _model_file(tmp_path_factory, warp_tiny(), "warp_tiny")
 
 
 @pytest.mark.media
