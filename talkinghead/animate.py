@@ -39,12 +39,14 @@ class Animator:
         self.device = torch.device(device)
         self.dtype = dtype
         G, psi = avatar.generator(model, self.device)  # ψ: (1, P), computed once here
-        if fold:  # on a copy: an FF avatar's G is the model's own, which later avatars fine-tune from
+        if fold:
             from talkinghead.nn import build_generator, fold_spectral_norm
 
-            own = build_generator(avatar.config.model).to(self.device)
-            own.load_state_dict(G.state_dict())
-            G = fold_spectral_norm(own)
+            if avatar.mode == "ff":  # G is the model's own, which later avatars fine-tune from: fold a copy
+                own = build_generator(avatar.config.model).to(self.device)
+                own.load_state_dict(G.state_dict())
+                G = own
+            G = fold_spectral_norm(G)
         self.G = G.to(self.device, dtype).eval().requires_grad_(False)
         self.psi = psi.detach().to(self.device, dtype)  # (1, P)
         self.image_size = avatar.image_size
@@ -125,7 +127,7 @@ class Animator:
         import torch.nn.functional as F
 
         from talkinghead.images import from_uint8
-        from talkinghead.nn.motion import warp
+        from talkinghead.nn.motion import grid_at_size, warp
 
         r = self.output_size
         if self.source_full is None:
@@ -138,19 +140,6 @@ class Animator:
         warped = warp(self.source_full.expand(b, -1, -1, -1), grid)  # (B, 3, R, R)
         return (warped + (1 - mask) * correction).clamp(-1, 1)
 
-
-
-def grid_at_size(grid: torch.Tensor, size: int) -> torch.Tensor:
-    """A backward grid (B, S, S, 2) between two S² crops of the same boxes -> the same map between R² crops
-    (B, R, R, 2), both in grid_sample's align_corners=True units. Pixel centres sit at (i + 0.5)/S of the box
-    at S and at (j + 0.5)/R at R, so the grid is resampled at R's pixel centres (align_corners=False) and its
-    values moved from S-pixel to R-pixel units through box fractions: identity stays identity."""
-    import torch.nn.functional as F
-
-    s = grid.shape[1]
-    g = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
-    box = ((g + 1) / 2 * (s - 1) + 0.5) / s  # (B, 2, R, R) position as a fraction of the box
-    return (2 * (box * size - 0.5) / (size - 1) - 1).permute(0, 2, 3, 1)
 
 
 def _onnx_session(G: torch.nn.Module, psi: torch.Tensor, size: int):

@@ -51,7 +51,7 @@ def content_losses(fakes: Sequence[Tensor], real: Tensor, terms: Sequence[tuple[
             continue
         with torch.no_grad():
             real_feats = net(real)  # list of (B, C_l, H_l, W_l)
-        fake_feats = net(torch.cat(list(fakes)))  # list of (k·B, C_l, H_l, W_l)
+        fake_feats = net(fakes[0] if len(fakes) == 1 else torch.cat(list(fakes)))  # list of (k·B, C_l, H_l, W_l)
         for i in range(len(fakes)):
             totals[i] = totals[i] + weight * sum(_l1(f[i * n:(i + 1) * n], r)
                                                  for f, r in zip(fake_feats, real_feats, strict=True))

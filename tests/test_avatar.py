@@ -281,8 +281,7 @@ def test_warp_full_size_render_keeps_the_source_detail(tmp_path):
 def test_grid_at_size_keeps_the_box_geometry():
     """Identity at S stays identity at R, and a shift by d S-pixels becomes d·R/S R-pixels (pixel centres at
     (i + 0.5)/S of the box; grid_sample units with align_corners=True at both sizes)."""
-    from talkinghead.animate import grid_at_size
-    from talkinghead.nn.motion import identity_grid
+    from talkinghead.nn.motion import grid_at_size, identity_grid
 
     s, r = 16, 40
     ident = grid_at_size(identity_grid(1, s), r)

@@ -51,7 +51,7 @@ def _avatar_and_model(args: argparse.Namespace):
     from talkinghead.checkpoint import LoadedModel, resolve_model
 
     sources = list(args.sources)
-    finetune = getattr(args, "finetune", None)
+    finetune = args.finetune
     if len(sources) == 1 and sources[0].endswith(AVATAR_SUFFIX):
         if finetune is not None:
             raise TalkingHeadError("--finetune makes an avatar from photos; this avatar is already made "

@@ -1,6 +1,6 @@
 """`talkinghead demo`: fine-tunes the bundled model on the bundled Mona Lisa (paper §3.3 FT, one shot, as in the
-paper's Mona Lisa figure; the model's own number of steps unless --steps) and animates her with the bundled driving clip (relative motion, DESIGN.md §2),
-writing DIR/monalisa.mp4 (the whole painting) and DIR/monalisa_side_by_side.mp4 (driver | output).
+paper's Mona Lisa figure; the model's own number of steps unless --steps) and animates her with the bundled
+driving clip (relative motion, DESIGN.md §2), writing DIR/monalisa.mp4 (the whole painting) and DIR/monalisa_side_by_side.mp4 (driver | output).
 """
 
 from __future__ import annotations

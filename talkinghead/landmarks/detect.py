@@ -9,7 +9,6 @@ frame's landmarks, then smooths the points over time (One-Euro filter) so drivin
 
 from __future__ import annotations
 
-
 import importlib.util
 import math
 import threading

@@ -36,6 +36,18 @@ def resize_grid(grid: Tensor, size: int) -> Tensor:
     return g.permute(0, 2, 3, 1)
 
 
+def grid_at_size(grid: Tensor, size: int) -> Tensor:
+    """A backward grid (B, S, S, 2) between two S² crops of the same boxes -> the same map between R² crops
+    (B, R, R, 2), both in grid_sample's align_corners=True units. Pixel centres sit at (i + 0.5)/S of the box
+    at S and at (j + 0.5)/R at R, so the grid is resampled at R's pixel centres (align_corners=False) and its
+    values moved from S-pixel to R-pixel units through box fractions: identity stays identity. (`resize_grid`
+    keeps the values and resamples corner-aligned: what the trained generator's feature pyramid uses.)"""
+    s = grid.shape[1]
+    g = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
+    box = ((g + 1) / 2 * (s - 1) + 0.5) / s  # (B, 2, R, R) position as a fraction of the box
+    return (2 * (box * size - 0.5) / (size - 1) - 1).permute(0, 2, 3, 1)
+
+
 def identity_grid(batch: int, size: int, device=None, dtype=torch.float32) -> Tensor:
     """The grid that samples every pixel at itself: (B, S, S, 2)."""
     t = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)

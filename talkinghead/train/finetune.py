@@ -101,9 +101,8 @@ def evaluate_shots(G: nn.Module, psi: torch.Tensor, shots: ShotRenderer, terms, 
     was = G.training
     G.eval()
     cnt, l1, n = 0.0, 0.0, 0
-    one = shots.one_shot
-    for i in range(0, 4 if one else len(shots.x), batch):
-        idx = [0] * 4 if one else list(range(i, min(i + batch, len(shots.x))))
+    one, T = shots.one_shot, len(shots.x)
+    for idx in [[0] * 4] if one else [list(range(i, min(i + batch, T))) for i in range(0, T, batch)]:
         fake = shots(G, psi, idx, train=True, rng=np.random.default_rng(12345)) if one else shots(G, psi, idx)
         xb = shots.x[idx]
         cnt += float(content_term(fake, xb, terms, lc)) * len(xb)
@@ -116,14 +115,15 @@ def evaluate_shots(G: nn.Module, psi: torch.Tensor, shots: ShotRenderer, terms, 
 class _ShotBatches:
     """Batches of shot indices: a fresh random order each pass over the T shots."""
 
-    def __init__(self, T: int, batch_size: int, seed: int):
-        self.T, self.bs = T, max(1, min(batch_size, T))
+    def __init__(self, T: int, batch_size: int, seed: int, repeat: bool = False):
+        # repeat: one shot drawn `batch_size` times a batch (as differently deformed pairs), else ≤ T a batch
+        self.T, self.bs = T, max(1, batch_size if repeat else min(batch_size, T))
         self.g = torch.Generator().manual_seed(seed)
         self.order, self.pos = torch.randperm(T, generator=self.g), 0
 
     def next(self) -> torch.Tensor:
         if self.T == 1:
-            return torch.zeros(self.bs, dtype=torch.long)  # one shot, repeated (e.g. as differently deformed pairs)
+            return torch.zeros(self.bs, dtype=torch.long)
         if self.pos + self.bs > self.T:
             self.order, self.pos = torch.randperm(self.T, generator=self.g), 0
         idx = self.order[self.pos:self.pos + self.bs]
@@ -156,11 +156,9 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
         w = nn.Parameter((D.w0.detach() + e[0]).clone())  # w' (N,) = w0 + ê
         opt_d = torch.optim.Adam([p for n, p in D.named_parameters() if not n.startswith("W.")] + [w],
                                  lr=ft.lr_d, betas=betas)
-    batches = _ShotBatches(len(x), ft.batch_size, seed)
     # one photo, warp-guided G: each step's pairs are random deformations, two of them per step
     one_shot = shots.one_shot
-    if one_shot:
-        batches.bs = min(2, ft.batch_size)
+    batches = _ShotBatches(len(x), min(2, ft.batch_size) if one_shot else ft.batch_size, seed, repeat=one_shot)
     best, best_step, ema, step = math.inf, 0, None, 0
     t0 = time.time()
     with progress_bar(ft.steps, "fine-tune", "step", progress) as bar:

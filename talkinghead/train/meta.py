@@ -272,8 +272,7 @@ class Trainer:
             g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss,
                                 warped=warped)
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            extra = warp_terms(out["warp"], x, batch["target_points"], self.content_terms, self.cfg.loss,
-                               warp_cnt=g.get("warp_cnt")) \
+            extra = warp_terms(out["warp"], x, batch["target_points"], self.cfg.loss, g.get("warp_cnt")) \
                 if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
             loss_g = g["total"] + l_mch + sum(extra.values())
         self._backward(loss_g)

@@ -87,19 +87,17 @@ def build_content_terms(cfg, device) -> list:
     return [(load_backbone(name, path).to(device), weight) for name, weight, path in specs]
 
 
-def warp_terms(out, real: Tensor, target_points: Tensor, content_terms, lc: LossConfig,
-               warp_cnt: Tensor | None = None) -> dict[str, Tensor]:
+def warp_terms(out, real: Tensor, target_points: Tensor, lc: LossConfig,
+               warp_cnt: Tensor | None) -> dict[str, Tensor]:
     """Weighted extra terms of the warp-guided generator: {"warp", "smooth", "mouth"} (zero when weighted 0).
 
     out: nn.warp_generator.WarpOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
     target landmarks in crop pixels, on any device (their mouth box gets the extra L1; the box is computed on
-    the CPU, so the loader's CPU tensor serves best); warp_cnt: the warped source's content term if already
-    computed (`generator_terms(..., warped=out.warped)`)."""
+    the CPU, so the loader's CPU tensor serves best); warp_cnt: the warped source's content term, computed with
+    the output's by `generator_terms(..., warped=out.warped)` (None when lc.warp_content_weight is 0)."""
     from talkinghead.landmarks.rasterize import box_mask, mouth_box
 
     zero = real.new_zeros(())
-    if warp_cnt is None and lc.warp_content_weight > 0:
-        warp_cnt = content_term(out.warped, real, content_terms, lc)
     warp = lc.warp_content_weight * warp_cnt if lc.warp_content_weight > 0 else zero
     smooth = lc.flow_smooth_weight * losses.flow_smoothness(out.residual) if lc.flow_smooth_weight > 0 else zero
     mouth = zero
