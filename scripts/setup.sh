@@ -16,3 +16,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+# the web app's browser test drives Debian's chromium through Playwright (`playwright install` would download
+# its own browsers); installed here when missing and we may (root with apt), else that test skips with a reason
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null \
+    || echo "setup.sh: could not install chromium; the web app's browser test will be skipped" >&2
+fi
