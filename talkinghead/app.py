@@ -1,0 +1,344 @@
+"""The web app of `talkinghead serve` (DESIGN.md §4, layered inference): a Gradio page over the library.
+
+`Studio` holds what one server shares (the model, loaded once; a folder for outputs) and does each request
+with library calls only: the landmarks preview is `shots.prepare_shots` per photo drawn by
+`rasterize.draw_landmarks`, avatars are `avatar.make_ff_avatar` / `train.finetune.make_avatar`, the video is
+`pipeline.animate_video`. `build_app` lays out the page; its handlers turn every TalkingHeadError (no face, an
+unreadable video) into a message in the page (gr.Error) and the library's tqdm bars into the page's progress
+bar. One job renders at a time per server (the queue's concurrency limit), so visitors do not fight over the
+cores; each browser session keeps the avatars it made, to animate them again without the photos.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkinghead.console import log
+from talkinghead.errors import TalkingHeadError
+
+NEW_AVATAR = "a new avatar from the photos"
+FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (a closer likeness; minutes on a CPU)"
+RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (the driver's landmarks as they are)"
+PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
+
+
+@dataclass
+class Job:
+    """What one Animate click produced."""
+
+    video: Path  # the mp4
+    avatar: Path  # the .avatar it was rendered with (new, or the session's one reused)
+    avatar_name: str | None  # the name of a new avatar (None: an existing one was reused)
+    summary: str  # one markdown line: frames, size, speed
+
+
+def _label(path) -> str:
+    return Path(path).name
+
+
+def _stem(path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40] or "avatar"
+
+
+class Studio:
+    """The library behind the page: one model (the bundled one by default), outputs under `workdir`."""
+
+    def __init__(self, model=None, device: str = "cpu", workdir=None):
+        from talkinghead.checkpoint import LoadedModel, resolve_model
+
+        self.model = LoadedModel.load(resolve_model(model), device, with_discriminator=True)
+        self.device = device
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="talkinghead-app-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._jobs = itertools.count(1)
+        self._lock = threading.Lock()  # the queue runs one job at a time; this keeps the library calls safe anyway
+
+    @property
+    def default_steps(self) -> int:
+        return int(self.model.cfg.finetune.steps)
+
+    # -- photos --------------------------------------------------------------------------------------------
+    def landmarks_preview(self, photo, points=None) -> tuple[np.ndarray, str]:
+        """(photo with its 68 landmarks drawn, caption). `points` (68, 2) in image pixels replace detection;
+        NoFaceError (one line) when there is no usable face."""
+        from talkinghead.landmarks.rasterize import draw_landmarks
+        from talkinghead.shots import prepare_shots
+
+        sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
+                           detector=None if points is None else _ManualLandmarks([points]))
+        how = "landmarks from the .pts file" if points is not None else "detected landmarks"
+        return draw_landmarks(sh.image, sh.image_points), f"{_label(photo)}: {how}"
+
+    def make_avatar(self, photos, landmarks=None, fine_tune: bool = False, steps: int | None = None):
+        """An FF or FT avatar of the person in `photos` (paths); landmarks: per photo (68, 2) or None."""
+        from talkinghead.avatar import make_ff_avatar
+        from talkinghead.train.finetune import make_avatar
+
+        photos = [str(p) for p in photos]
+        detector = None
+        if landmarks is not None and any(p is not None for p in landmarks):
+            detector = _ManualLandmarks(landmarks)
+        if fine_tune:
+            return make_avatar(photos, self.model, mode="ft", shots=len(photos), steps=steps, device=self.device,
+                               detector=detector)
+        return make_ff_avatar(photos, self.model, shots=len(photos), device=self.device, detector=detector)
+
+    # -- the job -------------------------------------------------------------------------------------------
+    def animate(self, driving, photos=None, landmarks=None, avatar_path=None, fine_tune: bool = False,
+                steps: int | None = None, absolute: bool = False, crop_only: bool = False,
+                side_by_side: bool = False) -> Job:
+        """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`."""
+        from talkinghead import video
+        from talkinghead.avatar import Avatar
+        from talkinghead.pipeline import animate_video
+
+        if not driving:
+            raise TalkingHeadError("no driving video: upload or record one, or use the bundled clip")
+        if avatar_path is None and not photos:
+            raise TalkingHeadError("no photo: upload photos of one person, or use the Mona Lisa")
+        video.probe_video(driving)  # an unreadable video fails here, before any expensive work
+        with self._lock:
+            folder = self.workdir / f"job{next(self._jobs):04d}"
+            folder.mkdir()
+            name = None
+            if avatar_path is not None:
+                avatar = Avatar.load(avatar_path)
+            else:
+                avatar = self.make_avatar(photos, landmarks, fine_tune, steps)
+                avatar_path = avatar.save(folder / f"{_stem(photos[0])}_{avatar.mode}.avatar")
+                name = f"{_stem(photos[0])}, {avatar.mode.upper()}, {len(photos)} photo{'s' * (len(photos) > 1)}"
+            out = folder / f"{Path(avatar_path).stem}_talking.mp4"
+            res = animate_video(avatar, driving, out, model=self.model, device=self.device, absolute=absolute,
+                                crop_only=crop_only, sbs=side_by_side, warn=_warn)
+        summary = (f"{res.frames} frames, {res.size[0]}×{res.size[1]}, {res.fps:.3g} fps; "
+                   f"{res.seconds_total:.1f} s ({res.frames_per_second:.1f} frames/s)")
+        if avatar.mode == "ft" and name is not None:
+            st = avatar.info["finetune"]
+            summary += f"; fine-tuned {st['steps']} steps in {st['seconds']:.0f} s"
+        return Job(video=out, avatar=Path(avatar_path), avatar_name=name, summary=summary)
+
+
+class _ManualLandmarks:
+    """A detector that 'finds' given landmarks: the i-th call answers the i-th photo's points ((68, 2) in
+    image pixels), or asks dlib where that photo has none."""
+
+    def __init__(self, points):
+        self.points = list(points)
+        self.calls = 0
+        self._dlib = None
+
+    def detect(self, image):
+        from talkinghead.landmarks.detect import DlibDetector, Face
+
+        pts = self.points[self.calls] if self.calls < len(self.points) else None
+        self.calls += 1
+        if pts is None:
+            self._dlib = self._dlib or DlibDetector(upsample=1, max_side=1024)
+            return self._dlib.detect(image)
+        pts = np.asarray(pts, np.float32)
+        box = np.array([*pts.min(axis=0), *pts.max(axis=0)], np.float32)
+        return [Face(box=box, points=pts, score=1.0)]
+
+
+def _warn(message: str) -> None:
+    import gradio as gr
+
+    log.warning("warning: %s", message)
+    gr.Warning(message)
+
+
+def match_landmark_files(photos, pts_files) -> list[np.ndarray | None]:
+    """Per photo, the points of the .pts file with the same name stem (one .pts and one photo: that file);
+    TalkingHeadError for a .pts file that matches no photo or does not hold 68 points."""
+    from talkinghead.landmarks.detect import load_pts
+
+    photos, pts_files = list(photos or []), list(pts_files or [])
+    if not pts_files:
+        return [None] * len(photos)
+    by_stem = {Path(p).stem: p for p in pts_files}
+    if len(photos) == 1 and len(pts_files) == 1:
+        by_stem = {Path(photos[0]).stem: pts_files[0]}
+    unmatched = set(by_stem) - {Path(p).stem for p in photos}
+    if unmatched:
+        raise TalkingHeadError(f"{sorted(unmatched)[0]}.pts matches no photo: name each .pts file like its photo")
+    out = []
+    for p in photos:
+        f = by_stem.get(Path(p).stem)
+        if f is None:
+            out.append(None)
+            continue
+        pts = load_pts(f)
+        if pts.shape != (68, 2):
+            raise TalkingHeadError(f"{_label(f)} holds {len(pts)} points; 68 (iBUG markup) are needed")
+        out.append(pts)
+    return out
+
+
+# -- the page --------------------------------------------------------------------------------------------------
+
+def _files(value) -> list[str]:
+    """A gr.File value (None, a path, or a list of paths) -> paths."""
+    if not value:
+        return []
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _page_errors(fn):
+    """Runs fn; a TalkingHeadError becomes a message in the page, anything else one line too (the
+    traceback goes to the server's log only)."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except TalkingHeadError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # a bug: say so in one line, keep the traceback for the log
+            log.exception("web app: unexpected error")
+            raise gr.Error(f"unexpected error ({type(e).__name__}: {str(e)[:200]}); the server's log has "
+                           "the details", print_exception=False) from None
+    return wrapped
+
+
+def build_app(studio: Studio):
+    """The gr.Blocks page over `studio` (not launched)."""
+    import gradio as gr
+
+    from talkinghead import bundled
+
+    def previews(photos, pts_files, choice, avatars):
+        if choice != NEW_AVATAR and choice in avatars:
+            from talkinghead.avatar import Avatar
+            from talkinghead.landmarks.rasterize import draw_landmarks
+
+            av = Avatar.load(avatars[choice])
+            return [(draw_landmarks(av.source_crop, av.source_points), f"avatar {choice}: the photos are not used")]
+        photos = _files(photos)
+        points = match_landmark_files(photos, _files(pts_files))
+        shown, missing = [], []
+        for photo, pts in zip(photos, points):
+            try:
+                shown.append(studio.landmarks_preview(photo, pts))
+            except TalkingHeadError as e:
+                from talkinghead.video import read_image
+
+                missing.append(str(e))
+                try:
+                    shown.append((read_image(photo), f"{_label(photo)}: no landmarks"))
+                except TalkingHeadError:
+                    pass
+        if missing:
+            gr.Warning(f"{missing[0]}; upload a .pts file with its 68 landmarks (same name as the photo)")
+        return shown
+
+    def animate(photos, pts_files, choice, driving, mode, steps, motion, framing, sbs, avatars,
+                progress=gr.Progress(track_tqdm=True)):
+        progress(0, desc="starting")
+        photos = _files(photos)
+        reuse = avatars.get(choice) if choice != NEW_AVATAR else None
+        landmarks = None if reuse else match_landmark_files(photos, _files(pts_files))
+        job = studio.animate(driving, photos=photos, landmarks=landmarks, avatar_path=reuse,
+                             fine_tune=mode == FINE_TUNE, steps=int(steps), absolute=motion == ABSOLUTE,
+                             crop_only=framing == CROP, side_by_side=bool(sbs))
+        avatars = dict(avatars)
+        if job.avatar_name:
+            avatars[job.avatar_name] = str(job.avatar)
+        choices = [NEW_AVATAR, *avatars]
+        return (str(job.video), [str(job.video), str(job.avatar)], job.summary, avatars,
+                gr.Dropdown(choices=choices, value=choice))
+
+    with gr.Blocks(title="talkinghead", analytics_enabled=False) as app:
+        avatars = gr.State({})  # this browser session's avatars: name -> .avatar path
+        gr.Markdown("## talkinghead — make a portrait talk like the person in a driving video\n"
+                    "Every video it makes is marked as synthetic. Use faces you have the right to use.")
+        with gr.Tab("Animate"):
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    gr.Markdown("**1 · Who talks**")
+                    choice = gr.Dropdown([NEW_AVATAR], value=NEW_AVATAR, label="Avatar", elem_id="avatar",
+                                         info="avatars made in this session can be animated again")
+                    photos = gr.File(label="Photos of one person", file_count="multiple", file_types=["image"],
+                                     elem_id="photos", height=120)
+                    monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
+                    pts_files = gr.File(label="Landmarks (.pts, optional): replace the detected ones",
+                                        file_count="multiple", file_types=[".pts"], elem_id="pts")
+                    preview = gr.Gallery(label="Landmarks", columns=3, height=300, elem_id="landmarks",
+                                         interactive=False, object_fit="contain")
+                with gr.Column():
+                    gr.Markdown("**2 · The driving video**")
+                    driving = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
+                                       elem_id="driving", height=300)
+                    clip = gr.Button("Use the bundled clip", size="sm", elem_id="use-clip")
+                    gr.Markdown("**3 · Options**")
+                    mode = gr.Radio([FEED_FORWARD, FINE_TUNE], value=FEED_FORWARD, label="Avatar", elem_id="mode")
+                    steps = gr.Slider(1, 1000, value=studio.default_steps, step=1, label="Fine-tuning steps",
+                                      visible=False, elem_id="steps")
+                    motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion", elem_id="motion")
+                    framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output", elem_id="framing")
+                    sbs = gr.Checkbox(label="side by side: driver | result", elem_id="sbs")
+                    go = gr.Button("Animate", variant="primary", elem_id="animate")
+                with gr.Column():
+                    gr.Markdown("**Result**")
+                    result = gr.Video(label="Result", interactive=False, autoplay=True, elem_id="result",
+                                      height=420)
+                    summary = gr.Markdown(elem_id="summary")
+                    downloads = gr.File(label="Downloads: the video and the avatar", file_count="multiple",
+                                        interactive=False, elem_id="downloads")
+
+        monalisa.click(lambda: [str(bundled.PORTRAIT)], outputs=photos, queue=False)
+        clip.click(lambda: str(bundled.DRIVING), outputs=driving, queue=False)
+        mode.change(lambda m: gr.Slider(visible=m == FINE_TUNE), inputs=mode, outputs=steps, queue=False)
+        for trigger in (photos.change, pts_files.change, choice.change):
+            trigger(_page_errors(previews), inputs=[photos, pts_files, choice, avatars], outputs=preview,
+                    concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
+        go.click(_page_errors(animate),
+                 inputs=[photos, pts_files, choice, driving, mode, steps, motion, framing, sbs, avatars],
+                 outputs=[result, downloads, summary, avatars, choice],
+                 concurrency_limit=1, concurrency_id="render", scroll_to_output=True, show_progress_on=[result])
+    app.queue(default_concurrency_limit=1)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, model=None, device: str = "cpu", block: bool = True,
+          on_ready=None):
+    """Loads the model, builds the page and serves it at http://host:port; on_ready(url) once it answers.
+    block: serve until Ctrl-C/SIGTERM (then the server is closed and the interrupt goes on); else return the
+    running gr.Blocks app at once (app.close() stops it)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or update checks
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("gradio") is None:
+        raise TalkingHeadError("the web app needs gradio: pip install 'talkinghead[app]'")
+
+    from talkinghead import bundled
+
+    studio = Studio(model, device)
+    app = build_app(studio)
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                   allowed_paths=[str(bundled.ASSETS), str(studio.workdir)], footer_links=[], show_error=False)
+    except OSError as e:  # port in use, host not available
+        raise TalkingHeadError(f"cannot serve at {host}:{port}: {e}") from None
+    if on_ready is not None:
+        on_ready(f"http://{host}:{port}")
+    if not block:
+        return app
+    try:
+        while True:
+            time.sleep(0.5)
+    finally:
+        app.close()
