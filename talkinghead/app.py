@@ -191,7 +191,22 @@ def _files(value) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def _page_errors(fn):
+def _server_folders(studio: Studio) -> list[str]:
+    """Folders whose paths mean nothing to a visitor: gradio's uploads and the studio's outputs."""
+    from gradio.utils import get_upload_folder
+
+    return [str(Path(get_upload_folder()).resolve()), str(studio.workdir.resolve())]
+
+
+def for_page(message: str, folders: list[str]) -> str:
+    """`message` with the files under `folders` named by their file names only (an upload's path is
+    /tmp/gradio/<hash>/photo.jpg on the server; the visitor knows it as photo.jpg)."""
+    for folder in folders:
+        message = re.sub(re.escape(folder.rstrip("/")) + r"/(?:[^/\s]+/)*", "", message)
+    return message
+
+
+def _page_errors(fn, folders: list[str]):
     """Runs fn; a TalkingHeadError becomes a message in the page, anything else one line too (the
     traceback goes to the server's log only)."""
     import functools
@@ -203,7 +218,7 @@ def _page_errors(fn):
         try:
             return fn(*args, **kw)
         except TalkingHeadError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(for_page(str(e), folders), print_exception=False) from None
         except gr.Error:
             raise
         except Exception as e:  # a bug: say so in one line, keep the traceback for the log
@@ -218,6 +233,8 @@ def build_app(studio: Studio):
     import gradio as gr
 
     from talkinghead import bundled
+
+    folders = _server_folders(studio)
 
     def previews(photos, pts_files, choice, avatars):
         if choice != NEW_AVATAR and choice in avatars:
@@ -235,7 +252,7 @@ def build_app(studio: Studio):
             except TalkingHeadError as e:
                 from talkinghead.video import read_image
 
-                missing.append(str(e))
+                missing.append(for_page(str(e), folders))
                 try:
                     shown.append((read_image(photo), f"{_label(photo)}: no landmarks"))
                 except TalkingHeadError:
@@ -274,7 +291,7 @@ def build_app(studio: Studio):
                                      elem_id="photos", height=120)
                     monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
                     pts_files = gr.File(label="Landmarks (.pts, optional): replace the detected ones",
-                                        file_count="multiple", file_types=[".pts"], elem_id="pts")
+                                        file_count="multiple", file_types=[".pts"], elem_id="pts", height=140)
                     preview = gr.Gallery(label="Landmarks", columns=3, height=300, elem_id="landmarks",
                                          interactive=False, object_fit="contain")
                 with gr.Column():
@@ -302,9 +319,9 @@ def build_app(studio: Studio):
         clip.click(lambda: str(bundled.DRIVING), outputs=driving, queue=False)
         mode.change(lambda m: gr.Slider(visible=m == FINE_TUNE), inputs=mode, outputs=steps, queue=False)
         for trigger in (photos.change, pts_files.change, choice.change):
-            trigger(_page_errors(previews), inputs=[photos, pts_files, choice, avatars], outputs=preview,
+            trigger(_page_errors(previews, folders), inputs=[photos, pts_files, choice, avatars], outputs=preview,
                     concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
-        go.click(_page_errors(animate),
+        go.click(_page_errors(animate, folders),
                  inputs=[photos, pts_files, choice, driving, mode, steps, motion, framing, sbs, avatars],
                  outputs=[result, downloads, summary, avatars, choice],
                  concurrency_limit=1, concurrency_id="render", scroll_to_output=True, show_progress_on=[result])
