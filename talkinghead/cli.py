@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "make an avatar from 1..32 photos or a video (FF or FT)",
     "animate": "drive a portrait or avatar with a video -> mp4",
     "evaluate": "the paper's protocol and metrics, with baselines",
+    "live": "puppeteer a portrait in real time from a webcam (or a video file)",
     "serve": "the web app: photos and a driving video in, the animated video out",
 }
 
