@@ -1,0 +1,214 @@
+"""The invisible mark in every frame and image the tool writes (DESIGN.md §2 responsible use), and its detector.
+
+Embedding: a fixed pseudo-random TILE × TILE pattern, band-limited to BAND (wavelengths 8-48 px), is tiled over
+the frame from its top-left corner and added to the luma — the same integer offset on R, G and B, so chroma is
+untouched and 4:2:0 subsampling loses nothing — at an RMS of AMPLITUDE grey levels (PSNR ≈ 40.5 dB). Spread
+spectrum (Cox et al. 1997) with a periodic pattern (Kutter 1999): cropping only shifts the tile's phase, which a
+cyclic correlation finds; mid-low frequencies survive H.264 at CRF 28 and halving the size. Cost: two
+saturating uint8 operations per value against the pattern cached per frame size (~0.4 ms per 512² frame on
+one core, benchmarks/bench_watermark.py), so the live mode marks every frame too.
+
+Detection (`detect`, `detect_frames`, `Detector`): the luma is high-passed and divided by its local contrast
+(edges and texture, where the picture drowns the mark, count less than flat areas), folded to one period
+(every pixel added at (row mod p, column mod p)), whitened by keeping only the phase of its spectrum
+(symmetric phase-only matched filtering), restricted to the band and correlated cyclically with the key's
+phase on a 2× finer grid (a resized copy puts the peak between pixels). The score is the correlation peak in
+standard deviations of the correlation surface (a z-score). Resized copies are found by folding at the period
+the tile takes at each of SCALES. A video sums the whitened spectra of its frames before the correlation:
+the mark adds up over frames, the picture and the codec's noise only partly do.
+
+Threshold: THRESHOLD (see its comment) from the false-positive measurement of benchmarks/bench_watermark.py.
+
+The key is public (a fixed seed): the mark tells anyone who asks "made with talkinghead"; it is no protection
+against someone who sets out to remove it, and a rescale by a factor far from every one of SCALES, a rotation
+or a mirror image hides it from `detect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+import numpy as np
+
+TILE = 128  # period of the pattern in pixels
+AMPLITUDE = 2.4  # RMS of the luma offset in grey levels
+BAND = (1 / 48, 1 / 8)  # radial frequencies of the pattern, cycles per pixel of the marked frame
+OBSERVED_MAX = 0.3  # cycles per pixel of the image examined: above, lossy codecs leave little of a mark
+# sizes relative to the marked frame that detection tries: half, 1080p/720p -> 720p/480p, 3/4, 1080p -> 480p,
+# 1.5× and 2× (each one tolerates about ±0.3 % at 512 px)
+SCALES = (1.0, 0.5, 2 / 3, 0.75, 4 / 9, 1.5, 2.0)
+LOCAL = (13, 15, 1.0)  # detection's local normalisation: high-pass box, contrast box (px), floor (grey levels)
+UPSAMPLE = 2  # correlation surface on a grid this much finer than the pixels
+THRESHOLD = 7.0  # score above which a file is called marked (see the module docstring)
+_SEED = 0x7A1C1E4EAD  # "talkinghead": the public key
+
+
+@dataclass(frozen=True)
+class Detection:
+    score: float  # correlation peak in standard deviations (max over SCALES)
+    marked: bool  # score > THRESHOLD
+    scale: float  # the size, relative to the marked original, at which the peak was found
+    frames: int  # frames that went into the score
+
+
+# -- the pattern ---------------------------------------------------------------------------------------------
+def _band_mask(p: int, scale: float = 1.0, observed_max: float = 0.5) -> np.ndarray:
+    """(p, p) bool: DFT bins of a p-periodic signal inside BAND after resizing by `scale` and at most
+    `observed_max` cycles per pixel of the resized image (DC row/column out)."""
+    f = np.fft.fftfreq(p)
+    r_obs = np.hypot(f[:, None], f[None, :])
+    r = r_obs * scale  # cycles per pixel of the original
+    m = (r >= BAND[0]) & (r <= BAND[1]) & (r_obs <= observed_max)
+    m[0, :] = m[:, 0] = False  # pure horizontal / vertical structure (edges, borders, block grids)
+    return m
+
+
+@lru_cache(maxsize=1)
+def key_tile() -> np.ndarray:
+    """(TILE, TILE) float64 with unit RMS: white noise kept only inside BAND (fixed seed)."""
+    rng = np.random.default_rng(_SEED)
+    spec = np.fft.fft2(rng.standard_normal((TILE, TILE)))
+    spec[~_band_mask(TILE)] = 0
+    t = np.real(np.fft.ifft2(spec))
+    return t / t.std()
+
+
+@lru_cache(maxsize=4)
+def _offsets(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pattern tiled over an (h, w) frame, as two (h, w, 3) uint8 arrays: its positive and negative parts."""
+    t = np.rint(key_tile() * AMPLITUDE).astype(np.int16)
+    full = np.tile(t, (-(-h // TILE), -(-w // TILE)))[:h, :w]
+    pos = np.repeat(np.clip(full, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    neg = np.repeat(np.clip(-full, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    pos.flags.writeable = neg.flags.writeable = False
+    return pos, neg
+
+
+def embed(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> a marked copy (saturating at 0 and 255). The input is not changed."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.dtype} {frame.shape}")
+    pos, neg = _offsets(*frame.shape[:2])
+    out = np.minimum(frame, 255 - pos)  # x + p saturates at 255
+    out += pos
+    np.maximum(out, neg, out=out)  # x - n saturates at 0
+    out -= neg
+    return out
+
+
+# -- detection -----------------------------------------------------------------------------------------------
+@lru_cache(maxsize=len(SCALES))
+def _key_phase(p: int, scale: float) -> np.ndarray:
+    """(p, p) complex: the phase of the key's spectrum as it appears folded at period p (the tile resized by
+    `scale`), zero outside the band."""
+    spec = np.fft.fft2(key_tile())  # (TILE, TILE)
+    f_src = np.rint(np.fft.fftfreq(TILE) * TILE).astype(int)  # integer frequency of each bin
+    out = np.zeros((p, p), complex)
+    f_dst = np.rint(np.fft.fftfreq(p) * p).astype(int)
+    keep = np.abs(f_dst) < min(p, TILE) / 2
+    rows = np.flatnonzero(keep)
+    src = {f: i for i, f in enumerate(f_src)}
+    idx = np.array([src[f] for f in f_dst[rows]])
+    out[np.ix_(rows, rows)] = spec[np.ix_(idx, idx)]
+    out[~_band_mask(p, scale, OBSERVED_MAX)] = 0
+    mag = np.abs(out)
+    return np.where(mag > 1e-9, np.conj(out) / np.maximum(mag, 1e-12), 0)
+
+
+def _luma(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) float32."""
+    f = frame.astype(np.float32)
+    return f[:, :, 0] * 0.299 + f[:, :, 1] * 0.587 + f[:, :, 2] * 0.114
+
+
+def _period(scale: float) -> tuple[int, float]:
+    """The integer fold period for `scale` and the resize factor that makes the tile that long."""
+    exact = TILE * scale
+    p = int(round(exact))
+    return p, p / exact
+
+
+def _fold(y: np.ndarray, p: int) -> np.ndarray:
+    """(H, W) -> (p, p): every pixel added at (row mod p, column mod p), after subtracting the mean (so that the
+    partial tiles at the bottom and right edges count too without a step between rows and columns)."""
+    h, w = y.shape
+    nh, nw = -(-h // p), -(-w // p)
+    padded = np.zeros((nh * p, nw * p), np.float32)
+    padded[:h, :w] = y - y.mean()
+    return padded.reshape(nh, p, nw, p).sum(axis=(0, 2))
+
+
+def _resized(y: np.ndarray, factor: float) -> np.ndarray:
+    from PIL import Image
+
+    h, w = y.shape
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return np.asarray(Image.fromarray(y, mode="F").resize(size, Image.BILINEAR))
+
+
+def _flattened(y: np.ndarray) -> np.ndarray:
+    """(H, W) luma -> (H, W): high-passed and divided by the local contrast (plus a floor)."""
+    from scipy.ndimage import uniform_filter
+
+    k_mean, k_contrast, floor = LOCAL
+    r = y - uniform_filter(y, k_mean, mode="reflect")
+    contrast = np.sqrt(np.maximum(uniform_filter(r * r, k_contrast, mode="reflect"), 0))
+    return r / (contrast + floor)
+
+
+class Detector:
+    """Accumulates evidence over frames: `d = Detector(); d.add(frame)...; d.result()`."""
+
+    def __init__(self, scales: Iterable[float] = SCALES):
+        self.scales = tuple(scales)
+        self._sums: dict[float, np.ndarray] = {}
+        self.frames = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        """One (H, W, 3) uint8 RGB frame (or an (H, W) luma)."""
+        frame = np.asarray(frame)
+        y = _flattened(_luma(frame) if frame.ndim == 3 else frame.astype(np.float32))
+        for s in self.scales:
+            p, factor = _period(s)
+            yr = y if abs(factor - 1) < 1e-6 else _resized(y, factor)
+            if min(yr.shape) < p // 2:
+                continue
+            spec = np.fft.fft2(_fold(yr, p))
+            spec /= np.maximum(np.abs(spec), 1e-6)  # phase only: every frequency counts the same
+            self._sums[s] = self._sums.get(s, 0) + spec
+        self.frames += 1
+
+    def result(self) -> Detection:
+        best = Detection(score=0.0, marked=False, scale=1.0, frames=self.frames)
+        for s, spec in self._sums.items():
+            p, _ = _period(s)
+            prod = spec * _key_phase(p, s)
+            # zero-padded spectrum: the surface on a finer grid (a resized copy puts the peak between pixels)
+            fine = np.zeros((p * UPSAMPLE, p * UPSAMPLE), complex)
+            f = np.rint(np.fft.fftfreq(p) * p).astype(int)
+            idx = np.where(f < 0, f + p * UPSAMPLE, f)
+            fine[np.ix_(idx, idx)] = prod
+            surface = np.real(np.fft.ifft2(fine))  # (U·p, U·p) cyclic correlation
+            sd = surface.std()
+            z = float((surface.max() - surface.mean()) / sd) if sd > 0 else 0.0
+            if z > best.score:
+                best = Detection(score=z, marked=z > THRESHOLD, scale=s, frames=self.frames)
+        return best
+
+
+def detect(frame: np.ndarray) -> Detection:
+    """Score and decision for one (H, W, 3) uint8 RGB image."""
+    d = Detector()
+    d.add(frame)
+    return d.result()
+
+
+def detect_frames(frames: Iterable[np.ndarray]) -> Detection:
+    """Score and decision for a sequence of frames of one video (evidence summed over them)."""
+    d = Detector()
+    for f in frames:
+        d.add(f)
+    return d.result()
