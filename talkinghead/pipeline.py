@@ -96,8 +96,11 @@ def _driver_frames(path, indices) -> Iterator[np.ndarray]:
 
 def track_driver(path, fps: float | None = None, face_index: int | None = None, progress: bool = True,
                  detector=None) -> DriverTrack:
-    """Pass 1: landmarks of every (selected) driving frame (VideoLandmarkTracker: detect, track, smooth)."""
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker
+    """Pass 1: landmarks of every (selected) driving frame (VideoLandmarkTracker: detect, track, re-detect,
+    hold through brief occlusions), then smoothed forwards and backwards in time: the whole driver is known,
+    so the smoothing adds no lag."""
+    from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.track import VideoLandmarkTracker
 
     t0 = time.time()
     info = video.probe_video(path)
@@ -110,15 +113,16 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     total = info.num_frames if indices is None else len(indices)
     for make_detector in detectors:
         tracker = VideoLandmarkTracker(make_detector(), fps=out_fps, face_index=face_index)
-        points: list[np.ndarray | None] = []
+        faces = []
         with progress_bar(total, "landmarks", "frame", progress) as bar:
-            for face in tracker.track_iter(_driver_frames(path, indices)):
-                points.append(None if face is None else np.asarray(face.points, np.float32))
+            for face in tracker.track_iter(_driver_frames(path, indices), smooth=False):
+                faces.append(face)
                 bar.update(1)
-        if not points:
+        if not faces:
             raise video.VideoError(f"no frames could be read from {path}")
-        if any(p is not None for p in points):
+        if any(f is not None for f in faces):
             break
+    points = [None if f is None else np.asarray(f.points, np.float32) for f in tracker.smooth_offline(faces)]
     return DriverTrack(str(path), indices, points, out_fps, info.width, info.height, time.time() - t0)
 
 

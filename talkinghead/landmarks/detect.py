@@ -2,9 +2,8 @@
 
 Backends sit behind one protocol (`LandmarkDetector.detect(image) -> list[Face]`). The default is dlib's HOG
 frontal face detector + its 68-point shape predictor; the model files ship in the pip package
-face-recognition-models (located with importlib; nothing is downloaded). For video, `VideoLandmarkTracker`
-runs the detector only now and then and otherwise predicts the landmarks in a box derived from the previous
-frame's landmarks, then smooths the points over time (One-Euro filter) so driving landmarks don't jitter.
+face-recognition-models (located with importlib; nothing is downloaded). Video (detect, track, hold,
+smooth) is in track.py.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -184,137 +183,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def _landmark_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """A similarity-invariant reference frame of a face: centre and scale of the 68 points."""
-    c = points.mean(axis=0)
-    s = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean()))
-    return c, max(s, 1e-3)
+def __getattr__(name):  # the tracker moved to track.py; `from ...detect import VideoLandmarkTracker` still works
+    if name in ("OneEuroFilter", "VideoLandmarkTracker"):
+        from talkinghead.landmarks import track
 
-
-class OneEuroFilter:
-    """One-Euro filter (Casiez et al. 2012) over an array of values: low jitter when still, low lag when
-    moving. `scale` divides the speed before it adapts the cutoff (face size, so the filter is size-invariant)."""
-
-    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0):
-        self.fps, self.min_cutoff, self.beta, self.d_cutoff = float(fps), min_cutoff, beta, d_cutoff
-        self.x = None
-        self.dx = None
-
-    @staticmethod
-    def _alpha(cutoff, fps):
-        tau = 1.0 / (2 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau * fps)
-
-    def reset(self):
-        self.x = self.dx = None
-
-    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        if self.x is None:
-            self.x, self.dx = x.copy(), np.zeros_like(x)
-            return x.copy()
-        dx = (x - self.x) * self.fps
-        a_d = self._alpha(self.d_cutoff, self.fps)
-        self.dx = a_d * dx + (1 - a_d) * self.dx
-        speed = np.abs(self.dx) / max(scale, 1e-6)
-        cutoff = self.min_cutoff + self.beta * speed
-        a = 1.0 / (1.0 + self.fps / (2 * math.pi * cutoff))
-        self.x = a * x + (1 - a) * self.x
-        return self.x.copy()
-
-
-class VideoLandmarkTracker:
-    """Landmarks for a frame sequence: detect, then track.
-
-    The full detector runs on the first frame, every `redetect_every` frames, after a lost face, and when
-    tracking fails; otherwise the 68 points are predicted in the box derived from the previous frame's points
-    (the box↔landmark relation is calibrated on the last detection, so the predictor sees boxes like the
-    detector's). Tracking fails when the new points imply a box that overlaps the used box by less than
-    `min_iou`. `smoothing` > 0 enables a One-Euro filter on the points (larger = smoother, more lag);
-    0 disables it. Frames without a face give None.
-    """
-
-    def __init__(self, detector, redetect_every: int = 10, smoothing: float = 1.0, fps: float = 25.0,
-                 min_iou: float = 0.5, face_index: int | None = None, beta: float = 4.0):
-        self.detector = detector
-        self.redetect_every = max(1, int(redetect_every))
-        self.smoothing = float(smoothing)
-        self.fps = float(fps)
-        self.min_iou = float(min_iou)
-        self.face_index = face_index
-        self.beta = beta
-        self.stats = {"frames": 0, "detections": 0, "tracked": 0, "lost": 0, "track_failures": 0}
-        self._reset()
-
-    def _reset(self):
-        self._prev: Face | None = None
-        self._rel = None  # box relative to the landmark frame: (dx0, dy0, dx1, dy1) / scale
-        self._since_detect = 0
-        self._filter = None
-        if self.smoothing > 0:
-            self._filter = OneEuroFilter(self.fps, min_cutoff=1.0 / self.smoothing, beta=self.beta / self.smoothing)
-
-    def _calibrate(self, face: Face):
-        c, s = _landmark_frame(face.points)
-        self._rel = (face.box - np.array([c[0], c[1], c[0], c[1]], np.float32)) / s
-
-    def _box_from_points(self, points: np.ndarray) -> np.ndarray:
-        c, s = _landmark_frame(points)
-        return (np.array([c[0], c[1], c[0], c[1]], np.float32) + self._rel * s).astype(np.float32)
-
-    def _detect(self, frame) -> Face | None:
-        self.stats["detections"] += 1
-        faces = self.detector.detect(frame)
-        if self._prev is not None and faces and self.face_index is None:
-            # keep following the same person: the face closest to the tracked one
-            prev = self._prev.box
-            best = max(faces, key=lambda f: box_iou(f.box, prev))
-            if box_iou(best.box, prev) > 0.2:
-                return best
-        return pick_face(faces, frame.shape, self.face_index)
-
-    def _step(self, frame: np.ndarray) -> Face | None:
-        self.stats["frames"] += 1
-        face = None
-        if self._prev is not None and self._since_detect < self.redetect_every - 1 and hasattr(self.detector, "predict"):
-            box = self._box_from_points(self._prev.points)
-            cand = self.detector.predict(frame, box, self._prev.score)
-            if box_iou(self._box_from_points(cand.points), box) >= self.min_iou:
-                face = cand
-                self._since_detect += 1
-                self.stats["tracked"] += 1
-            else:
-                self.stats["track_failures"] += 1
-        if face is None:
-            face = self._detect(frame)
-            self._since_detect = 0
-            if face is None:
-                self.stats["lost"] += 1
-                self._reset()
-                return None
-            if self._prev is not None and box_iou(face.box, self._prev.box) < 0.2 and self._filter is not None:
-                self._filter.reset()  # a different face / a jump: don't smooth across it
-            self._calibrate(face)
-        self._prev = face
-        if self._filter is not None:
-            _, s = _landmark_frame(face.points)
-            pts = self._filter(face.points, scale=s).astype(np.float32)
-            face = Face(box=face.box, points=pts, score=face.score)
-        return face
-
-    def reset(self) -> None:
-        """Forget the tracked face (the next frame runs the detector)."""
-        self._reset()
-
-    def update(self, frame: np.ndarray) -> Face | None:
-        """The next frame of the sequence -> its Face or None (streaming use, e.g. a webcam)."""
-        return self._step(_as_rgb_uint8(frame))
-
-    def track_iter(self, frames: Iterable[np.ndarray]) -> Iterator[Face | None]:
-        self._reset()
-        for frame in frames:
-            yield self._step(_as_rgb_uint8(frame))
-
-    def track(self, frames: Iterable[np.ndarray]) -> list[Face | None]:
-        """One Face (or None where no face was found) per frame."""
-        return list(self.track_iter(frames))
+        return getattr(track, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,321 @@
+"""Landmarks through a video (issue 11, "a driver that holds"): detect, track, re-detect, hold, smooth.
+
+`VideoLandmarkTracker` runs the full detector on the first frame and whenever the tracked shape degrades;
+otherwise it predicts the 68 points in a box carried over from the previous frame (moved at the head's
+velocity, so fast pans are not lost). Every `redetect_every` frames the detector checks that the tracked box
+has not drifted off the face. A frame whose shape is implausible — too far from the last good shape after a
+similarity alignment (a hand over the mouth, a predictor that slipped) — triggers a re-detection; if that
+is implausible too, the last good shape is held, moved with the upper face (brows, eyes, nose) or the
+detector's box, for at most `max_hold` frames, instead of dropping the face or following garbage.
+
+Smoothing: a One-Euro filter per point (cutoffs per face part: eyes and mouth move fast and get less
+smoothing than the jaw; the speed that opens the cutoff is the point's speed in face sizes per second). The
+streaming `update(frame)` is causal; `track(frames, zero_lag=True)` (a whole video known, as in `animate`)
+averages the filter run forwards and backwards in time, whose lags cancel.
+
+Detector-agnostic: any object with `detect(image) -> list[Face]` and `predict(image, box, score) -> Face`
+(`detect_boxes(image) -> [(box, score)]` is used for the drift check when present).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from talkinghead.landmarks.detect import Face, _as_rgb_uint8, box_iou, interocular, pick_face
+
+PARTS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+         "mouth": slice(48, 68)}
+UPPER = np.r_[17:48]  # brows, nose, eyes: what a hand over the mouth leaves visible
+RIGID = np.r_[27:36, 36, 39, 42, 45]  # nose and eye corners: move with the head, hardly with expression
+
+# One-Euro cutoff multiplier per face part (larger = less smoothing): fast, small parts (eyes, lips) keep
+# more of their motion; the jaw outline is the noisiest part of dlib's shape and moves slowest.
+PART_CUTOFF = {"jaw": 1.0, "brows": 1.0, "nose": 1.0, "eyes": 1.5, "mouth": 1.5}
+
+
+def _part_values(table: dict) -> np.ndarray:
+    """{part name: value} -> (68, 1) per point."""
+    out = np.ones((68, 1))
+    for name, v in table.items():
+        out[PARTS[name]] = v
+    return out
+
+
+def landmark_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """A similarity-invariant reference frame of a face: centre (2,) and RMS radius of the 68 points."""
+    c = points.mean(axis=0)
+    s = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean()))
+    return c, max(s, 1e-3)
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity (rotation, scale, translation; no reflection) taking src (N, 2) onto dst:
+    returns (A (2, 2), t (2,)) with dst ≈ src @ A.T + t."""
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    a = float((s * d).sum())  # Σ s·d
+    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum())  # Σ s×d
+    n = float((s ** 2).sum()) or 1e-12
+    A = np.array([[a, -b], [b, a]]) / n
+    return A, md - ms @ A.T
+
+
+def shape_residual(points: np.ndarray, ref: np.ndarray, idx=None) -> float:
+    """RMS distance between `points` and `ref` aligned onto them by a similarity (over `idx` points, default
+    all), in inter-ocular units of `ref`: how much the shape changed, head motion factored out."""
+    p, r = (points, ref) if idx is None else (points[idx], ref[idx])
+    A, t = similarity_fit(r, p)
+    err = np.sqrt((((r @ A.T + t) - p) ** 2).sum(axis=1).mean())
+    return float(err / max(interocular(ref), 1e-3))
+
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez et al. 2012) over an array of values: low jitter when still, low lag when
+    moving. min_cutoff / beta may be arrays broadcasting against the values (per-point cutoffs). `scale`
+    divides the speed before it opens the cutoff (face size, so the filter is size-invariant); for (N, 2)
+    values the speed is that of each point (x and y share one cutoff)."""
+
+    def __init__(self, fps: float, min_cutoff=1.0, beta=0.5, d_cutoff: float = 1.0):
+        self.fps, self.min_cutoff, self.beta, self.d_cutoff = float(fps), min_cutoff, beta, d_cutoff
+        self.x = None
+        self.dx = None
+
+    @staticmethod
+    def _alpha(cutoff, fps):
+        return 1.0 / (1.0 + fps / (2 * math.pi * cutoff))
+
+    def reset(self):
+        self.x = self.dx = None
+
+    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        a_d = self._alpha(self.d_cutoff, self.fps)
+        self.dx = a_d * (x - self.x) * self.fps + (1 - a_d) * self.dx
+        speed = np.abs(self.dx) if x.ndim < 2 else np.linalg.norm(self.dx, axis=-1, keepdims=True)
+        cutoff = self.min_cutoff + self.beta * speed / max(scale, 1e-6)
+        a = self._alpha(cutoff, self.fps)
+        self.x = a * x + (1 - a) * self.x
+        return self.x.copy()
+
+
+def zero_lag_smooth(points: np.ndarray, make_filter) -> np.ndarray:
+    """(T, 68, 2) points of one face track -> the mean of a causal filter run forwards and backwards in time
+    (its lag forwards is a lead backwards: a ramp comes out unshifted). make_filter() -> a fresh filter."""
+    fwd, bwd = make_filter(), make_filter()
+    scales = [landmark_frame(p)[1] for p in points]
+    a = np.stack([fwd(p, scale=s) for p, s in zip(points, scales)])
+    b = np.stack([bwd(p, scale=s) for p, s in zip(points[::-1], scales[::-1])])[::-1]
+    return ((a + b) / 2).astype(np.float32)
+
+
+class VideoLandmarkTracker:
+    """Landmarks for a frame sequence: detect, track, re-detect when the shape degrades, hold, smooth.
+
+    redetect_every: frames between drift checks (the detector's box against the tracked one; the track
+    restarts from the detection when they overlap less than `drift_iou`). min_iou: a tracked shape whose box
+    overlaps the box it was predicted in by less is a failure. max_residual: a shape farther than this from
+    the last good shape (`shape_residual`, inter-ocular units) is implausible. max_hold: frames the last good
+    shape is held through an implausible stretch (0: never hold). smoothing > 0 enables the One-Euro filter
+    (larger = smoother, more lag; 0: raw points); beta: how fast motion opens it. Frames without a face give
+    None. stats counts frames, detections, tracked frames, failures, holds and lost frames.
+    """
+
+    def __init__(self, detector, redetect_every: int = 10, smoothing: float = 1.0, fps: float = 25.0,
+                 min_iou: float = 0.5, face_index: int | None = None, beta: float = 4.0,
+                 max_residual: float = 0.08, max_hold: int | None = None, drift_iou: float = 0.6,
+                 d_cutoff: float = 1.0):
+        self.detector = detector
+        self.redetect_every = max(1, int(redetect_every))
+        self.smoothing = float(smoothing)
+        self.fps = float(fps)
+        self.min_iou = float(min_iou)
+        self.face_index = face_index
+        self.beta = float(beta)
+        self.max_residual = float(max_residual)
+        self.max_hold = int(round(0.5 * self.fps)) if max_hold is None else int(max_hold)
+        self.drift_iou = float(drift_iou)
+        self.d_cutoff = float(d_cutoff)
+        self.stats = {"frames": 0, "detections": 0, "tracked": 0, "lost": 0, "track_failures": 0, "held": 0}
+        self._smooth = True  # causal smoothing of update()'s output (off for the offline path's raw pass)
+        self._reset()
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _reset(self):
+        self._good: Face | None = None  # last plausible raw shape
+        self._prev_pts: np.ndarray | None = None  # raw points of the previous frame (good or held)
+        self._velocity = np.zeros(2)  # head centre motion per frame, pixels
+        self._rel = None  # box relative to the landmark frame: (dx0, dy0, dx1, dy1) / scale
+        self._since_detect = 0
+        self._held = 0
+        self._filter = self.make_filter() if self.smoothing > 0 and self._smooth else None
+
+    def make_filter(self) -> OneEuroFilter:
+        """The One-Euro filter this tracker smooths with (also used forwards and backwards offline)."""
+        s = max(self.smoothing, 1e-6)
+        return OneEuroFilter(self.fps, min_cutoff=_part_values(PART_CUTOFF) / s, beta=self.beta / s,
+                             d_cutoff=self.d_cutoff)
+
+    def _calibrate(self, face: Face):
+        c, s = landmark_frame(face.points)
+        self._rel = (face.box - np.array([c[0], c[1], c[0], c[1]], np.float32)) / s
+
+    def _box_from_points(self, points: np.ndarray, shift=(0.0, 0.0)) -> np.ndarray:
+        c, s = landmark_frame(points)
+        c = c + np.asarray(shift)
+        return (np.array([c[0], c[1], c[0], c[1]], np.float32) + self._rel * s).astype(np.float32)
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _detect(self, frame) -> Face | None:
+        self.stats["detections"] += 1
+        faces = self.detector.detect(frame)
+        if self._prev_pts is not None and faces and self.face_index is None:
+            # keep following the same person: the face closest to the tracked one
+            prev = self._box_from_points(self._prev_pts)
+            best = max(faces, key=lambda f: box_iou(f.box, prev))
+            if box_iou(best.box, prev) > 0.2:
+                return best
+        return pick_face(faces, frame.shape, self.face_index)
+
+    def _plausible(self, points: np.ndarray) -> bool:
+        return self._good is None or shape_residual(points, self._good.points) <= self.max_residual
+
+    def _track(self, frame) -> Face | None:
+        """The shape predicted in the previous frame's box moved at the head's velocity; None if it fails."""
+        box = self._box_from_points(self._prev_pts, self._velocity)
+        cand = self.detector.predict(frame, box, self._good.score)
+        if box_iou(self._box_from_points(cand.points), box) >= self.min_iou and self._plausible(cand.points):
+            return cand
+        self.stats["track_failures"] += 1
+        return None
+
+    def _drifted(self, frame, face: Face) -> bool:
+        """The detector's box (if it finds one) overlaps the tracked face's box by less than drift_iou."""
+        self.stats["detections"] += 1
+        if hasattr(self.detector, "detect_boxes"):
+            boxes = [b for b, _ in self.detector.detect_boxes(frame)]
+        else:
+            boxes = [f.box for f in self.detector.detect(frame)]
+        if not boxes:
+            return False  # nothing to compare with (a turned head the detector misses): keep tracking
+        tracked = self._box_from_points(face.points)
+        return max(box_iou(b, tracked) for b in boxes) < self.drift_iou
+
+    def _hold(self, cand: Face | None) -> np.ndarray | None:
+        """The last good shape moved with the candidate's upper face (or its box), or unmoved; None when held
+        too long."""
+        if self._good is None or self._held >= self.max_hold:
+            return None
+        good = self._good.points
+        if cand is not None and shape_residual(cand.points, good, UPPER) <= self.max_residual:
+            A, t = similarity_fit(good[UPPER], cand.points[UPPER])
+        elif cand is not None:  # only the box is usable: move and scale the shape with it
+            old = self._box_from_points(good)
+            k = (cand.box[2] - cand.box[0]) / max(old[2] - old[0], 1e-3)
+            A = np.eye(2) * k
+            t = (cand.box[:2] + cand.box[2:]) / 2 - ((old[:2] + old[2:]) / 2) * k
+        else:
+            return self._prev_pts.copy()
+        return (good @ A.T + t).astype(np.float32)
+
+    def _step(self, frame: np.ndarray) -> Face | None:
+        self.stats["frames"] += 1
+        face = None
+        if self._prev_pts is not None and self._since_detect < self.redetect_every - 1:
+            face = self._track(frame)
+            if face is not None:
+                self._since_detect += 1
+                self.stats["tracked"] += 1
+        elif self._prev_pts is not None and self._good is not None:
+            face = self._track(frame)
+            if face is not None:
+                self._since_detect = 0
+                if self._drifted(frame, face):
+                    face = None
+                else:
+                    self.stats["tracked"] += 1
+        points = None
+        if face is None:
+            cand = self._detect(frame)
+            self._since_detect = 0
+            if cand is not None and (self._plausible(cand.points) or self._held >= self.max_hold
+                                     or self._prev_pts is None):
+                face = cand
+                self._calibrate(face)
+            else:
+                points = self._hold(cand)
+                if points is None:
+                    self.stats["lost"] += 1
+                    self._reset()
+                    return None
+                self._held += 1
+                self.stats["held"] += 1
+                face = Face(box=self._box_from_points(points), points=points,
+                            score=self._good.score if self._good is not None else 0.0)
+        if points is None:  # a plausible shape: it becomes the reference
+            if self._good is not None and box_iou(face.box, self._box_from_points(self._good.points)) < 0.2:
+                self._velocity[:] = 0  # a jump (another face): no velocity, no smoothing across it
+                if self._filter is not None:
+                    self._filter.reset()
+            self._good, self._held = face, 0
+        if self._prev_pts is not None:
+            self._velocity = landmark_frame(face.points)[0] - landmark_frame(self._prev_pts)[0]
+        self._prev_pts = face.points
+        if self._filter is not None:
+            pts = self._filter(face.points, scale=landmark_frame(face.points)[1]).astype(np.float32)
+            face = Face(box=face.box, points=pts, score=face.score)
+        return face
+
+    # -- API ---------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the tracked face (the next frame runs the detector)."""
+        self._smooth = True
+        self._reset()
+
+    def update(self, frame: np.ndarray) -> Face | None:
+        """The next frame of the sequence -> its Face or None (streaming use, e.g. a webcam); causal."""
+        return self._step(_as_rgb_uint8(frame))
+
+    def track_iter(self, frames: Iterable[np.ndarray], smooth: bool = True) -> Iterator[Face | None]:
+        """update() over a sequence, from a fresh state (the same faces as update()); smooth=False: the raw
+        tracked points, for `smooth_offline`."""
+        self._smooth = smooth
+        self._reset()
+        for frame in frames:
+            yield self._step(_as_rgb_uint8(frame))
+
+    def smooth_offline(self, faces: list[Face | None]) -> list[Face | None]:
+        """Raw faces of a whole sequence (track_iter(smooth=False)) -> zero-lag smoothed (`smooth_faces` with
+        this tracker's filter); unchanged when smoothing is off."""
+        return smooth_faces(faces, self.make_filter) if self.smoothing > 0 else list(faces)
+
+    def track(self, frames: Iterable[np.ndarray], zero_lag: bool = False) -> list[Face | None]:
+        """One Face (or None where no face was found) per frame. zero_lag: the whole sequence is known, so the
+        points are smoothed forwards and backwards in time (`smooth_offline`) instead of causally."""
+        if zero_lag:
+            return self.smooth_offline(list(self.track_iter(frames, smooth=False)))
+        return list(self.track_iter(frames))
+
+
+def smooth_faces(faces: list[Face | None], make_filter) -> list[Face | None]:
+    """Zero-lag smoothing of raw tracked faces, each run of consecutive faces on its own (a None or a jump of
+    the face's box ends a run)."""
+    runs: list[list[int]] = []
+    for i, f in enumerate(faces):
+        if f is None:
+            continue
+        prev = faces[i - 1] if i > 0 else None
+        if prev is None or box_iou(f.box, prev.box) < 0.2:
+            runs.append([])
+        runs[-1].append(i)
+    out = list(faces)
+    for run in runs:
+        pts = zero_lag_smooth(np.stack([faces[i].points for i in run]), make_filter)
+        for k, i in enumerate(run):
+            out[i] = Face(box=faces[i].box, points=pts[k], score=faces[i].score)
+    return out
