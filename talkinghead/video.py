@@ -21,6 +21,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from talkinghead import watermark
 from talkinghead.errors import VideoError
 from talkinghead.files import partial_path, remove_stale_partials
 
@@ -207,7 +208,15 @@ def read_image(path) -> np.ndarray:
 
 
 def write_image(path, image: np.ndarray, quality: int = 95) -> None:
-    """Writes (H, W, 3) uint8 RGB to path (format from the suffix; JPEG at `quality`)."""
+    """Writes an output image, (H, W, 3) uint8 RGB, with the invisible mark of talkinghead.watermark (format
+    from the suffix; JPEG at `quality`)."""
+    write_dataset_image(path, watermark.embed(np.asarray(image)), quality=quality)
+
+
+def write_dataset_image(path, image: np.ndarray, quality: int = 95) -> None:
+    """Writes (H, W, 3) uint8 RGB as it is, unmarked: only for crops of real footage (preprocessing's training
+    data), which are no output of the model — a marked training set would teach the model the mark and blur
+    what `talkinghead verify` means."""
     Image.fromarray(np.ascontiguousarray(image)).save(str(path), quality=quality)
 
 
@@ -233,7 +242,8 @@ class VideoWriter:
     removed when writing starts (see `remove_stale_partials`). Odd frame sizes are
     padded by one pixel (edge replicated). `audio_from`: a media file whose first audio stream is copied
     (or re-encoded to AAC where mp4 cannot carry it), trimmed to the video's duration. `metadata`: container
-    tags (e.g. {"comment": "synthetic"}).
+    tags (e.g. {"comment": "synthetic"}). Every frame written carries the invisible mark of
+    talkinghead.watermark (`talkinghead verify` finds it); there is no way to write one without it.
     """
 
     def __init__(self, path, fps, audio_from=None, crf: int = 18, metadata: dict | None = None,
@@ -300,7 +310,7 @@ class VideoWriter:
             self._open(w, h)
         elif (w, h) != self._size:
             raise ValueError(f"frame size {w}x{h} differs from the first frame's {self._size[0]}x{self._size[1]}")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf = av.VideoFrame.from_ndarray(watermark.embed(frame), format="rgb24")
         vf.pts = self.num_frames
         vf.time_base = 1 / self.fps
         for packet in self._stream.encode(vf):

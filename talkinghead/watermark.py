@@ -76,14 +76,17 @@ def key_tile() -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _offsets(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pattern tiled over an (h, w) frame, as two (h, w, 3) uint8 arrays: its positive and negative parts."""
+def _offsets(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pattern tiled over an (h, w) frame as (h, w, 3) uint8 arrays: 255 minus its positive part, its
+    positive part and its negative part."""
     t = np.rint(key_tile() * AMPLITUDE).astype(np.int16)
     full = np.tile(t, (-(-h // TILE), -(-w // TILE)))[:h, :w]
     pos = np.repeat(np.clip(full, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
     neg = np.repeat(np.clip(-full, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    pos.flags.writeable = neg.flags.writeable = False
-    return pos, neg
+    cap = 255 - pos
+    for a in (cap, pos, neg):
+        a.flags.writeable = False
+    return cap, pos, neg
 
 
 def embed(frame: np.ndarray) -> np.ndarray:
@@ -91,8 +94,8 @@ def embed(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.dtype} {frame.shape}")
-    pos, neg = _offsets(*frame.shape[:2])
-    out = np.minimum(frame, 255 - pos)  # x + p saturates at 255
+    cap, pos, neg = _offsets(*frame.shape[:2])
+    out = np.minimum(frame, cap)  # x + p saturates at 255
     out += pos
     np.maximum(out, neg, out=out)  # x - n saturates at 0
     out -= neg

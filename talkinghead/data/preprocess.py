@@ -174,7 +174,7 @@ def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptio
     (crop pixels) into landmarks.npy and its crop box (source pixels) into boxes.npy. Returns the number of
     distinct crops (segments)."""
     from talkinghead.landmarks.align import segment_crops
-    from talkinghead.video import iter_indexed_frames, write_image
+    from talkinghead.video import iter_indexed_frames, write_dataset_image
 
     pts = found.points
     seg_len = 0
@@ -188,7 +188,7 @@ def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptio
     for i, frame in iter_indexed_frames(path, indices=found.indices):
         k = pos[i]
         ct = crops[k]
-        write_image(tmp / "frames" / f"{i:06d}.{opts.image_format}", ct.crop(frame), quality=opts.quality)
+        write_dataset_image(tmp / "frames" / f"{i:06d}.{opts.image_format}", ct.crop(frame), quality=opts.quality)
         lm[k] = ct.points_to_crop(pts[k])
         boxes[k] = (ct.cx, ct.cy, ct.side)
     np.save(tmp / "landmarks.npy", lm)
