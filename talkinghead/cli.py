@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "the paper's protocol and metrics, with baselines",
     "live": "puppeteer a portrait in real time from a webcam (or a video file)",
     "serve": "the web app: photos and a driving video in, the animated video out",
+    "verify": "is this image or video marked as made with talkinghead?",
 }
 
 

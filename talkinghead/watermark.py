@@ -215,3 +215,31 @@ def detect_frames(frames: Iterable[np.ndarray]) -> Detection:
     for f in frames:
         d.add(f)
     return d.result()
+
+
+def detect_file(path, max_frames: int = 100) -> Detection:
+    """Score and decision for an image or a video file; a video is judged on up to `max_frames` frames spread
+    evenly over it (a file cut short is judged on the frames before the cut). Raises VideoError (a
+    TalkingHeadError) for a missing or unreadable file."""
+    from talkinghead import video
+    from talkinghead.errors import VideoError
+
+    if not video.is_video_path(path):
+        try:
+            return detect(video.read_image(path))
+        except VideoError:
+            if video.is_image_path(path):
+                raise
+    info = video.probe_video(path)  # raises VideoError for an unreadable file
+    n = max(1, info.num_frames)
+    indices = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
+    d = Detector()
+    try:
+        for _, frame in video.iter_indexed_frames(path, indices=indices):
+            d.add(frame)
+    except VideoError:
+        if d.frames == 0:
+            raise
+    if d.frames == 0:
+        raise VideoError(f"no frames could be decoded from {path}")
+    return d.result()
