@@ -156,13 +156,14 @@ class FrameGrabber:
     than letting latency grow). ``get()`` returns a frame newer than the last one taken, waiting for it.
 
     Counts: ``captured`` (frames the camera delivered), ``taken``, ``dropped`` (replaced before anybody took
-    them), ``decode_s`` (seconds spent decoding and converting in the thread). A camera error ends the stream;
+    them), ``decode_s`` (wall seconds spent decoding and converting in the thread), ``cpu_s``. A camera error ends the stream;
     it is kept in ``error`` (the consumer decides whether it matters)."""
 
     def __init__(self, camera: Camera):
         self.camera = camera
         self.captured = self.taken = self.dropped = 0
         self.decode_s = 0.0
+        self.cpu_s = 0.0  # CPU seconds of the thread (decoding, conversion), when it has ended
         self.error: BaseException | None = None
         self.ended = False
         self._latest: CameraFrame | None = None
@@ -189,6 +190,7 @@ class FrameGrabber:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self.error = e
         finally:
+            self.cpu_s = time.thread_time()
             with self._cond:
                 self.ended = True
                 self._cond.notify_all()

@@ -41,15 +41,24 @@ STAGES = ("capture", "tracking", "retarget", "generator", "paste-back", "waterma
 
 
 class StageTimes:
-    """Wall seconds spent in named stages (totals and counts), filled from one thread."""
+    """Seconds spent in named stages, wall clock and the CPU time of the thread that ran them (a stage's own
+    work, whatever else shares the machine; torch's extra intra-op threads are not in it), filled from one
+    thread."""
 
     def __init__(self):
         self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.counts: dict[str, int] = dict.fromkeys(STAGES, 0)
 
-    def add(self, stage: str, seconds: float) -> None:
+    def add(self, stage: str, seconds: float, cpu_seconds: float = 0.0) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + cpu_seconds
         self.counts[stage] = self.counts.get(stage, 0) + 1
+
+
+def _clocks() -> tuple[float, float]:
+    """(wall, this thread's CPU) in seconds."""
+    return time.perf_counter(), time.thread_time()
 
 
 def default_tracker(fps: float = 25.0):
@@ -145,7 +154,8 @@ class LivePuppet:
         self.absolute = absolute
         c = self.avatar.crop
         self.box_size = r = int(c.side)  # R
-        self.animator = Animator(self.avatar, model=model, device=device, dtype=dtype, max_output_size=r)
+        self.animator = Animator(self.avatar, model=model, device=device, dtype=dtype, max_output_size=r,
+                                 freeze=True)  # one frame at a time: G traced and frozen
         self.tracker = tracker if tracker is not None else default_tracker(fps)
         self.background = self.avatar.source_image  # (H', W', 3) uint8, the scaled photo
         bh, bw = self.background.shape[:2]
@@ -158,7 +168,8 @@ class LivePuppet:
         self.times = StageTimes()
         self.frames = self.no_face = 0
         self._reference: np.ndarray | None = None
-        self.last = self._compose(self._box_background)
+        for _ in range(2):  # warm-up (the first passes allocate and pick kernels); shows the avatar's own pose
+            self.last = self._compose(self.animator.render_points(self.avatar.source_points[None], full_size=True))
 
     @classmethod
     def from_source(cls, source, model=None, *, device="cpu", face_index: int | None = None,
@@ -184,10 +195,10 @@ class LivePuppet:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """One camera frame (H, W, 3) uint8 RGB -> the avatar's frame (output_size) uint8 RGB."""
-        t0 = time.perf_counter()
+        c0 = _clocks()
         face = self.tracker.update(frame)
-        t1 = time.perf_counter()
-        self.times.add("tracking", t1 - t0)
+        c1 = _clocks()
+        self.times.add("tracking", c1[0] - c0[0], c1[1] - c0[1])
         self.frames += 1
         if face is None:
             self.no_face += 1
@@ -196,14 +207,13 @@ class LivePuppet:
             self._reference = np.array(face.points, np.float32)
         targets = self._retarget(self.avatar.source_points, np.asarray(face.points)[None], self._reference,
                                  absolute=self.absolute)  # (1, 68, 2) in the avatar's crop
-        t2 = time.perf_counter()
+        c2 = _clocks()
         rendered = self.animator.render_points(targets, full_size=True)  # (1, 3, R, R) (S for the paper's G)
-        t3 = time.perf_counter()
+        c3 = _clocks()
         self.last = self._compose(rendered)
-        t4 = time.perf_counter()
-        self.times.add("retarget", t2 - t1)
-        self.times.add("generator", t3 - t2)
-        self.times.add("paste-back", t4 - t3)
+        c4 = _clocks()
+        for stage, (a, b) in (("retarget", (c1, c2)), ("generator", (c2, c3)), ("paste-back", (c3, c4))):
+            self.times.add(stage, b[0] - a[0], b[1] - a[1])
         return self.last
 
     def _compose(self, rendered: torch.Tensor) -> np.ndarray:
@@ -234,7 +244,8 @@ class LiveSummary:
     cpu_seconds: float  # process CPU (all threads)
     camera_fps: float
     latencies_ms: list[float] = field(repr=False, default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU of the thread that ran the stage
     interrupted: bool = False
 
     @property
@@ -251,21 +262,22 @@ class LiveSummary:
             return float("nan")
         return float(np.mean(self.latencies_ms) if q is None else np.percentile(self.latencies_ms, q))
 
-    def stage_ms(self) -> dict[str, float]:
-        """Mean ms per rendered frame of every stage (capture: per frame delivered by the camera)."""
+    def stage_ms(self, clock: str = "wall") -> dict[str, float]:
+        """Mean ms per rendered frame of every stage, wall clock or CPU ("cpu"); capture: per camera frame."""
         n = max(self.frames, 1)
-        return {k: 1e3 * v / (max(self.captured, 1) if k == "capture" else n) for k, v in self.stage_seconds.items()}
+        table = self.stage_cpu_seconds if clock == "cpu" else self.stage_seconds
+        return {k: 1e3 * v / (max(self.captured, 1) if k == "capture" else n) for k, v in table.items()}
 
     def lines(self) -> list[str]:
-        ms = self.stage_ms()
-        total = sum(v for k, v in ms.items() if k != "capture") or 1e-9
-        stages = ", ".join(f"{k} {v:.1f}" + ("" if k == "capture" else f" ({100 * v / total:.0f} %)")
-                           for k, v in ms.items())
+        wall, cpu = self.stage_ms(), self.stage_ms("cpu")
+        total = sum(v for k, v in wall.items() if k != "capture") or 1e-9
+        stages = ", ".join(f"{k} {v:.1f}/{cpu[k]:.1f}" + ("" if k == "capture" else f" ({100 * v / total:.0f} %)")
+                           for k, v in wall.items())
         return [f"{self.frames} frames in {self.seconds:.1f} s: {self.fps:.1f} frames/s (camera {self.camera_fps:.3g}; "
                 f"{self.dropped} of {self.captured} camera frames dropped, {self.no_face} without a face)",
                 f"latency camera frame -> rendered frame: mean {self.latency():.0f} ms, p95 {self.latency(95):.0f} ms; "
                 f"CPU {self.cpu_ms_per_frame:.0f} ms per frame (all threads)",
-                f"ms per frame: {stages}"]
+                f"ms per frame, wall/CPU (share of wall): {stages}"]
 
 
 class _OutputThread:
@@ -300,14 +312,16 @@ class _OutputThread:
                     continue
                 index, image = item
                 marked = image
+                c0 = _clocks()
                 if self.mark is not None:
-                    t = time.perf_counter()
                     marked = self.mark(image)
-                    self.times.add("watermark", time.perf_counter() - t)
-                t = time.perf_counter()
+                c1 = _clocks()
                 for o in self.outputs:
                     o.write(index, image if getattr(o, "marks_itself", False) else marked)
-                self.times.add("write", time.perf_counter() - t)
+                c2 = _clocks()
+                if self.mark is not None:
+                    self.times.add("watermark", c1[0] - c0[0], c1[1] - c0[1])
+                self.times.add("write", c2[0] - c1[0], c2[1] - c1[1])
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error, finish = e, False
             while not isinstance(self._queue.get(), bool):  # drain until the end marker
@@ -400,9 +414,10 @@ def run_live(puppet: LivePuppet, camera: Camera, outputs: Sequence = (), *, stop
     if isinstance(interrupted, Terminated):
         raise interrupted
     stage_seconds = {k: puppet.times.seconds.get(k, 0.0) + writer.times.seconds.get(k, 0.0) for k in STAGES}
-    stage_seconds["capture"] = grabber.decode_s
+    stage_cpu = {k: puppet.times.cpu_seconds.get(k, 0.0) + writer.times.cpu_seconds.get(k, 0.0) for k in STAGES}
+    stage_seconds["capture"], stage_cpu["capture"] = grabber.decode_s, grabber.cpu_s
     return LiveSummary(frames=len(latencies), captured=grabber.captured,
                        dropped=grabber.captured - grabber.taken, no_face=puppet.no_face, seconds=seconds,
                        cpu_seconds=cpu, camera_fps=camera.fps, latencies_ms=latencies,
-                       stage_seconds=stage_seconds, interrupted=interrupted is not None)
+                       stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu, interrupted=interrupted is not None)
 
