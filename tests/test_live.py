@@ -1,0 +1,275 @@
+"""Live puppeteering (talkinghead.live, `talkinghead live`): a video file as the camera writes a playable mp4 in
+real time; a slow renderer drops frames instead of falling behind; Ctrl-C, SIGTERM and a stop event finish the
+file; a missing camera, display or pyvirtualcam is a one-line error before any work; an output that fails
+leaves no file. A tiny warp-guided model (random weights: its G is the classical landmark warp) and the
+bundled Mona Lisa and driving clip; no real-media folder needed."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead import bundled, video
+from talkinghead.camera import Camera, FileCamera, FrameGrabber, open_camera
+from talkinghead.checkpoint import LoadedModel, save_model
+from talkinghead.cli import main
+from talkinghead.config import warp_tiny
+from talkinghead.errors import TalkingHeadError, Terminated
+from talkinghead.live import LivePuppet, run_live
+from talkinghead.live_outputs import FileOutput
+from talkinghead.nn import build_models
+
+CLIP_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny warp-guided model file and the first 12 frames of the bundled driving clip (0.5 s at 24 fps)."""
+    d = tmp_path_factory.mktemp("live")
+    torch.manual_seed(0)
+    cfg = warp_tiny()
+    save_model(d / "warp_tiny.safetensors", cfg, *build_models(cfg.model)[:2])
+    clip = d / "clip.mp4"
+    with video.VideoWriter(clip, video.probe_video(bundled.DRIVING).fps, preset="ultrafast") as w:
+        for f in video.iter_frames(bundled.DRIVING, max_frames=CLIP_FRAMES):
+            w.write(f)
+    return {"model": d / "warp_tiny.safetensors", "clip": clip}
+
+
+@pytest.fixture(scope="module")
+def avatar(files):
+    from talkinghead.avatar import make_ff_avatar
+
+    model = LoadedModel.load(files["model"], with_discriminator=False)
+    return make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1), model
+
+
+def _cli(argv, capsys):
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
+
+
+def _leftovers(folder) -> list[str]:
+    return [p.name for p in folder.iterdir() if "part" in p.name or p.name.startswith(".")]
+
+
+def test_cli_live_file_camera_writes_playable_mp4(files, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+                            "--camera", str(files["clip"]), "--out", str(out), "--report-every", "0"], capsys)
+    assert rc == 0, err
+    info = video.probe_video(out)
+    frames = list(video.iter_frames(out))
+    # real time: every camera frame from the first rendered one has a frame (dropped ones repeat the last)
+    assert 2 <= len(frames) <= CLIP_FRAMES and info.fps == pytest.approx(video.probe_video(files["clip"]).fps)
+    assert frames[0].shape == (720, 462, 3)  # the Mona Lisa (743x1155) scaled to --max-size 720, even sides
+    assert "frames/s" in stdout and "latency" in stdout and f"wrote {out}" in stdout
+    assert _leftovers(tmp_path) == []
+
+
+def test_puppet_follows_the_face_and_holds_without_one(avatar):
+    av, model = avatar
+    puppet = LivePuppet(av, model, fps=24)
+    first = puppet.last.copy()  # the avatar's own pose, rendered at start
+    assert first.shape == (720, 462, 3) and puppet.output_size == (462, 720)
+    frames = list(video.iter_frames(bundled.DRIVING, max_frames=40))
+    outs = [puppet.process(f) for f in frames[::4]]
+    assert puppet.frames == 10 and puppet.no_face == 0
+    assert all(o.shape == first.shape for o in outs)
+    box = puppet._dst  # the face box in the output
+    assert max(np.abs(o[box].astype(int) - outs[0][box]).mean() for o in outs) > 1.0  # the face moves
+    # away from the face the photo is as it was
+    assert np.abs(outs[-1][:40, :40].astype(int) - puppet.background[:40, :40]).max() <= 1
+    puppet.reset()  # (a tracker may hold a lost face for a few frames)
+    held = puppet.process(np.zeros((360, 640, 3), np.uint8))  # no face: the last frame again
+    assert puppet.no_face == 1 and held is outs[-1]
+    crop = LivePuppet(av, model, fps=24, crop_only=True, tracker=puppet.tracker)
+    assert crop.process(frames[0]).shape == (crop.box_size, crop.box_size, 3)
+
+
+class _FastCamera(Camera):
+    """`n` frames every `period` s (faster than the renderer below); counts the frames delivered so far."""
+
+    def __init__(self, frame, n: int, period: float):
+        self.frame, self.n, self.period = frame, n, period
+        self.name, self.fps, self.width, self.height = "fast", 1 / period, frame.shape[1], frame.shape[0]
+        self.delivered = 0
+
+    def frames(self):
+        for i in range(self.n):
+            time.sleep(self.period)
+            self.delivered = i + 1
+            yield i, self.frame, time.perf_counter(), 0.0
+
+
+class _SlowPuppet:
+    """A renderer three times slower than the camera; records how far behind the camera each frame was."""
+
+    def __init__(self, camera: _FastCamera, seconds: float, fail_at: int | None = None,
+                 interrupt: type[BaseException] | None = None):
+        self.camera, self.seconds, self.fail_at, self.interrupt = camera, seconds, fail_at, interrupt
+        self.behind: list[int] = []
+        self.times = types.SimpleNamespace(seconds={}, cpu_seconds={})
+        self.no_face = 0
+
+    def process(self, frame):
+        if self.interrupt is not None and len(self.behind) == self.fail_at:
+            raise self.interrupt()
+        self.behind.append(self.camera.delivered - 1 - self._index)
+        time.sleep(self.seconds)
+        return np.full((64, 48, 3), len(self.behind) * 10 % 256, np.uint8)
+
+
+def _run_slow(camera, puppet, outputs=(), **kw):
+    # run_live hands the puppet frames; it does not say which: remember the index the grabber gave out
+    original = FrameGrabber.get
+
+    def get(self, timeout=None):
+        cf = original(self, timeout)
+        if cf is not None:
+            puppet._index = cf.index
+        return cf
+
+    FrameGrabber.get = get
+    try:
+        return run_live(puppet, camera, outputs, report_every=0, **kw)
+    finally:
+        FrameGrabber.get = original
+
+
+def test_slow_renderer_drops_frames_and_stays_on_the_newest(tmp_path):
+    camera = _FastCamera(np.zeros((64, 48, 3), np.uint8), n=60, period=0.01)
+    puppet = _SlowPuppet(camera, seconds=0.03)
+    out = FileOutput(tmp_path / "slow.mp4", camera.fps)
+    s = _run_slow(camera, puppet, [out])
+    assert s.captured == 60 and s.frames == len(puppet.behind) < 40 and s.dropped == 60 - s.frames
+    # every frame rendered was the camera's newest when the renderer took it: latency does not pile up (a queue
+    # of every frame would be dozens of frames behind by the end)
+    assert max(puppet.behind) <= 1
+    # the file runs in real time: dropped frames repeat the last rendered one
+    assert len(list(video.iter_frames(tmp_path / "slow.mp4"))) == out.frames >= 50
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Terminated])
+def test_interrupt_finishes_a_playable_file(tmp_path, interrupt):
+    camera = _FastCamera(np.zeros((64, 48, 3), np.uint8), n=100, period=0.005)
+    puppet = _SlowPuppet(camera, seconds=0.01, fail_at=4, interrupt=interrupt)
+    out = tmp_path / "cut.mp4"
+    if interrupt is Terminated:  # SIGTERM: the file is finished, then the exception goes on (exit code 143)
+        with pytest.raises(Terminated):
+            _run_slow(camera, puppet, [FileOutput(out, camera.fps)])
+    else:
+        s = _run_slow(camera, puppet, [FileOutput(out, camera.fps)])
+        assert s.interrupted and s.frames == 4
+    assert len(list(video.iter_frames(out))) >= 4
+    assert _leftovers(tmp_path) == []
+
+
+def test_stop_event_ends_the_session(tmp_path):
+    camera = _FastCamera(np.zeros((64, 48, 3), np.uint8), n=1000, period=0.005)
+    puppet = _SlowPuppet(camera, seconds=0.005)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    s = _run_slow(camera, puppet, [FileOutput(tmp_path / "s.mp4", camera.fps)], stop=stop)
+    assert not s.interrupted and 0 < s.frames and s.captured < 1000
+    assert len(list(video.iter_frames(tmp_path / "s.mp4"))) >= s.frames
+
+
+def test_cli_ctrl_c_finishes_the_file(files, tmp_path, capsys, monkeypatch):
+    calls = []
+    original = LivePuppet.process
+
+    def process(self, frame):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, frame)
+
+    monkeypatch.setattr(LivePuppet, "process", process)
+    out = tmp_path / "x.mp4"
+    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+                            "--camera", str(files["clip"]), "--out", str(out), "--report-every", "0"], capsys)
+    assert rc == 0, err
+    assert len(list(video.iter_frames(out))) >= 3 and f"wrote {out}" in stdout
+    assert _leftovers(tmp_path) == []
+
+
+def test_failing_output_leaves_no_file(tmp_path):
+    class Broken:
+        marks_itself = True
+
+        def write(self, index, frame):
+            if index >= 3:
+                raise TalkingHeadError("the output broke")
+
+        def close(self):
+            pass
+
+        abort = close
+
+    camera = _FastCamera(np.zeros((64, 48, 3), np.uint8), n=50, period=0.005)
+    with pytest.raises(TalkingHeadError, match="broke"):
+        _run_slow(camera, _SlowPuppet(camera, seconds=0.0), [FileOutput(tmp_path / "x.mp4", camera.fps), Broken()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def _one_line_error(argv, capsys, *words):
+    rc, _, err = _cli(argv, capsys)
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith("talkinghead live: error:") and all(w in err[0] for w in words), err[0]
+
+
+def test_missing_camera_display_or_pyvirtualcam_are_one_line_errors(files, tmp_path, capsys, monkeypatch):
+    base = ["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"])]
+    out = ["--out", str(tmp_path / "x.mp4")]
+    _one_line_error(base + ["--camera", "/dev/video97"] + out, capsys, "/dev/video97", "not found")
+    _one_line_error(base + ["--camera", str(tmp_path / "nope.mp4")] + out, capsys, "nope.mp4", "not found")
+    _one_line_error(base + ["--camera", str(files["clip"])], capsys, "--window", "--out")  # nowhere to show
+    _one_line_error(base + ["--camera", str(files["clip"]), "--out", str(tmp_path / "x.avi")], capsys, ".mp4")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        _one_line_error(base + ["--camera", str(files["clip"]), "--window"], capsys, "display", "DISPLAY")
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # not installed
+    _one_line_error(base + ["--camera", str(files["clip"]), "--virtual-camera"], capsys, "pyvirtualcam",
+                    "talkinghead[live]")
+    _one_line_error(["live", "--avatar", str(tmp_path / "none.jpg"), "--camera", str(files["clip"])] + out,
+                    capsys, "none.jpg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_virtual_camera_without_a_device_is_one_line(files, tmp_path, capsys, monkeypatch):
+    fake = types.ModuleType("pyvirtualcam")
+    fake.__spec__ = types.SimpleNamespace(name="pyvirtualcam")
+    fake.PixelFormat = types.SimpleNamespace(RGB="rgb")
+
+    def no_device(*a, **k):
+        raise RuntimeError("'v4l2loopback' backend: no device found")
+
+    fake.Camera = no_device
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
+    _one_line_error(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+                     "--camera", str(files["clip"]), "--virtual-camera", "--out", str(tmp_path / "x.mp4")],
+                    capsys, "virtual camera", "v4l2loopback")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_camera_plays_in_real_time_and_open_camera_checks(files, tmp_path):
+    cam = open_camera(str(files["clip"]))
+    assert isinstance(cam, FileCamera)
+    t0 = time.perf_counter()
+    got = list(cam.frames())
+    times = [t for _, _, t, _ in got]
+    assert len(got) + cam.late == CLIP_FRAMES
+    # frames are delivered on the clock: frame i is due at start + i / fps
+    assert times[-1] - times[0] == pytest.approx((got[-1][0] - got[0][0]) / cam.fps, abs=1e-6)
+    assert time.perf_counter() - t0 >= (got[-1][0]) / cam.fps
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(TalkingHeadError, match="not a video file"):
+        open_camera(str(tmp_path / "notes.txt"))
