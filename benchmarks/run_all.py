@@ -37,6 +37,9 @@ SUITE = [
     # run's default runs them all)
     ("warp", "bench_warp.py", ["--repeats", "1", "--batch", "4", "--frames", "4", "--ft-steps", "3", "--threads", "2",
                                "--json", "{out}/warp.json"], 75),
+    # live puppeteering with the bundled clip as the camera (5 s in real time) and 48 frames back to back
+    ("live", "bench_live.py", ["--cameras", "talkinghead/assets/driving.mp4", "--threads", "1",
+                               "--capacity-frames", "48", "--json", "{out}/live.json"], 45),
     # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model). The paper
     # preset (256², ~3 s per frame and ~1 min per FT step here) is left to the standalone run's defaults.
     ("animation", "bench_animation.py", ["--presets", "tiny,small", "--frames", "8", "--batches", "1,8",
