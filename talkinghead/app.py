@@ -67,15 +67,17 @@ class Studio:
 
     # -- photos --------------------------------------------------------------------------------------------
     def landmarks_preview(self, photo, points=None) -> tuple[np.ndarray, str]:
-        """(photo with its 68 landmarks drawn, caption). `points` (68, 2) in image pixels replace detection;
-        NoFaceError (one line) when there is no usable face."""
+        """(the face in the photo with its 68 landmarks drawn, caption: the file name, "(.pts)" added when
+        the points come from a file). `points` (68, 2) in image pixels
+        replace detection; NoFaceError (one line) when there is no usable face."""
         from talkinghead.landmarks.rasterize import draw_landmarks
         from talkinghead.shots import prepare_shots
 
         sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
                            detector=None if points is None else _ManualLandmarks([points]))
-        how = "landmarks from the .pts file" if points is not None else "detected landmarks"
-        return draw_landmarks(sh.image, sh.image_points), f"{_label(photo)}: {how}"
+        (x0, y0, x1, y1), pts = _around(sh.image_points, sh.image.shape), sh.image_points
+        caption = _label(photo) + (" (.pts)" if points is not None else "")
+        return draw_landmarks(sh.image[y0:y1, x0:x1], pts - (x0, y0)), caption
 
     def make_avatar(self, photos, landmarks=None, fine_tune: bool = False, steps: int | None = None):
         """An FF or FT avatar of the person in `photos` (paths); landmarks: per photo (68, 2) or None."""
@@ -146,6 +148,16 @@ class _ManualLandmarks:
         pts = np.asarray(pts, np.float32)
         box = np.array([*pts.min(axis=0), *pts.max(axis=0)], np.float32)
         return [Face(box=box, points=pts, score=1.0)]
+
+
+def _around(points: np.ndarray, shape, scale: float = 2.2) -> tuple[int, int, int, int]:
+    """A square box `scale` times the landmarks' extent around their centre, inside the image: what the
+    preview shows (the face, not the whole photo)."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    cx, cy = (lo + hi) / 2
+    half = scale * float(max(hi - lo)) / 2
+    h, w = shape[:2]
+    return (max(0, int(cx - half)), max(0, int(cy - half)), min(w, int(cx + half) + 1), min(h, int(cy + half) + 1))
 
 
 def _warn(message: str) -> None:
@@ -254,7 +266,7 @@ def build_app(studio: Studio):
 
                 missing.append(for_page(str(e), folders))
                 try:
-                    shown.append((read_image(photo), f"{_label(photo)}: no landmarks"))
+                    shown.append((read_image(photo), f"{_label(photo)}: no face"))
                 except TalkingHeadError:
                     pass
         if missing:
@@ -292,7 +304,7 @@ def build_app(studio: Studio):
                     monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
                     pts_files = gr.File(label="Landmarks (.pts, optional): replace the detected ones",
                                         file_count="multiple", file_types=[".pts"], elem_id="pts", height=140)
-                    preview = gr.Gallery(label="Landmarks", columns=3, height=300, elem_id="landmarks",
+                    preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks", preview=False,
                                          interactive=False, object_fit="contain")
                 with gr.Column():
                     gr.Markdown("**2 · The driving video**")
