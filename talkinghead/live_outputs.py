@@ -9,6 +9,7 @@ v4l2loopback device.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import sys
@@ -108,12 +109,14 @@ class WindowOutput:
         self._root.update()
 
     def close(self) -> None:
+        """Closes the window, in the output thread: Tcl must free its objects in the thread that made them."""
         if self._root is not None:
             try:
                 self._root.destroy()
             except Exception:  # noqa: BLE001 - already gone
                 pass
-            self._root = None
+        self._photo = self._label = self._root = None
+        gc.collect()  # tkinter's objects hold reference cycles: collect them here, not later in another thread
 
     abort = close
 
@@ -138,8 +141,10 @@ class VirtualCameraOutput:
         try:
             self.camera = pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB, device=device)
         except (RuntimeError, ValueError, OSError) as e:
-            hint = " (Linux: load v4l2loopback, e.g. modprobe v4l2loopback)" if sys.platform.startswith("linux") else ""
-            raise TalkingHeadError(f"cannot start a virtual camera: {' '.join(str(e).split())}{hint}") from None
+            msg = " ".join(str(e).split())
+            if sys.platform.startswith("linux") and "v4l2loopback" not in msg:
+                msg += " (Linux: load v4l2loopback, e.g. modprobe v4l2loopback)"
+            raise TalkingHeadError(f"cannot start a virtual camera: {msg}") from None
         self.device = self.camera.device
 
     def write(self, index: int, frame: np.ndarray) -> None:  # noqa: ARG002
