@@ -1,0 +1,108 @@
+"""The web app's library side (talkinghead/app.py) without a browser: .pts landmarks matched to photos and used
+where detection fails, FT and FF jobs, an avatar of the session animated again, one-line errors naming files as
+the visitor knows them. A tiny warp-guided model built in the test, the bundled Mona Lisa and a cut of the
+bundled clip. The page itself is tested in a real browser in test_app_browser.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from talkinghead import bundled, video
+from talkinghead.app import Studio, for_page, match_landmark_files
+from talkinghead.checkpoint import save_model
+from talkinghead.config import warp_tiny
+from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.nn import build_models
+
+
+def _write_pts(path, points: np.ndarray) -> None:
+    rows = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in points)  # .pts files are 1-based
+    path.write_text(f"version: 1\nn_points: {len(points)}\n{{\n{rows}\n}}\n")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    d = tmp_path_factory.mktemp("app")
+    torch.manual_seed(0)
+    cfg = warp_tiny()
+    E, G, D = build_models(cfg.model)
+    save_model(d / "warp.safetensors", cfg, E, G, D)
+    return Studio(d / "warp.safetensors", workdir=d / "out")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The first 6 frames of the bundled clip, with its audio."""
+    path = tmp_path_factory.mktemp("clip") / "drive.mp4"
+    src = bundled.DRIVING
+    with video.VideoWriter(path, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
+        for f in video.iter_frames(src, max_frames=6):
+            w.write(f)
+    return path
+
+
+def test_for_page_names_uploads_by_their_file_name():
+    msg = "no face found in /tmp/gradio/6b4e22fd/grey.png; see /srv/out/job0001/x.avatar and /etc/y.mp4"
+    assert for_page(msg, ["/tmp/gradio", "/srv/out/"]) == "no face found in grey.png; see x.avatar and /etc/y.mp4"
+
+
+def test_landmark_files_are_matched_to_photos_by_name(tmp_path):
+    pts = np.stack([np.linspace(10, 80, 68), np.linspace(20, 90, 68)], axis=1).astype(np.float32)
+    _write_pts(tmp_path / "a.pts", pts)
+    _write_pts(tmp_path / "short.pts", pts[:5])
+    got = match_landmark_files(["up/a.jpg", "up/b.jpg"], [tmp_path / "a.pts"])
+    assert got[1] is None and np.allclose(got[0], pts, atol=1e-3)
+    # one photo and one file: paired whatever their names
+    assert np.allclose(match_landmark_files(["up/c.jpg"], [tmp_path / "a.pts"])[0], pts, atol=1e-3)
+    assert match_landmark_files(["up/a.jpg"], None) == [None]
+    with pytest.raises(TalkingHeadError, match="a.pts matches no photo"):
+        match_landmark_files(["up/b.jpg", "up/c.jpg"], [tmp_path / "a.pts"])
+    with pytest.raises(TalkingHeadError, match="holds 5 points; 68"):
+        match_landmark_files(["up/short.jpg"], [tmp_path / "short.pts"])
+
+
+@pytest.mark.slow
+def test_pts_landmarks_stand_in_where_no_face_is_found(studio, clip, tmp_path):
+    """A photo dlib finds no face in is animated with the landmarks of a .pts file; without it, NoFaceError."""
+    from talkinghead.landmarks.detect import DlibDetector, pick_face
+
+    mona = video.read_image(bundled.PORTRAIT)
+    points = pick_face(DlibDetector(upsample=1).detect(mona), mona.shape).points
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full_like(mona, 128)).save(flat)  # no face for dlib, the Mona Lisa's landmarks in a file
+    with pytest.raises(NoFaceError, match="flat.png"):
+        studio.landmarks_preview(str(flat))
+    image, caption = studio.landmarks_preview(str(flat), points)
+    assert caption == "flat.png (.pts)" and image.ndim == 3 and image.shape[0] < mona.shape[0]
+    job = studio.animate(str(clip), photos=[str(flat)], landmarks=[points])
+    assert video.probe_video(job.video).num_frames == 6
+    assert job.avatar.suffix == ".avatar" and job.avatar_name == "flat, FF, 1 photo"
+
+
+@pytest.mark.slow
+def test_fine_tune_then_the_session_avatar_again(studio, clip):
+    """FT (2 steps) from the Mona Lisa with every option on; then its avatar alone, cropped, without photos."""
+    first = studio.animate(str(clip), photos=[str(bundled.PORTRAIT)], fine_tune=True, steps=2, absolute=True,
+                           side_by_side=True)
+    assert "fine-tuned 2 steps" in first.summary and first.avatar_name == "monalisa, FT, 1 photo"
+    info = video.probe_video(first.video)
+    assert info.num_frames == 6 and info.has_audio
+    again = studio.animate(str(clip), avatar_path=first.avatar, crop_only=True)
+    assert again.avatar == first.avatar and again.avatar_name is None and again.video != first.video
+    info = video.probe_video(again.video)
+    assert info.num_frames == 6 and info.width == info.height  # the face crop
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_one_line_errors(studio, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    with pytest.raises(TalkingHeadError, match="broken.mp4"):
+        studio.animate(str(broken), photos=[str(bundled.PORTRAIT)])
+    with pytest.raises(TalkingHeadError, match="no driving video"):
+        studio.animate(None, photos=[str(bundled.PORTRAIT)])
+    with pytest.raises(TalkingHeadError, match="no photo"):
+        studio.animate(str(bundled.DRIVING), photos=[])
