@@ -195,8 +195,10 @@ class Detector:
             idx = np.where(f < 0, f + p * UPSAMPLE, f)
             fine[np.ix_(idx, idx)] = prod
             surface = np.real(np.fft.ifft2(fine))  # (U·p, U·p) cyclic correlation
-            sd = surface.std()
-            z = float((surface.max() - surface.mean()) / sd) if sd > 0 else 0.0
+            # robust spread (median absolute deviation): the peak's own side lobes do not cap the score
+            med = np.median(surface)
+            sd = 1.4826 * np.median(np.abs(surface - med))
+            z = float((surface.max() - med) / sd) if sd > 0 else 0.0
             if z > best.score:
                 best = Detection(score=z, marked=z > THRESHOLD, scale=s, frames=self.frames)
         return best
@@ -224,13 +226,17 @@ def detect_file(path, max_frames: int = 100) -> Detection:
     from talkinghead import video
     from talkinghead.errors import VideoError
 
-    if not video.is_video_path(path):
+    if video.is_image_path(path):
+        return detect(video.read_image(path))
+    if not video.is_video_path(path):  # no telling suffix: an image, a video or neither
         try:
             return detect(video.read_image(path))
         except VideoError:
-            if video.is_image_path(path):
-                raise
-    info = video.probe_video(path)  # raises VideoError for an unreadable file
+            try:
+                video.probe_video(path)
+            except VideoError:
+                raise VideoError(f"cannot read {path}: neither an image nor a video") from None
+    info = video.probe_video(path)  # raises VideoError for a missing or unreadable file
     n = max(1, info.num_frames)
     indices = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
     d = Detector()
