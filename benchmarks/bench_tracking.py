@@ -104,13 +104,14 @@ def _points(faces) -> np.ndarray:
 
 
 def run_method(name: str, frames, fps: float, detector, tracker_kwargs: dict | None = None):
-    """(points (T, 68, 2) NaN where lost, ms per frame) of one method on a list of frames."""
+    """(points (T, 68, 2) NaN where lost, ms per frame, the tracker's counts) of one method on a list of frames."""
+    stats = {}
     with Stopwatch() as sw:
-        faces = _run(name, frames, fps, detector, tracker_kwargs)
-    return _points(faces), 1e3 * sw.wall / max(len(frames), 1)
+        faces = _run(name, frames, fps, detector, tracker_kwargs, stats)
+    return _points(faces), 1e3 * sw.wall / max(len(frames), 1), stats
 
 
-def _run(name, frames, fps, detector, tracker_kwargs):
+def _run(name, frames, fps, detector, tracker_kwargs, stats):
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.track import VideoLandmarkTracker
 
@@ -122,6 +123,7 @@ def _run(name, frames, fps, detector, tracker_kwargs):
     elif name in ("new", "new zero-lag"):
         tr = VideoLandmarkTracker(detector, fps=fps, **(tracker_kwargs or {}))
         faces = tr.track(frames, zero_lag=name == "new zero-lag")
+        stats.update(tr.stats)
     else:
         raise ValueError(name)
     return faces
@@ -244,7 +246,7 @@ def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwar
     frames = list(iter_frames(path, max_frames=max_frames))
     det = DlibDetector(upsample=0, max_side=960)  # as track_driver
     det.detect(frames[0])  # warm-up
-    ref, ms_det = run_method("detect", frames, fps, det)
+    ref, ms_det, _ = run_method("detect", frames, fps, det)
     ok = ~np.isnan(ref[:, 0, 0])
     io = float(np.median([interocular(p) for p in ref[ok]]))
     pan_frames, pan_truth = pan_clip(frames, ref, io)
@@ -255,19 +257,21 @@ def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwar
     log(f"{result['clip']}: {len(frames)} frames at {fps:g} fps, {frames[0].shape[1]}x{frames[0].shape[0]}, "
         f"inter-ocular {io:.0f} px, {len(occ_idx)} occluded frames")
     for name in methods:
-        pts, ms = (ref, ms_det) if name == "detect" else run_method(name, frames, fps, det, tracker_kwargs)
+        pts, ms, stats = (ref, ms_det, {}) if name == "detect" else run_method(name, frames, fps, det, tracker_kwargs)
         m = measures(pts, ref, io)
         m["ms_per_frame"] = ms
-        pan, _ = run_method(name, pan_frames, fps, det, tracker_kwargs)
+        m["tracker_counts"] = stats
+        pan, _, _ = run_method(name, pan_frames, fps, det, tracker_kwargs)
         x, xt = signals(pan)[:, :1], signals(pan_truth)[:, :1]
         m["pan_lag"] = best_shift(_fill(x), _fill(xt), pan_ok & ~np.isnan(pan[:, 0, 0]))
         m["pan_nme"] = float(np.nanmean(np.linalg.norm(pan - pan_truth, axis=2).mean(1)[pan_ok] / io))
         m["pan_lost"] = int(np.isnan(pan[:, 0, 0]).sum())
         if name == "detect":
             occ = ref.copy()
-            occ[occ_idx], _ = run_method("detect", [occ_frames[t] for t in occ_idx], fps, det)
+            occ[occ_idx] = run_method("detect", [occ_frames[t] for t in occ_idx], fps, det)[0]
         else:
-            occ, _ = run_method(name, occ_frames, fps, det, tracker_kwargs)
+            occ, _, occ_stats = run_method(name, occ_frames, fps, det, tracker_kwargs)
+            m["occl_tracker_counts"] = occ_stats
         err = np.linalg.norm(occ[occ_idx] - ref[occ_idx], axis=2) / io  # (n, 68)
         m["occl_nme"] = float(np.nanmean(err.mean(1)))
         m["occl_mouth_nme"] = float(np.nanmean(err[:, MOUTH].mean(1)))

@@ -29,11 +29,19 @@ from talkinghead.landmarks.detect import Face, _as_rgb_uint8, box_iou, interocul
 PARTS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
          "mouth": slice(48, 68)}
 UPPER = np.r_[17:48]  # brows, nose, eyes: what a hand over the mouth leaves visible
+LOWER = np.r_[0:17, 48:68]  # jaw and lips
 RIGID = np.r_[27:36, 36, 39, 42, 45]  # nose and eye corners: move with the head, hardly with expression
 
-# One-Euro cutoff multiplier per face part (larger = less smoothing): fast, small parts (eyes, lips) keep
-# more of their motion; the jaw outline is the noisiest part of dlib's shape and moves slowest.
+# One-Euro cutoff multiplier per face part (larger = less smoothing): blinks and lips are fast and small, the
+# jaw outline is the noisiest part of dlib's shape. (Measured by benchmarks/bench_tracking.py: 1–2 % less eye and
+# mouth error than one cutoff for all, the same jitter.)
 PART_CUTOFF = {"jaw": 1.0, "brows": 1.0, "nose": 1.0, "eyes": 1.5, "mouth": 1.5}
+# (min_cutoff Hz, beta, d_cutoff Hz) at smoothing = 1, chosen on bench_tracking.py's three clips (pexels_woman and
+# two val clips of talking/): causal, the lowest jitter with ≤ 0.3 frames of lag on the fastest real frames
+# (the previous 1 Hz / 4 / 1 Hz: the same rigid-point jitter at 0.3–0.6 frames); zero-lag, smoother (its lag
+# cancels) but no more (a lower cutoff flattens fast turns: the synthetic pan's error grows).
+CAUSAL_FILTER = (0.5, 6.0, 3.0)
+ZERO_LAG_FILTER = (0.3, 2.0, 2.0)
 
 
 def _part_values(table: dict) -> np.ndarray:
@@ -70,6 +78,15 @@ def shape_residual(points: np.ndarray, ref: np.ndarray, idx=None) -> float:
     A, t = similarity_fit(r, p)
     err = np.sqrt((((r @ A.T + t) - p) ** 2).sum(axis=1).mean())
     return float(err / max(interocular(ref), 1e-3))
+
+
+def shape_change(points: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(upper, lower): RMS distances, in inter-ocular units of `ref`, between `points` and `ref` aligned onto
+    them by the similarity that best fits the upper face (brows, nose, eyes). A hand over the mouth moves the
+    lower face (jaw, lips) of dlib's shape away from the upper face's frame; a slipped predictor moves both."""
+    A, t = similarity_fit(ref[UPPER], points[UPPER])
+    d = np.sqrt((((ref @ A.T + t) - points) ** 2).sum(axis=1)) / max(interocular(ref), 1e-3)
+    return float(np.sqrt((d[UPPER] ** 2).mean())), float(np.sqrt((d[LOWER] ** 2).mean()))
 
 
 class OneEuroFilter:
@@ -121,26 +138,23 @@ class VideoLandmarkTracker:
     restarts from the detection when they overlap less than `drift_iou`). min_iou: a tracked shape whose box
     overlaps the box it was predicted in by less is a failure. max_residual: a shape farther than this from
     the last good shape (`shape_residual`, inter-ocular units) is implausible. max_hold: frames the last good
-    shape is held through an implausible stretch (0: never hold). smoothing > 0 enables the One-Euro filter
-    (larger = smoother, more lag; 0: raw points); beta: how fast motion opens it. Frames without a face give
+    shape is held through an implausible stretch (0: never hold; default half a second). smoothing > 0
+    enables the One-Euro filter (larger = smoother, more lag; 0: raw points). Frames without a face give
     None. stats counts frames, detections, tracked frames, failures, holds and lost frames.
     """
 
     def __init__(self, detector, redetect_every: int = 10, smoothing: float = 1.0, fps: float = 25.0,
-                 min_iou: float = 0.5, face_index: int | None = None, beta: float = 4.0,
-                 max_residual: float = 0.08, max_hold: int | None = None, drift_iou: float = 0.6,
-                 d_cutoff: float = 1.0):
+                 min_iou: float = 0.5, face_index: int | None = None,
+                 max_residual: float = 0.15, max_hold: int | None = None, drift_iou: float = 0.6):
         self.detector = detector
         self.redetect_every = max(1, int(redetect_every))
         self.smoothing = float(smoothing)
         self.fps = float(fps)
         self.min_iou = float(min_iou)
         self.face_index = face_index
-        self.beta = float(beta)
         self.max_residual = float(max_residual)
         self.max_hold = int(round(0.5 * self.fps)) if max_hold is None else int(max_hold)
         self.drift_iou = float(drift_iou)
-        self.d_cutoff = float(d_cutoff)
         self.stats = {"frames": 0, "detections": 0, "tracked": 0, "lost": 0, "track_failures": 0, "held": 0}
         self._smooth = True  # causal smoothing of update()'s output (off for the offline path's raw pass)
         self._reset()
@@ -155,11 +169,13 @@ class VideoLandmarkTracker:
         self._held = 0
         self._filter = self.make_filter() if self.smoothing > 0 and self._smooth else None
 
-    def make_filter(self) -> OneEuroFilter:
-        """The One-Euro filter this tracker smooths with (also used forwards and backwards offline)."""
+    def make_filter(self, zero_lag: bool = False) -> OneEuroFilter:
+        """The One-Euro filter this tracker smooths with: causal (update()), or the one run forwards and
+        backwards offline."""
+        min_cutoff, beta, d_cutoff = ZERO_LAG_FILTER if zero_lag else CAUSAL_FILTER
         s = max(self.smoothing, 1e-6)
-        return OneEuroFilter(self.fps, min_cutoff=_part_values(PART_CUTOFF) / s, beta=self.beta / s,
-                             d_cutoff=self.d_cutoff)
+        return OneEuroFilter(self.fps, min_cutoff=_part_values(PART_CUTOFF) * min_cutoff / s, beta=beta / s,
+                             d_cutoff=d_cutoff)
 
     def _calibrate(self, face: Face):
         c, s = landmark_frame(face.points)
@@ -183,7 +199,8 @@ class VideoLandmarkTracker:
         return pick_face(faces, frame.shape, self.face_index)
 
     def _plausible(self, points: np.ndarray) -> bool:
-        return self._good is None or shape_residual(points, self._good.points) <= self.max_residual
+        """Close enough to the last good shape (`shape_change`, both parts within max_residual)."""
+        return self._good is None or max(shape_change(points, self._good.points)) <= self.max_residual
 
     def _track(self, frame) -> Face | None:
         """The shape predicted in the previous frame's box moved at the head's velocity; None if it fails."""
@@ -212,7 +229,7 @@ class VideoLandmarkTracker:
         if self._good is None or self._held >= self.max_hold:
             return None
         good = self._good.points
-        if cand is not None and shape_residual(cand.points, good, UPPER) <= self.max_residual:
+        if cand is not None and shape_change(cand.points, good)[0] <= self.max_residual:
             A, t = similarity_fit(good[UPPER], cand.points[UPPER])
         elif cand is not None:  # only the box is usable: move and scale the shape with it
             old = self._box_from_points(good)
@@ -292,7 +309,9 @@ class VideoLandmarkTracker:
     def smooth_offline(self, faces: list[Face | None]) -> list[Face | None]:
         """Raw faces of a whole sequence (track_iter(smooth=False)) -> zero-lag smoothed (`smooth_faces` with
         this tracker's filter); unchanged when smoothing is off."""
-        return smooth_faces(faces, self.make_filter) if self.smoothing > 0 else list(faces)
+        if self.smoothing <= 0:
+            return list(faces)
+        return smooth_faces(faces, lambda: self.make_filter(zero_lag=True))
 
     def track(self, frames: Iterable[np.ndarray], zero_lag: bool = False) -> list[Face | None]:
         """One Face (or None where no face was found) per frame. zero_lag: the whole sequence is known, so the
