@@ -40,6 +40,9 @@ SUITE = [
     # live puppeteering with the bundled clip as the camera (5 s in real time) and 48 frames back to back
     ("live", "bench_live.py", ["--cameras", "talkinghead/assets/driving.mp4", "--threads", "1",
                                "--capacity-frames", "48", "--json", "{out}/live.json"], 45),
+    # driver landmarks: jitter, lag, occlusion of per-frame detection vs the old and new tracker (one clip, short)
+    ("tracking", "bench_tracking.py", ["--clips", "videos/pexels_woman.mp4", "--frames", "120",
+                                       "--json", "{out}/tracking.json"], 60),
     # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model). The paper
     # preset (256², ~3 s per frame and ~1 min per FT step here) is left to the standalone run's defaults.
     ("animation", "bench_animation.py", ["--presets", "tiny,small", "--frames", "8", "--batches", "1,8",
