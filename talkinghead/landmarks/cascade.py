@@ -1,0 +1,144 @@
+"""One face-finding cascade for every command (issue 11; DESIGN.md §2 "any portrait"): dlib HOG at the image's
+size → HOG on the image up-sampled ×2, ×4 (small faces) → dlib's CNN detector → MediaPipe's face mesh (the
+optional extra `mesh`). The first stage that finds a face wins; manual landmarks (landmarks/manual.py) are
+what a user gives when none does, and the error says how (`no_face_message`).
+
+The common case stays fast: HOG at the image's size (~10-200 ms) first; an up-sampling only when that finds
+nothing, and only while the up-sampled image stays within `UPSAMPLED_SIDE` (a 176×144 video frame gets ×2
+and ×4, a 1024-px photo ×2 only); the CNN (~50-100× HOG's time on a CPU) only for photos after HOG failed.
+Video frames (`video_cascade`: the driver of `animate`, `preprocess`, `evaluate`) use the HOG stages and
+start at the stage that found the previous face, so a small video does not pay for the failed stage on every
+frame. `detect`, `detect_boxes` and `predict` are DlibDetector's interface, and the object pickles (its
+detectors are rebuilt in a worker process).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from talkinghead.console import log
+from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face
+
+UPSAMPLED_SIDE = 2048  # HOG up-samples an image only while its longer side (after max_side) stays within this
+STAGE_NAMES = {"hog0": "dlib HOG", "hog1": "dlib HOG up-sampled x2", "hog2": "dlib HOG up-sampled x4",
+               "cnn": "dlib CNN", "mesh": "MediaPipe face mesh"}
+
+
+def no_face_message(label: str, tried: list[str] | None = None) -> str:
+    """The one-line error when every detector failed: names the manual-landmark options."""
+    how = f" ({', '.join(STAGE_NAMES.get(s, s) for s in tried)})" if tried else ""
+    return (f"no face found in {label}{how}: give its landmarks with --landmarks FILE.pts (write one to correct "
+            f"with `talkinghead landmarks {label} -o FILE.pts --points ...`) or click 5 points: --points "
+            "x1,y1,...,x5,y5 (eye centres, nose tip, mouth corners)")
+
+
+class FaceCascade:
+    """Faces of an image from the first detector stage that finds at least `min_faces`.
+
+    max_side: images with a larger side are detected on a copy of this size (landmarks at full size).
+    max_upsample: most HOG up-samplings (each halves the smallest face found, 4× the time).
+    cnn / mesh: include dlib's CNN / MediaPipe's face mesh (mesh: only where mediapipe is installed).
+    sticky: start at the stage that found the last face (video frames).
+    After `detect`, `last_stage` names the stage that found the faces (None: none did) and `tried` lists the
+    stages run; `counts` tallies the winning stage per call (None: no face).
+    """
+
+    def __init__(self, max_side: int = 1024, min_upsample: int = 0, max_upsample: int = 2, cnn: bool = True,
+                 mesh: bool = True, min_faces: int = 1, sticky: bool = False):
+        from talkinghead.landmarks.mesh import mesh_available
+
+        self.max_side, self.min_upsample, self.max_upsample = int(max_side), int(min_upsample), int(max_upsample)
+        self.cnn, self.mesh, self.min_faces, self.sticky = bool(cnn), bool(mesh), max(1, int(min_faces)), sticky
+        self._mesh_ok = self.mesh and mesh_available()
+        self._detectors: dict[str, object] = {}
+        self._start: str | None = None
+        self._said: set[str] = set()
+        self.last_stage: str | None = None
+        self.tried: list[str] = []
+        self.counts: dict[str | None, int] = {}
+
+    def __getstate__(self):  # dlib and MediaPipe objects don't pickle; rebuilt in the worker process
+        return {"max_side": self.max_side, "min_upsample": self.min_upsample, "max_upsample": self.max_upsample,
+                "cnn": self.cnn, "mesh": self.mesh, "min_faces": self.min_faces, "sticky": self.sticky}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def stages(self, shape) -> list[str]:
+        """The stages run, in order, for an image of this shape (H, W, ...)."""
+        side = max(shape[:2])
+        if self.max_side:
+            side = min(side, self.max_side)
+        names = [f"hog{u}" for u in range(self.min_upsample, self.max_upsample + 1)
+                 if u == self.min_upsample or side * 2 ** u <= UPSAMPLED_SIDE]
+        names += ["cnn"] * self.cnn + ["mesh"] * self._mesh_ok
+        if self.sticky and self._start in names:
+            names.remove(self._start)
+            names.insert(0, self._start)
+        return names
+
+    def _detector(self, name: str):
+        if name not in self._detectors:
+            if name.startswith("hog"):
+                self._detectors[name] = DlibDetector(upsample=int(name[3:]), max_side=self.max_side)
+            elif name == "cnn":
+                self._detectors[name] = DlibCnnDetector(max_side=min(self.max_side or 512, 512))
+            else:
+                from talkinghead.landmarks.mesh import MeshDetector
+
+                self._detectors[name] = MeshDetector()
+        return self._detectors[name]
+
+    def detect(self, image) -> list[Face]:
+        """image (H, W, 3) uint8 RGB -> the faces of the first stage that finds `min_faces` of them (else the
+        most any stage found, possibly none)."""
+        image = np.asarray(image)
+        self.tried, best, best_stage = [], [], None
+        for name in self.stages(image.shape):
+            t0 = time.perf_counter()
+            faces = self._detector(name).detect(image)
+            self.tried.append(name)
+            if len(faces) > len(best):
+                best, best_stage = faces, name
+            if len(faces) >= self.min_faces:
+                self._found(name, time.perf_counter() - t0)
+                break
+        self.last_stage = best_stage
+        self.counts[best_stage] = self.counts.get(best_stage, 0) + 1
+        if best_stage is not None:
+            self._start = best_stage
+        return best
+
+    def _found(self, name: str, seconds: float) -> None:
+        """Says (verbose, once per stage) which stage found a face, when it is not the first one."""
+        if len(self.tried) > 1 and name not in self._said:
+            self._said.add(name)
+            log.debug("face found by %s (%.0f ms) after %s found none", STAGE_NAMES[name], 1000 * seconds,
+                      ", ".join(STAGE_NAMES[s] for s in self.tried[:-1]))
+
+    def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
+        """(box (4,) float32, score) of each face found."""
+        return [(f.box, f.score) for f in self.detect(image)]
+
+    def predict(self, image, box, score: float = 0.0) -> Face:
+        """68 landmarks inside a given box (dlib's predictor; used by tracking)."""
+        if "predictor" not in self._detectors:
+            self._detectors["predictor"] = DlibDetector(max_side=self.max_side)
+        return self._detectors["predictor"].predict(image, box, score)
+
+    def summary(self) -> str:
+        """'dlib HOG 412, dlib HOG up-sampled x2 3, none 2': the winning stage per call so far."""
+        return ", ".join(f"{STAGE_NAMES.get(k, 'none') if k else 'none'} {v}" for k, v in self.counts.items())
+
+
+def photo_cascade(min_faces: int = 1, max_side: int = 1024) -> FaceCascade:
+    """The cascade for source photos: every stage (the mesh where installed)."""
+    return FaceCascade(max_side=max_side, min_faces=min_faces)
+
+
+def video_cascade(min_upsample: int = 0, max_side: int = 960) -> FaceCascade:
+    """The cascade for video frames (driver, preprocess, evaluate): the HOG stages, starting at the one that
+    found the previous face; the CNN's seconds per frame are too slow here."""
+    return FaceCascade(max_side=max_side, min_upsample=min_upsample, cnn=False, mesh=False, sticky=True)
