@@ -16,6 +16,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+# the face-finding cascade's MediaPipe stage (the `mesh` extra) without mediapipe's declared dependencies: it pins
+# numpy<2 and pulls jax, opencv-contrib and sounddevice, which its face mesh does not use (it runs on numpy 2);
+# no wheel for this Python (3.13+): the cascade runs without that stage
+if ! python -c "import mediapipe" 2>/dev/null; then
+  python -m pip install -q --no-deps "mediapipe==0.10.21" absl-py attrs flatbuffers "protobuf>=4.25.3,<5" \
+    || echo "setup.sh: mediapipe 0.10.21 not installable here; the face cascade runs without its mesh stage" >&2
+fi
 # the web app's browser test drives Debian's chromium through Playwright (`playwright install` would download
 # its own browsers); installed here when missing and we may (root with apt), else that test skips with a reason
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
