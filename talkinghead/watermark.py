@@ -5,23 +5,27 @@ the frame from its top-left corner and added to the luma — the same integer of
 untouched and 4:2:0 subsampling loses nothing — at an RMS of AMPLITUDE grey levels (PSNR ≈ 40.5 dB). Spread
 spectrum (Cox et al. 1997) with a periodic pattern (Kutter 1999): cropping only shifts the tile's phase, which a
 cyclic correlation finds; mid-low frequencies survive H.264 at CRF 28 and halving the size. Cost: two
-saturating uint8 operations per value against the pattern cached per frame size (~0.4 ms per 512² frame on
+saturating uint8 operations per value against the pattern cached per frame size (~0.1 ms per 512² frame on
 one core, benchmarks/bench_watermark.py), so the live mode marks every frame too.
 
-Detection (`detect`, `detect_frames`, `Detector`): the luma is high-passed and divided by its local contrast
-(edges and texture, where the picture drowns the mark, count less than flat areas), folded to one period
-(every pixel added at (row mod p, column mod p)), whitened by keeping only the phase of its spectrum
-(symmetric phase-only matched filtering), restricted to the band and correlated cyclically with the key's
-phase on a 2× finer grid (a resized copy puts the peak between pixels). The score is the correlation peak in
-standard deviations of the correlation surface (a z-score). Resized copies are found by folding at the period
-the tile takes at each of SCALES. A video sums the whitened spectra of its frames before the correlation:
-the mark adds up over frames, the picture and the codec's noise only partly do.
+Detection (`detect`, `detect_frames`, `detect_file`, `Detector`): the luma is high-passed and divided by its
+local contrast (edges and texture, where the picture drowns the mark, count less than flat areas), folded to
+one period (every pixel added at (row mod p, column mod p)), whitened by keeping only the phase of its
+spectrum (symmetric phase-only matched filtering), restricted to the band and correlated cyclically with the
+key's phase on a 2× finer grid (a resized copy puts the peak between pixels). The score is the correlation
+peak in robust standard deviations (median absolute deviation) of the correlation surface: a z-score, 3-5.5
+where there is no mark. Resized copies are found by folding at the period the tile takes at each of SCALES
+(each covers about ±1.5 %) and at one more period estimated from the autocorrelation of the first frames,
+where a periodic mark peaks at a lag of one period (Kutter 1999): any size from 0.4× to 2.1×. A video sums
+the whitened spectra of its frames before the correlation, so the evidence of many frames adds up.
 
-Threshold: THRESHOLD (see its comment) from the false-positive measurement of benchmarks/bench_watermark.py.
+Threshold: THRESHOLD = 7, from the false-positive measurement of benchmarks/bench_watermark.py (every real
+video and image in ../shared/data, unmarked); a Gaussian correlation surface of 512² points passes 7 with a
+probability of about 1e-6 per scale.
 
 The key is public (a fixed seed): the mark tells anyone who asks "made with talkinghead"; it is no protection
-against someone who sets out to remove it, and a rescale by a factor far from every one of SCALES, a rotation
-or a mirror image hides it from `detect`.
+against someone who sets out to remove it; a resize beyond 0.4×-2.1×, a rotation of more than a degree or
+two, or a mirror image hides it from the detector.
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ TILE = 128  # period of the pattern in pixels
 AMPLITUDE = 2.4  # RMS of the luma offset in grey levels
 BAND = (1 / 48, 1 / 8)  # radial frequencies of the pattern, cycles per pixel of the marked frame
 OBSERVED_MAX = 0.3  # cycles per pixel of the image examined: above, lossy codecs leave little of a mark
-# sizes relative to the marked frame that detection tries: half, 1080p/720p -> 720p/480p, 3/4, 1080p -> 480p,
-# 1.5× and 2× (each one tolerates about ±0.3 % at 512 px)
+# sizes relative to the marked frame that detection always tries: half, 1080p/720p -> 720p/480p, 3/4,
+# 1080p -> 480p, 1.5× and 2× (each covers about ±1.5 %; others are estimated, see Detector)
 SCALES = (1.0, 0.5, 2 / 3, 0.75, 4 / 9, 1.5, 2.0)
 LOCAL = (13, 15, 1.0)  # detection's local normalisation: high-pass box, contrast box (px), floor (grey levels)
+ESTIMATE_FRAMES, ESTIMATE_SIZE = 6, 512  # the scale estimate: first frames, central square (px)
 UPSAMPLE = 2  # correlation surface on a grid this much finer than the pixels
-THRESHOLD = 7.0  # score above which a file is called marked (see the module docstring)
+THRESHOLD = 7.0  # score above which a file is called marked (from the false-positive measurement, see above)
 _SEED = 0x7A1C1E4EAD  # "talkinghead": the public key
 
 
@@ -103,7 +108,7 @@ def embed(frame: np.ndarray) -> np.ndarray:
 
 
 # -- detection -----------------------------------------------------------------------------------------------
-@lru_cache(maxsize=len(SCALES))
+@lru_cache(maxsize=32)
 def _key_phase(p: int, scale: float) -> np.ndarray:
     """(p, p) complex: the phase of the key's spectrum as it appears folded at period p (the tile resized by
     `scale`), zero outside the band."""
@@ -162,12 +167,44 @@ def _flattened(y: np.ndarray) -> np.ndarray:
     return r / (contrast + floor)
 
 
+def _power(y: np.ndarray) -> np.ndarray:
+    """(H, W) -> the power spectrum of its central square (at most ESTIMATE_SIZE), zero-padded to twice that
+    size: its inverse transform is the linear (not wrapped) autocorrelation."""
+    h, w = y.shape
+    n = min(h, w, ESTIMATE_SIZE)
+    c = y[(h - n) // 2:(h - n) // 2 + n, (w - n) // 2:(w - n) // 2 + n]
+    return np.abs(np.fft.rfft2(c, s=(2 * n, 2 * n))) ** 2
+
+
+def _estimated_scale(power: np.ndarray) -> float | None:
+    """The tile's size relative to TILE from the autocorrelation peak of the summed power spectra: a periodic
+    mark repeats at a lag of one period along both axes (Kutter 1999). None when the image is too small."""
+    n = power.shape[0] // 2
+    ac = np.fft.irfft2(power, s=(2 * n, 2 * n))
+    profile = ac[0, :n] + ac[:n, 0]  # lags along x + lags along y
+    lo, hi = int(min(SCALES) * 0.9 * TILE), min(int(max(SCALES) * 1.05 * TILE), n - 2)
+    if hi <= lo + 2:
+        return None
+    i = lo + int(np.argmax(profile[lo:hi]))
+    a, b, c = profile[i - 1], profile[i], profile[i + 1]
+    curvature = a - 2 * b + c
+    offset = float(np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+    return (i + offset) / TILE
+
+
 class Detector:
-    """Accumulates evidence over frames: `d = Detector(); d.add(frame)...; d.result()`."""
+    """Accumulates evidence over frames: `d = Detector(); d.add(frame)...; d.result()`.
+
+    Scales tried: SCALES, plus one estimated from the autocorrelation of the first ESTIMATE_FRAMES frames
+    (a copy resized by any factor between the smallest and the largest of SCALES), unless it is within 1 %
+    of one of SCALES."""
 
     def __init__(self, scales: Iterable[float] = SCALES):
         self.scales = tuple(scales)
         self._sums: dict[float, np.ndarray] = {}
+        self._power = None  # summed power spectra of the first frames (scale estimate)
+        self._waiting: list[np.ndarray] | None = []  # their normalised lumas, until the estimate is made
+        self._estimated: float | None = None
         self.frames = 0
 
     def add(self, frame: np.ndarray) -> None:
@@ -175,16 +212,41 @@ class Detector:
         frame = np.asarray(frame)
         y = _flattened(_luma(frame) if frame.ndim == 3 else frame.astype(np.float32))
         for s in self.scales:
-            p, factor = _period(s)
-            yr = y if abs(factor - 1) < 1e-6 else _resized(y, factor)
-            if min(yr.shape) < p // 2:
-                continue
-            spec = np.fft.fft2(_fold(yr, p))
-            spec /= np.maximum(np.abs(spec), 1e-6)  # phase only: every frequency counts the same
-            self._sums[s] = self._sums.get(s, 0) + spec
+            self._add_at(y, s)
+        if self._waiting is not None:
+            p = _power(y)
+            if self._power is None or self._power.shape == p.shape:
+                self._power = p if self._power is None else self._power + p
+                self._waiting.append(y)
+            if len(self._waiting) >= ESTIMATE_FRAMES:
+                self._estimate()
+        elif self._estimated is not None:
+            self._add_at(y, self._estimated)
         self.frames += 1
 
+    def _add_at(self, y: np.ndarray, s: float) -> None:
+        p, factor = _period(s)
+        yr = y if abs(factor - 1) < 1e-6 else _resized(y, factor)
+        if min(yr.shape) < p // 2:
+            return
+        spec = np.fft.fft2(_fold(yr, p))
+        spec /= np.maximum(np.abs(spec), 1e-6)  # phase only: every frequency counts the same
+        self._sums[s] = self._sums.get(s, 0) + spec
+
+    def _estimate(self) -> None:
+        """Decides the extra scale and adds the frames kept for it."""
+        s = None if self._power is None else _estimated_scale(self._power)
+        if s is not None and all(abs(s / t - 1) > 0.01 for t in self.scales):
+            self._estimated = s
+            for y in self._waiting:
+                self._add_at(y, s)
+        else:
+            self._estimated = None
+        self._waiting = None
+
     def result(self) -> Detection:
+        if self._waiting is not None:
+            self._estimate()
         best = Detection(score=0.0, marked=False, scale=1.0, frames=self.frames)
         for s, spec in self._sums.items():
             p, _ = _period(s)

@@ -133,14 +133,14 @@ def test_survives_jpeg():
     assert watermark.detect(np.asarray(Image.open(buf).convert("RGB"))).marked
 
 
-@pytest.mark.parametrize("scale,crop", [(1.0, False), (0.5, False), (1.0, True), (0.5, True)],
-                         ids=["crf28", "half+crf28", "crop10+crf28", "half+crop10+crf28"])
+@pytest.mark.parametrize("scale,crop", [(1.0, False), (0.5, False), (1.0, True), (0.5, True), (0.83, False)],
+                         ids=["crf28", "half+crf28", "crop10+crf28", "half+crop10+crf28", "0.83x+crf28"])
 def test_video_survives_sharing(clip, scale, crop):
     marked = watermark.detect_frames(share(clip["marked"], scale, crop))
     plain = watermark.detect_frames(share(clip["plain"], scale, crop))
     assert marked.marked, marked
     assert not plain.marked, plain
-    assert marked.scale == scale
+    assert marked.scale == pytest.approx(scale, rel=0.01)  # 0.83: none of SCALES, found by the estimate
 
 
 def test_evidence_adds_up_over_frames():
