@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from talkinghead.watermark import THRESHOLD
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = ("Looks for the invisible mark that talkinghead puts in every video and image it writes: "
+    p.description = ("Looks for the invisible mark that talkinghead puts in every video and image it writes:\n"
                      "\"synthetic (made with talkinghead)\" or \"no mark found\", with a score.")
     p.epilog = EPILOG.format(threshold=THRESHOLD)
     p.add_argument("files", nargs="+", metavar="FILE", help="images or videos")
