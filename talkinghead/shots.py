@@ -94,13 +94,22 @@ def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | Non
                   detector=None) -> Shots:
     """Detect the face (largest/central, or the `face_index`-th largest) in each input and crop it the way
     the training data is cropped (`landmarks.align.crop_from_landmarks`). Images without a face raise
-    NoFaceError; for a video, frames without a face are skipped and the T shots are spread over it."""
+    NoFaceError (NoFaceFoundError when no detector stage found one); for a video, frames without a face are
+    skipped and the T shots are spread over it. The default detector is the face-finding cascade
+    (landmarks/cascade.py); `detector` may be a landmarks.manual.ManualLandmarks (the points of one photo)."""
     from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.landmarks.detect import MIN_INTEROCULAR, DlibDetector, interocular, pick_face
+    from talkinghead.landmarks.cascade import STAGE_NAMES, NoFaceFoundError, photo_cascade, video_cascade
+    from talkinghead.landmarks.detect import MIN_INTEROCULAR, interocular, pick_face
+    from talkinghead.landmarks.manual import ManualLandmarks
 
     shots = max(1, int(shots))
     items, is_video = _load_inputs(inputs, shots)
-    detector = detector or DlibDetector(upsample=1, max_side=1024)
+    if isinstance(detector, ManualLandmarks):
+        if is_video or len(items) > 1:
+            raise TalkingHeadError(f"{detector.label} describe one photo: give exactly one source photo with them")
+        face_index = None
+    if detector is None:
+        detector = video_cascade() if is_video else photo_cascade(min_faces=(face_index or 0) + 1)
     large = [(label, image.shape) for image, label, _ in items if max(image.shape[:2]) > LARGE_SIDE]
     if large and getattr(detector, "max_side", 0):
         (label, (h, w, _)), n = large[0], len(large)
@@ -109,7 +118,10 @@ def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | Non
                  "the full size", label, w, h, more, detector.max_side)
     found, small = [], None
     for image, label, digest in items:
-        face = pick_face(detector.detect(image), image.shape, face_index)
+        faces = detector.detect(image)
+        face = pick_face(faces, image.shape, face_index)
+        if face is not None and getattr(detector, "last_stage", None):
+            log.debug("%s: face found by %s", label, STAGE_NAMES.get(detector.last_stage, detector.last_stage))
         if face is not None and interocular(face.points) < MIN_INTEROCULAR:
             small = (f"the face in {label} is too small for its 68 landmarks: {interocular(face.points):.0f} px "
                      f"between the outer eye corners, at least {MIN_INTEROCULAR} needed (use a larger photo of it)")
@@ -117,8 +129,10 @@ def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | Non
         if face is None:
             if is_video:
                 continue
-            which = "" if face_index is None else f" with index {face_index}"
-            raise NoFaceError(small or f"no face{which} found in {label}")
+            if small or faces:
+                raise NoFaceError(small or f"no face with index {face_index} found in {label} (faces found: "
+                                  f"{len(faces)})")
+            raise NoFaceFoundError(label, getattr(detector, "tried", None))
         found.append((image, face.points, digest))
     if not found:
         raise NoFaceError(small or f"no face found in any of {len(items)} frames of the source video")

@@ -1,7 +1,7 @@
 """One face-finding cascade for every command (issue 11; DESIGN.md §2 "any portrait"): dlib HOG at the image's
 size → HOG on the image up-sampled ×2, ×4 (small faces) → dlib's CNN detector → MediaPipe's face mesh (the
 optional extra `mesh`). The first stage that finds a face wins; manual landmarks (landmarks/manual.py) are
-what a user gives when none does, and the error says how (`no_face_message`).
+what a user gives when none does, and the command line's error says how (`NoFaceFoundError`).
 
 The common case stays fast: HOG at the image's size (~10-200 ms) first; an up-sampling only when that finds
 nothing, and only while the up-sampled image stays within `UPSAMPLED_SIDE` (a 176×144 video frame gets ×2
@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from talkinghead.console import log
+from talkinghead.errors import NoFaceError
 from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face
 
 UPSAMPLED_SIDE = 2048  # HOG up-samples an image only while its longer side (after max_side) stays within this
@@ -26,12 +27,19 @@ STAGE_NAMES = {"hog0": "dlib HOG", "hog1": "dlib HOG up-sampled x2", "hog2": "dl
                "cnn": "dlib CNN", "mesh": "MediaPipe face mesh"}
 
 
-def no_face_message(label: str, tried: list[str] | None = None) -> str:
-    """The one-line error when every detector failed: names the manual-landmark options."""
-    how = f" ({', '.join(STAGE_NAMES.get(s, s) for s in tried)})" if tried else ""
-    return (f"no face found in {label}{how}: give its landmarks with --landmarks FILE.pts (write one to correct "
-            f"with `talkinghead landmarks {label} -o FILE.pts --points ...`) or click 5 points: --points "
-            "x1,y1,...,x5,y5 (eye centres, nose tip, mouth corners)")
+class NoFaceFoundError(NoFaceError):
+    """No stage found a face in a photo. Its text is "no face found in LABEL" (what library callers and the
+    web app show); `command_line_message()` adds the stages tried and the command line's manual options."""
+
+    def __init__(self, label: str, tried: list[str] | None = None):
+        super().__init__(f"no face found in {label}")
+        self.label, self.tried = label, list(tried or [])
+
+    def command_line_message(self) -> str:
+        how = f" by {', '.join(STAGE_NAMES.get(s, s) for s in self.tried)}" if self.tried else ""
+        return (f"no face found in {self.label}{how}: give its 68 landmarks with --landmarks FILE.pts (write one "
+                f"to correct with `talkinghead landmarks {self.label} -o FILE.pts [--points ...]`) or 5 points "
+                "with --points x1,y1,...,x5,y5 (eye centres, nose tip, mouth corners)")
 
 
 class FaceCascade:
@@ -98,7 +106,12 @@ class FaceCascade:
         self.tried, best, best_stage = [], [], None
         for name in self.stages(image.shape):
             t0 = time.perf_counter()
-            faces = self._detector(name).detect(image)
+            try:
+                faces = self._detector(name).detect(image)
+            except ImportError as e:  # a broken mediapipe install: the cascade goes on without the mesh
+                log.warning("MediaPipe face mesh unavailable (%s); the face cascade runs without it", e)
+                self._mesh_ok = False
+                continue
             self.tried.append(name)
             if len(faces) > len(best):
                 best, best_stage = faces, name
