@@ -6,23 +6,27 @@ Cameras: --cameras (default the bundled driving clip, and ../shared/data/videos/
 each played in real time at its own frame rate (camera.FileCamera: a renderer slower than the camera drops
 frames, as with a webcam).
 
-Two measurements per camera and --threads value (torch intra-op threads for the generator):
-  real time   run_live as the CLI runs it: capture thread, render in the main thread, output thread writing an
+Two measurements per camera, --threads value (torch intra-op threads for the generator) and --pipeline
+setting (run_live's pose thread on or off):
+  real time   run_live as the CLI runs it: capture thread, pose thread (tracking, retarget and G's inputs of
+              the next frame), render in the main thread (G, paste-back), output thread writing an
               mp4 (x264 ultrafast, as `live --out`) plus a stand-in for a window (marked by the loop with
               talkinghead.watermark.embed when the package has it). frames/s rendered, latency camera frame ->
               rendered frame (mean, p95), frames dropped, CPU ms per rendered frame (time.process_time of the
               whole process: every thread, the encoder's included) and each stage's ms per frame, wall and
               the CPU of the thread that ran it (the share column is of the wall total). Targets: >= 25
               frames/s and < 100 ms mean latency.
-  capacity    LivePuppet.process on every frame of the file back to back (frames decoded beforehand; no
-              clock, no outputs): frames/s the render path could reach, with the generator stage split into
-              landmark image, flow grid, G and composition at the face's size (timing.StageTimer).
+  capacity    LivePuppet.process on every frame of the file back to back in one thread (frames decoded
+              beforehand; no clock, no outputs, no pipeline): frames/s one thread reaches, and the parts of
+              two stages (timing.StageTimer): retarget's landmark image and flow grid (G's inputs), paste-back's
+              composition at the face's size.
 
 The machine is shared (other jobs, a niced training run): the 1-minute load average is printed before and
 after each run. Wall-clock rates fall with the load; the CPU times do not, and CPU ms per frame ×
 frames/s ≤ cores × 1000 tells what an idle machine could reach.
 
-    python benchmarks/bench_live.py [--cameras A.mp4,B.mp4] [--threads 1,2] [--max-size 720] [--json FILE]
+    python benchmarks/bench_live.py [--cameras A.mp4,B.mp4] [--threads 1,2] [--pipeline on,off] [--max-size 720]
+        [--capacity-frames 120] [--json FILE]
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: Path) -> dict:
+def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: Path, pipeline: bool) -> dict:
     from talkinghead.camera import FileCamera
     from talkinghead.live import LivePuppet, run_live
     from talkinghead.live_outputs import FileOutput
@@ -72,8 +76,9 @@ def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: 
     puppet = LivePuppet(avatar, model, max_size=max_size, fps=camera.fps)
     out = FileOutput(tmp / "live.mp4", camera.fps)
     load_before = load1()
-    s = run_live(puppet, camera, [out, StandInWindow()], report_every=0)
-    return {"camera": Path(camera_path).name, "threads": threads, "size": list(puppet.output_size),
+    s = run_live(puppet, camera, [out, StandInWindow()], report_every=0, pipeline=pipeline)
+    return {"camera": Path(camera_path).name, "threads": threads, "pipeline": pipeline,
+            "size": list(puppet.output_size),
             "frames": s.frames, "captured": s.captured, "dropped": s.dropped, "fps": s.fps,
             "camera_fps": s.camera_fps, "latency_ms": s.latency(), "latency_p95_ms": s.latency(95),
             "cpu_ms_per_frame": s.cpu_ms_per_frame, "stages_wall_ms": s.stage_ms(), "stages_cpu_ms": s.stage_ms("cpu"),
@@ -90,10 +95,9 @@ def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_f
     frames = list(video.iter_frames(camera_path, max_frames=max_frames))
     puppet = LivePuppet(avatar, model, max_size=max_size, fps=video.probe_video(camera_path).fps)
     st = StageTimer()
-    st.wrap(Animator, "landmark_images", "landmark image")
-    st.wrap(warp, "flow_grid", "flow grid")
-    st.wrap(puppet.animator.G, "render", "G")
-    st.wrap(Animator, "compose_full", "compose at R")
+    st.wrap(Animator, "landmark_images", "landmark image")  # in retarget
+    st.wrap(warp, "flow_grid", "flow grid")  # in retarget
+    st.wrap(Animator, "compose_full", "compose at R")  # in paste-back
     load_before = load1()
     try:
         with Stopwatch() as sw:
@@ -108,7 +112,7 @@ def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_f
     split = {k: 1e3 * v.wall / n for k, v in st.stages.items()}
     return {"camera": Path(camera_path).name, "threads": threads, "frames": n, "fps": n / sw.wall,
             "cpu_ms_per_frame": 1e3 * sw.cpu / n, "stages_wall_ms": stages, "stages_cpu_ms": stages_cpu,
-            "generator_split_ms": split, "tracker": dict(getattr(puppet.tracker, "stats", {})),
+            "sub_stages_ms": split, "tracker": dict(getattr(puppet.tracker, "stats", {})),
             "load_before": load_before, "load_after": load1()}
 
 
@@ -120,7 +124,7 @@ def print_realtime(r: dict) -> None:
     wall, cpu = r["stages_wall_ms"], r["stages_cpu_ms"]
     total = sum(v for k, v in wall.items() if k != "capture") or 1e-9
     print(f"\nreal time: {r['camera']} ({r['camera_fps']:.3g} fps) -> {r['size'][0]}x{r['size'][1]}, "
-          f"torch threads {r['threads']}, load {r['load_before']:.1f} -> {r['load_after']:.1f}")
+          f"torch threads {r['threads']}, pipeline {'on' if r['pipeline'] else 'off'}, load {r['load_before']:.1f} -> {r['load_after']:.1f}")
     print(f"  {r['frames']} frames rendered of {r['captured']} ({r['dropped']} dropped): {r['fps']:.1f} frames/s "
           f"[target >= {FPS_TARGET:g}: {verdict(r['fps'], FPS_TARGET, True)}]")
     print(f"  latency camera -> rendered: mean {r['latency_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms "
@@ -141,7 +145,7 @@ def print_capacity(r: dict) -> None:
           f"(= {1e3 / max(r['cpu_ms_per_frame'], 1e-9):.1f} frames/s per core); tracker {r['tracker']}")
     for k, v in r["stages_wall_ms"].items():
         print(f"  {k:12} {v:8.1f} wall {r['stages_cpu_ms'][k]:7.1f} cpu ms")
-    print("  generator split (wall ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["generator_split_ms"].items()))
+    print("  of which (wall ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["sub_stages_ms"].items()))
 
 
 def main(argv=None) -> int:
@@ -151,6 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cameras", help="comma-separated video files played as the camera [default: the bundled "
                     "clip, and ../shared/data/videos/pexels_woman.mp4 when present]")
     ap.add_argument("--threads", default="1,2", help="torch thread counts to measure [default: 1,2]")
+    ap.add_argument("--pipeline", default="on,off", help="run_live's pipeline: on, off or both [default: on,off]")
     ap.add_argument("--max-size", type=int, default=720, help="longest side of the output [default: 720]")
     ap.add_argument("--capacity-frames", type=int, default=120, help="frames for the capacity run (0: none)")
     ap.add_argument("--json", help="save the results to this file")
@@ -172,9 +177,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for cam in cameras:
             for th in threads:
-                r = realtime(avatar, model, cam, th, a.max_size, Path(tmp))
-                print_realtime(r)
-                results["realtime"].append(r)
+                for pipe in a.pipeline.split(","):
+                    r = realtime(avatar, model, cam, th, a.max_size, Path(tmp), pipe == "on")
+                    print_realtime(r)
+                    results["realtime"].append(r)
         if a.capacity_frames:
             for th in threads:
                 r = capacity(avatar, model, cameras[0], th, a.max_size, a.capacity_frames)

@@ -111,21 +111,33 @@ class Animator:
         full_size: frames of `output_size` (R) instead: the warp-guided G's flow, upsampled, moves the source
         image's own pixels at R (no output blurrier than its source); only the network's correction of them is
         upsampled from S (`compose_full`). The paper's G has nothing at R: its S frames are returned."""
+        out = self.generate(*self.prepare(points))
+        if not self.warp:
+            return out
+        if not full_size or self.output_size == self.image_size:
+            return out.image.float()  # (B, 3, S, S)
+        return self.compose_full(out).float()  # (B, 3, R, R)
+
+    def prepare(self, points) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 68, 2) landmarks in crop pixels -> G's inputs: landmark images (B, 3, S, S) and, for the
+        warp-guided G, the landmark flow grids from each pose to the source's (B, S, S, 2), else None."""
         y = self.landmark_images(points)
         if not self.warp:
-            return self.render(y)
+            return y, None
         from talkinghead.landmarks.warp import flow_grid
 
         pts = np.asarray(points, np.float32).reshape(-1, 68, 2)
         grids = torch.stack([flow_grid(self.avatar.source_points, p, self.image_size) for p in pts])  # (B, S, S, 2)
-        y, grids = y.to(self.device, self.dtype), grids.to(self.device, self.dtype)
-        if self._frozen is not None and len(pts) == 1:
-            out = self._frozen(y, grids)
-        else:
-            out = self.G.render(y, self.psi, self.source_x, self.source_y, grids, features=self.source_features)
-        if not full_size or self.output_size == self.image_size:
-            return out.image.float()  # (B, 3, S, S)
-        return self.compose_full(out).float()  # (B, 3, R, R)
+        return y.to(self.device, self.dtype), grids.to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def generate(self, y: torch.Tensor, grids: torch.Tensor | None):
+        """G on prepared inputs: the warp-guided G's WarpOutput at S, or the paper's G's frames (B, 3, S, S)."""
+        if not self.warp:
+            return self.render(y)
+        if self._frozen is not None and y.shape[0] == 1:
+            return self._frozen(y, grids)
+        return self.G.render(y, self.psi, self.source_x, self.source_y, grids, features=self.source_features)
 
     def compose_full(self, out) -> torch.Tensor:
         """A WarpOutput at S -> (B, 3, R, R): warp(source_R, grid_R) + (1 − mask_R)·(generated − warped)_R —

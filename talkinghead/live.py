@@ -132,6 +132,14 @@ def _feather(r: int, feather: float) -> torch.Tensor:
     return (ramp[:, None] * ramp[None, :])[None, None]
 
 
+@dataclass
+class Pose:
+    """One camera frame's face, ready for the generator: landmarks in the avatar's crop and G's inputs."""
+
+    points: np.ndarray  # (1, 68, 2)
+    inputs: tuple  # Animator.prepare: landmark image (1, 3, S, S), flow grid (1, S, S, 2) or None
+
+
 class LivePuppet:
     """One avatar driven frame by frame: ``process(frame (H, W, 3) uint8) -> (H', W', 3) uint8``.
 
@@ -140,7 +148,8 @@ class LivePuppet:
     face (landmarks.retarget; `absolute`: the driver's landmarks as they are), rendered by the Animator at the
     face's size in the photo scaled to at most `max_size` px, and pasted back (`crop_only`: the face box
     alone). A frame without a face shows the last rendered frame. ``times`` holds each stage's seconds,
-    ``frames`` and ``no_face`` count the frames processed and those without a face.
+    ``frames`` and ``no_face`` count the frames processed and those without a face. ``process`` is
+    ``render(pose(frame))``: the halves can run in two threads (run_live's pipeline).
     """
 
     def __init__(self, avatar: Avatar, model=None, *, device="cpu", max_size: int = 720, crop_only: bool = False,
@@ -195,6 +204,10 @@ class LivePuppet:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """One camera frame (H, W, 3) uint8 RGB -> the avatar's frame (output_size) uint8 RGB."""
+        return self.render(self.pose(frame))
+
+    def pose(self, frame: np.ndarray) -> Pose | None:
+        """The first half of `process` (tracking, retarget, G's inputs): None where the frame has no face."""
         c0 = _clocks()
         face = self.tracker.update(frame)
         c1 = _clocks()
@@ -202,18 +215,30 @@ class LivePuppet:
         self.frames += 1
         if face is None:
             self.no_face += 1
-            return self.last
+            return None
         if self._reference is None:
             self._reference = np.array(face.points, np.float32)
         targets = self._retarget(self.avatar.source_points, np.asarray(face.points)[None], self._reference,
                                  absolute=self.absolute)  # (1, 68, 2) in the avatar's crop
+        pose = Pose(targets, self.animator.prepare(targets))
         c2 = _clocks()
-        rendered = self.animator.render_points(targets, full_size=True)  # (1, 3, R, R) (S for the paper's G)
-        c3 = _clocks()
-        self.last = self._compose(rendered)
-        c4 = _clocks()
-        for stage, (a, b) in (("retarget", (c1, c2)), ("generator", (c2, c3)), ("paste-back", (c3, c4))):
-            self.times.add(stage, b[0] - a[0], b[1] - a[1])
+        self.times.add("retarget", c2[0] - c1[0], c2[1] - c1[1])
+        return pose
+
+    def render(self, pose: Pose | None) -> np.ndarray:
+        """The second half of `process` (G, composition at the face's size, paste-back); None: the last frame."""
+        if pose is None:
+            return self.last
+        c0 = _clocks()
+        out = self.animator.generate(*pose.inputs)  # WarpOutput at S (the paper's G: frames at S)
+        c1 = _clocks()
+        if self.animator.warp:
+            out = self.animator.compose_full(out) if self.animator.output_size != self.animator.image_size \
+                else out.image  # (1, 3, R, R)
+        self.last = self._compose(out)
+        c2 = _clocks()
+        self.times.add("generator", c1[0] - c0[0], c1[1] - c0[1])
+        self.times.add("paste-back", c2[0] - c1[0], c2[1] - c1[1])
         return self.last
 
     def _compose(self, rendered: torch.Tensor) -> np.ndarray:
@@ -360,31 +385,101 @@ def _watermark():
     return getattr(watermark, "embed", None)
 
 
+class _PoseThread:
+    """The first half of the render in a thread of its own (run_live's pipeline): finds the pose of the
+    camera's newest frame again and again, keeping only the newest pose, while the main thread renders (a
+    pose the renderer had no time for is dropped like a camera frame). The renderer starts each frame from
+    a pose no older than one pose-finding, not from one that waited for the previous render."""
+
+    def __init__(self, puppet: LivePuppet, grabber: FrameGrabber):
+        self.puppet, self.grabber = puppet, grabber
+        self.error: BaseException | None = None
+        self.ended = False
+        self._item: tuple | None = None  # (camera frame, pose)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="talkinghead-pose", daemon=True)
+
+    def start(self) -> "_PoseThread":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                cf = self.grabber.get(timeout=0.2)
+                if cf is None:
+                    if self.grabber.ended:
+                        break
+                    continue
+                item = (cf, self.puppet.pose(cf.image))
+                with self._cond:
+                    self._item = item
+                    self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def get(self, timeout: float) -> tuple | None:
+        """The newest (camera frame, pose) not taken yet; None when the stream has ended (`ended`) or after
+        `timeout` s; the thread's error, if it failed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self.ended, timeout)
+            item, self._item = self._item, None
+        if item is None and self.error is not None:
+            raise self.error
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
 def run_live(puppet: LivePuppet, camera: Camera, outputs: Sequence = (), *, stop: threading.Event | None = None,
              report_every: float = 5.0, report: Callable[[str], None] | None = None,
-             max_frames: int | None = None) -> LiveSummary:
+             max_frames: int | None = None, pipeline: bool = False) -> LiveSummary:
     """Drives `puppet` from `camera` in real time until the camera ends, `stop` is set, an output asks to stop
     (a closed window), `max_frames` frames were rendered, or Ctrl-C. The outputs (talkinghead.live_outputs)
     are finished in every one of these cases (a playable file) and removed on an error. Every `report_every`
-    seconds `report` gets a line with the rate and latency of the last interval."""
+    seconds `report` gets a line with the rate and latency of the last interval.
+
+    pipeline: poses (tracking, retarget, G's inputs) are found in a second thread, on the camera's newest frames,
+    while this one renders (G, paste-back): for two or more free cores. It spends the CPU time of tracking
+    frames that are not rendered when the render cannot keep up: on this project's shared 2-core machine it
+    halved the frame rate (benchmarks/bench_live.py), hence off by default."""
     report = report or (lambda line: log.info("%s", line))
     grabber = FrameGrabber(camera)
+    poser = _PoseThread(puppet, grabber) if pipeline else None
     writer = _OutputThread(outputs, _watermark())
     latencies: list[float] = []
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    window: deque = deque()  # (time rendered, latency ms) since the last report
+    window: deque = deque()  # latencies (ms) since the last report
     next_report = t_start + report_every
     interrupted: BaseException | None = None
     finish = False
     try:
         grabber.start()
+        if poser is not None:
+            poser.start()
         while not (stop is not None and stop.is_set()) and not writer.stop_requested:
-            cf = grabber.get(timeout=0.2)
-            if cf is None:
-                if grabber.ended:
-                    break
-                continue
-            image = puppet.process(cf.image)
+            if poser is not None:
+                item = poser.get(timeout=0.2)
+                if item is None:
+                    if poser.ended:
+                        break
+                    continue
+                cf, pose = item
+            else:
+                cf = grabber.get(timeout=0.2)
+                if cf is None:
+                    if grabber.ended:
+                        break
+                    continue
+                pose = puppet.pose(cf.image)
+            image = puppet.render(pose)
             now = time.perf_counter()
             latencies.append(1e3 * (now - cf.time))
             window.append(latencies[-1])
@@ -402,6 +497,8 @@ def run_live(puppet: LivePuppet, camera: Camera, outputs: Sequence = (), *, stop
     except KeyboardInterrupt as e:  # Ctrl-C is how a live session ends: the outputs are finished
         interrupted, finish = e, True
     finally:
+        if poser is not None:
+            poser.stop()
         grabber.stop()
         writer.end(finish)
     seconds, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
@@ -417,7 +514,6 @@ def run_live(puppet: LivePuppet, camera: Camera, outputs: Sequence = (), *, stop
     stage_cpu = {k: puppet.times.cpu_seconds.get(k, 0.0) + writer.times.cpu_seconds.get(k, 0.0) for k in STAGES}
     stage_seconds["capture"], stage_cpu["capture"] = grabber.decode_s, grabber.cpu_s
     return LiveSummary(frames=len(latencies), captured=grabber.captured,
-                       dropped=grabber.captured - grabber.taken, no_face=puppet.no_face, seconds=seconds,
-                       cpu_seconds=cpu, camera_fps=camera.fps, latencies_ms=latencies,
+                       dropped=grabber.captured - len(latencies), no_face=puppet.no_face,
+                       seconds=seconds, cpu_seconds=cpu, camera_fps=camera.fps, latencies_ms=latencies,
                        stage_seconds=stage_seconds, stage_cpu_seconds=stage_cpu, interrupted=interrupted is not None)
-

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int_range(1, 256), default=1,
                    help="torch threads for the generator; the camera and the encoder have threads of their own "
                    "[default: 1]")
+    p.add_argument("--pipeline", action="store_true",
+                   help="track the next frame in a second thread while the current one renders (more frames/s "
+                   "when two cores are free; more CPU, and slower on a busy machine)")
     p.add_argument("--report-every", type=float_range(0, 3600), default=5.0, metavar="SECONDS",
                    help="print frames/s and latency this often (0: only the summary) [default: 5]")
     add_device(p)
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"live: {camera.name} ({camera.width}x{camera.height}, {camera.fps:.3g} fps) -> {w}x{h}; "
               "Ctrl-C ends", flush=True)
-        summary = run_live(puppet, camera, outputs, report_every=args.report_every)
+        summary = run_live(puppet, camera, outputs, report_every=args.report_every, pipeline=args.pipeline)
     finally:
         camera.close()
     for line in summary.lines():
