@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train": "meta-learn E, G and D on a preprocessed set",
     "finetune": "make an avatar from 1..32 photos or a video (FF or FT)",
     "animate": "drive a portrait or avatar with a video -> mp4",
+    "landmarks": "a photo's 68 face landmarks (.pts) and an overlay PNG, to correct by hand",
     "evaluate": "the paper's protocol and metrics, with baselines",
     "live": "puppeteer a portrait in real time from a webcam (or a video file)",
     "serve": "the web app: photos and a driving video in, the animated video out",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, add_progress, float_range, int_range
-from talkinghead.errors import TalkingHeadError
+from talkinghead.commands.options import (add_device, add_manual_landmarks, add_progress, float_range, int_range,
+                                          manual_detector)
+from talkinghead.errors import NoFaceError, TalkingHeadError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-index", type=int_range(0, 99),
                    help="use the k-th largest face in the source photos (default: the largest, central one); "
                    "the driver's face is its largest, then the one tracked")
+    add_manual_landmarks(p)
     p.add_argument("--shots", type=int_range(1, 64), default=8,
                    help="photos used for an on-the-fly avatar [default: 8]")
     p.add_argument("--finetune", nargs="?", type=int_range(1, 100_000), const=0, metavar="STEPS",
@@ -52,7 +54,10 @@ def _avatar_and_model(args: argparse.Namespace):
 
     sources = list(args.sources)
     finetune = args.finetune
+    manual = manual_detector(args)
     if len(sources) == 1 and sources[0].endswith(AVATAR_SUFFIX):
+        if manual is not None:
+            raise TalkingHeadError("--landmarks/--points are for a source photo; this avatar already has its face")
         if finetune is not None:
             raise TalkingHeadError("--finetune makes an avatar from photos; this avatar is already made "
                                    "(fine-tune photos with `talkinghead finetune`)")
@@ -70,13 +75,16 @@ def _avatar_and_model(args: argparse.Namespace):
 
         model = LoadedModel.load(resolve_model(args.model), args.device, with_discriminator=True)
         avatar = make_avatar(sources, model, mode="ft", shots=args.shots, steps=finetune or None,
-                             face_index=args.face_index, device=args.device, progress=not args.no_progress)
+                             face_index=args.face_index, device=args.device, progress=not args.no_progress,
+                             detector=manual)
         stats = avatar.info["finetune"]
         print(f"fine-tuned {stats['steps']} steps in {stats['seconds']:.1f} s: content loss on the photos "
               f"{stats['ff']['content']:.3f} -> {stats['ft']['content']:.3f}")
         return avatar, model
     model = LoadedModel.load(resolve_model(args.model), args.device, with_discriminator=False)
-    return make_ff_avatar(sources, model, shots=args.shots, face_index=args.face_index, device=args.device), model
+    avatar = make_ff_avatar(sources, model, shots=args.shots, face_index=args.face_index, device=args.device,
+                            detector=manual)
+    return avatar, model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if args.fps and args.fps > info.fps:
         raise TalkingHeadError(f"--fps {args.fps:g} is above the driver's {info.fps:g} frames/s: the output can "
                                "only drop driver frames, not invent new ones")
-    avatar, model = _avatar_and_model(args)
+    from talkinghead.landmarks.cascade import NoFaceFoundError
+
+    try:
+        avatar, model = _avatar_and_model(args)
+    except NoFaceFoundError as e:  # the command line's options for a face no detector finds
+        raise NoFaceError(e.command_line_message()) from None
     res = animate_video(avatar, args.driving, out, model=model, device=args.device, absolute=args.absolute,
                         crop_only=args.crop_only, sbs=args.side_by_side, frames_dir=args.frames,
                         batch_size=args.batch_size, fps=args.fps,

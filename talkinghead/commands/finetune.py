@@ -7,8 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, add_progress, int_range
-from talkinghead.errors import TalkingHeadError
+from talkinghead.commands.options import add_device, add_manual_landmarks, add_progress, int_range, manual_detector
+from talkinghead.errors import NoFaceError, TalkingHeadError
 
 MAX_SHOTS = 64
 
@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int_range(1, 100_000),
                    help="fine-tuning steps (default: the model config's finetune.steps)")
     p.add_argument("--face-index", type=int_range(0, 99), help="use the k-th largest face (default: largest, central)")
+    add_manual_landmarks(p)
     p.add_argument("--run", metavar="DIR", help="also write a run folder: config.json, log.jsonl, samples.png")
     add_device(p)
     add_progress(p)
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from talkinghead.avatar import AVATAR_SUFFIX
     from talkinghead.checkpoint import resolve_model
+    from talkinghead.landmarks.cascade import NoFaceFoundError
     from talkinghead.train.finetune import make_avatar
 
     out = Path(args.out)
@@ -44,11 +46,15 @@ def run(args: argparse.Namespace) -> int:
     for s in args.sources:
         if not Path(s).exists():
             raise TalkingHeadError(f"file not found: {s}")
+    manual = manual_detector(args)
     model = resolve_model(args.model)
     t0 = time.time()
-    av = make_avatar(args.sources, model, mode=args.mode, shots=args.shots, steps=args.steps,
-                     face_index=args.face_index, device=args.device, progress=not args.no_progress,
-                     run_dir=args.run)
+    try:
+        av = make_avatar(args.sources, model, mode=args.mode, shots=args.shots, steps=args.steps,
+                         face_index=args.face_index, device=args.device, progress=not args.no_progress,
+                         run_dir=args.run, detector=manual)
+    except NoFaceFoundError as e:  # the command line's options for a face no detector finds
+        raise NoFaceError(e.command_line_message()) from None
     av.save(out)
     msg = f"avatar ({args.mode.upper()}, T={av.shots}) written to {out} in {time.time() - t0:.1f} s"
     st = av.info.get("finetune")

@@ -104,5 +104,23 @@ def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1, ... [default: {default}]")
 
 
+def add_manual_landmarks(p: argparse.ArgumentParser) -> None:
+    """--landmarks FILE / --points x1,y1,...: the source photo's landmarks when no detector finds its face."""
+    from talkinghead.landmarks.manual import POINTS_HELP
+
+    p.add_argument("--landmarks", metavar="FILE",
+                   help="the source photo's 68 landmarks (iBUG .pts or JSON [[x, y], ...]) instead of detecting "
+                   "them; `talkinghead landmarks PHOTO -o FILE.pts` writes a file to correct")
+    p.add_argument("--points", metavar="X1,Y1,...", help=f"5 points of the source face, {POINTS_HELP}: the mean "
+                   "68-point shape fitted to them replaces detection")
+
+
+def manual_detector(args: argparse.Namespace):
+    """The ManualLandmarks of --landmarks/--points (None when neither was given)."""
+    from talkinghead.landmarks.manual import manual_landmarks
+
+    return manual_landmarks(getattr(args, "landmarks", None), getattr(args, "points", None))
+
+
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

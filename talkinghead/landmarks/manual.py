@@ -114,10 +114,10 @@ def write_pts(path, points: np.ndarray) -> None:
     Path(path).write_text("\n".join(lines + ["}"]) + "\n")
 
 
-def write_landmarks(path, points: np.ndarray) -> None:
-    """.pts, or JSON ({"points": 68 [x, y], 0-based}) when the name ends in .json."""
+def write_landmarks(path, points: np.ndarray, fmt: str | None = None) -> None:
+    """fmt "pts", or "json" ({"points": 68 [x, y], 0-based}); by default from the file name's suffix."""
     path = Path(path)
-    if path.suffix.lower() == ".json":
+    if (fmt or path.suffix.lower().lstrip(".")) == "json":
         path.write_text(json.dumps({"points": np.round(np.asarray(points, np.float64), 3).tolist()}) + "\n")
     else:
         write_pts(path, points)

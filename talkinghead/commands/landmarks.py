@@ -1,0 +1,82 @@
+"""`talkinghead landmarks IMAGE -o FILE.pts`: the 68 landmarks of a photo's face, to check and correct by hand.
+
+Writes the points (iBUG .pts, or JSON when FILE ends in .json) and an overlay PNG next to them (FILE with .png:
+the photo, the 68 points numbered as in the file, the face's lines). The points come from the face-finding
+cascade (landmarks/cascade.py), or with `--points x1,y1,...` from the mean shape fitted to 5 clicked points;
+corrected in any text editor, the file is what `animate`/`finetune --landmarks FILE` take.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from talkinghead.commands.options import int_range
+from talkinghead.errors import NoFaceError, TalkingHeadError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from talkinghead.landmarks.manual import POINTS_HELP
+
+    p.description = ("Find a photo's face and write its 68 landmarks (iBUG .pts or JSON) and an overlay PNG "
+                     "next to them, to correct in any editor and give to `animate`/`finetune --landmarks`.")
+    p.add_argument("image", metavar="IMAGE", help="the photo")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="landmarks file to write (.pts or .json)")
+    p.add_argument("--points", metavar="X1,Y1,...",
+                   help=f"instead of detecting: fit the mean 68-point shape to 5 points, {POINTS_HELP}")
+    p.add_argument("--face-index", type=int_range(0, 99),
+                   help="the k-th largest face (default: the largest, central one)")
+
+
+def overlay(image, points):
+    """The photo with the 68 points drawn and numbered (0-67, the order of the file) (H, W, 3) uint8."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from talkinghead.landmarks.rasterize import draw_landmarks
+
+    im = Image.fromarray(draw_landmarks(image, points))
+    d = ImageDraw.Draw(im)
+    for i, (x, y) in enumerate(np.asarray(points, np.float64)):
+        d.text((x + 2, y - 10), str(i), fill=(255, 255, 0))
+    return np.asarray(im)
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from talkinghead import video
+    from talkinghead.files import atomic_write
+    from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
+    from talkinghead.landmarks.detect import pick_face
+    from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pts", ".json"):
+        raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
+    if not Path(args.image).is_file():
+        raise TalkingHeadError(f"file not found: {args.image}")
+    image = video.read_image(args.image)
+    if args.points:
+        points = points_from_five(parse_points(args.points))
+        check_inside(points, image.shape, "--points")
+        how = "fitted to --points"
+    else:
+        cascade = photo_cascade(min_faces=(args.face_index or 0) + 1)
+        faces = cascade.detect(image)
+        face = pick_face(faces, image.shape, args.face_index)
+        if face is None and faces:
+            raise NoFaceError(f"no face with index {args.face_index} in {args.image} (faces found: {len(faces)})")
+        if face is None:
+            tried = ", ".join(STAGE_NAMES[s] for s in cascade.tried)
+            raise NoFaceError(f"no face found in {args.image} by {tried}: click 5 points (eye centres, nose tip, "
+                              f"mouth corners) and run `talkinghead landmarks {args.image} -o {out} --points "
+                              "x1,y1,...,x5,y5`, then correct the file in any editor")
+        points = face.points
+        how = f"found by {STAGE_NAMES[cascade.last_stage]}"
+    png = out.with_suffix(".png")
+    atomic_write(png, lambda tmp: Image.fromarray(overlay(image, points)).save(tmp, format="PNG"))
+    atomic_write(out, lambda tmp: write_landmarks(tmp, points, fmt=out.suffix.lower().lstrip(".")))
+    print(f"wrote {out} (68 points, {how}) and the overlay {png}; correct the points in any editor, then "
+          f"`talkinghead animate {args.image} DRIVER.mp4 -o OUT.mp4 --landmarks {out}`")
+    return 0
