@@ -99,17 +99,14 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     """Pass 1: landmarks of every (selected) driving frame (VideoLandmarkTracker: detect, track, re-detect,
     hold through brief occlusions), then smoothed forwards and backwards in time: the whole driver is known,
     so the smoothing adds no lag."""
-    from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.cascade import video_cascade
     from talkinghead.landmarks.track import VideoLandmarkTracker
 
     t0 = time.time()
     info = video.probe_video(path)
     indices, out_fps = _frame_indices(info, fps)
-    # no upsampling (faces from ~80 px) unless that finds no face at all in a small video
-    upsamples = [0, 1] if max(info.width, info.height) <= 960 else [0]
-    # built when needed: the upsampling detector only if the first finds no face (each load is ~0.5 s)
-    detectors = [lambda: detector] if detector is not None else [
-        lambda u=u: DlibDetector(upsample=u, max_side=960) for u in upsamples]
+    # the face-finding cascade of every video path (preprocess, evaluate): HOG, up-sampled for small frames
+    detectors = [lambda: detector or video_cascade()]
     total = info.num_frames if indices is None else len(indices)
     for make_detector in detectors:
         tracker = VideoLandmarkTracker(make_detector(), fps=out_fps, face_index=face_index)

@@ -24,7 +24,7 @@ _NUMERIC = {
     "--workers": ("workers", int_range, "parallel processes"),
     "--redetect-every": ("redetect_every", int_range, "tracking: full face detection every n sampled frames"),
     "--segment-seconds": ("segment_seconds", float_range, "one stable crop per this many seconds (0 = one per clip)"),
-    "--upsample": ("upsample", int_range, "detector up-sampling for small faces"),
+    "--upsample": ("upsample", int_range, "the first HOG up-sampling tried (small frames get more)"),
 }
 
 

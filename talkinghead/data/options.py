@@ -28,7 +28,7 @@ class PreprocessOptions:
     quality: int = _opt(95, 1, 100)  # JPEG quality
     min_frames: int = _opt(2, 1)  # fewer frames with a face than this -> the video is skipped (K+1 needs several)
     margin: float = _opt(0.45, 0.0, 4.0)  # crop margin around the landmark extent (landmarks.align.landmark_box)
-    upsample: int = _opt(0, 0, 4)  # dlib detector up-sampling (1 finds faces down to ~40 px, 4× slower)
+    upsample: int = _opt(0, 0, 4)  # first HOG up-sampling tried (landmarks/cascade.py: more for small frames)
     workers: int = _opt(1, 1, 1024)  # parallel processes (one video each)
 
     def validate(self) -> "PreprocessOptions":

@@ -73,11 +73,13 @@ _DETECTOR = None
 
 
 def _detector(opts: PreprocessOptions):
+    """The face-finding cascade for video frames (the driver of `animate` uses the same one): HOG from
+    `opts.upsample` up-samplings, more for small frames."""
     global _DETECTOR
-    if _DETECTOR is None:
-        from talkinghead.landmarks.detect import DlibDetector
+    if _DETECTOR is None or _DETECTOR.min_upsample != opts.upsample:
+        from talkinghead.landmarks.cascade import video_cascade
 
-        _DETECTOR = DlibDetector(upsample=opts.upsample)
+        _DETECTOR = video_cascade(min_upsample=opts.upsample)
     return _DETECTOR
 
 
@@ -149,7 +151,9 @@ def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOption
     from talkinghead.landmarks.detect import VideoLandmarkTracker
     from talkinghead.video import iter_indexed_frames
 
-    tracker = VideoLandmarkTracker(_detector(opts), redetect_every=opts.redetect_every, smoothing=0.0,
+    detector = _detector(opts)
+    detector.reset()  # a new video: the cascade starts at its first stage again
+    tracker = VideoLandmarkTracker(detector, redetect_every=opts.redetect_every, smoothing=0.0,
                                    fps=fps / opts.every)
     shots = ShotTracker()
     found = []  # (frame index, points, shot)

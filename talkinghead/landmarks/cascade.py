@@ -79,7 +79,7 @@ class FaceCascade:
         side = max(shape[:2])
         if self.max_side:
             side = min(side, self.max_side)
-        names = [f"hog{u}" for u in range(self.min_upsample, self.max_upsample + 1)
+        names = [f"hog{u}" for u in range(self.min_upsample, max(self.max_upsample, self.min_upsample) + 1)
                  if u == self.min_upsample or side * 2 ** u <= UPSAMPLED_SIDE]
         names += ["cnn"] * self.cnn + ["mesh"] * self._mesh_ok
         if self.sticky and self._start in names:
@@ -87,9 +87,13 @@ class FaceCascade:
             names.insert(0, self._start)
         return names
 
+    def reset(self) -> None:
+        """Forget the stage that found the last face (a new video)."""
+        self._start = None
+
     def _detector(self, name: str):
         if name not in self._detectors:
-            if name.startswith("hog"):
+            if name.startswith("hog"):  # HOG itself is loaded once per thread (detect._dlib_models)
                 self._detectors[name] = DlibDetector(upsample=int(name[3:]), max_side=self.max_side)
             elif name == "cnn":
                 self._detectors[name] = DlibCnnDetector(max_side=min(self.max_side or 512, 512))
