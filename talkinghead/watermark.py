@@ -16,7 +16,7 @@ key's phase on a 2× finer grid (a resized copy puts the peak between pixels). T
 peak in robust standard deviations (median absolute deviation) of the correlation surface: a z-score, 3-5.5
 where there is no mark. Resized copies are found by folding at the period the tile takes at each of SCALES
 (each covers about ±1.5 %) and at one more period estimated from the autocorrelation of the first frames,
-where a periodic mark peaks at a lag of one period (Kutter 1999): any size from 0.4× to 2.1×. A video sums
+where a periodic mark peaks at a lag of one period (Kutter 1999): any size from 0.3× to 2.1×. A video sums
 the whitened spectra of its frames before the correlation, so the evidence of many frames adds up.
 
 Threshold: THRESHOLD = 7, from the false-positive measurement of benchmarks/bench_watermark.py (every real
@@ -24,7 +24,7 @@ video and image in ../shared/data, unmarked); a Gaussian correlation surface of 
 probability of about 1e-6 per scale.
 
 The key is public (a fixed seed): the mark tells anyone who asks "made with talkinghead"; it is no protection
-against someone who sets out to remove it; a resize beyond 0.4×-2.1×, a rotation of more than a degree or
+against someone who sets out to remove it; a resize beyond 0.3×-2.1×, a rotation of more than a degree or
 two, or a mirror image hides it from the detector.
 """
 
@@ -45,6 +45,7 @@ OBSERVED_MAX = 0.3  # cycles per pixel of the image examined: above, lossy codec
 SCALES = (1.0, 0.5, 2 / 3, 0.75, 4 / 9, 1.5, 2.0)
 LOCAL = (13, 15, 1.0)  # detection's local normalisation: high-pass box, contrast box (px), floor (grey levels)
 ESTIMATE_FRAMES, ESTIMATE_SIZE = 6, 512  # the scale estimate: first frames, central square (px)
+ESTIMATE_RANGE = (0.3, 2.1)  # sizes the estimate looks for (1080p -> 360p is 0.33)
 UPSAMPLE = 2  # correlation surface on a grid this much finer than the pixels
 THRESHOLD = 7.0  # score above which a file is called marked (from the false-positive measurement, see above)
 _SEED = 0x7A1C1E4EAD  # "talkinghead": the public key
@@ -182,10 +183,17 @@ def _estimated_scale(power: np.ndarray) -> float | None:
     n = power.shape[0] // 2
     ac = np.fft.irfft2(power, s=(2 * n, 2 * n))
     profile = ac[0, :n] + ac[:n, 0]  # lags along x + lags along y
-    lo, hi = int(min(SCALES) * 0.9 * TILE), min(int(max(SCALES) * 1.05 * TILE), n - 2)
+    lo, hi = int(ESTIMATE_RANGE[0] * TILE), min(int(ESTIMATE_RANGE[1] * TILE), n - 2)
     if hi <= lo + 2:
         return None
     i = lo + int(np.argmax(profile[lo:hi]))
+    for k in (3, 2):  # the peak at 2 or 3 periods can top the one at one period: take the fundamental
+        j = int(round(i / k))
+        if j - 1 >= lo:
+            j = j - 1 + int(np.argmax(profile[j - 1:j + 2]))
+            if profile[j] > 0.5 * profile[i]:
+                i = j
+                break
     a, b, c = profile[i - 1], profile[i], profile[i + 1]
     curvature = a - 2 * b + c
     offset = float(np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
@@ -196,8 +204,7 @@ class Detector:
     """Accumulates evidence over frames: `d = Detector(); d.add(frame)...; d.result()`.
 
     Scales tried: SCALES, plus one estimated from the autocorrelation of the first ESTIMATE_FRAMES frames
-    (a copy resized by any factor between the smallest and the largest of SCALES), unless it is within 1 %
-    of one of SCALES."""
+    (a copy resized by any factor in ESTIMATE_RANGE), unless it is within 1 % of one of SCALES."""
 
     def __init__(self, scales: Iterable[float] = SCALES):
         self.scales = tuple(scales)
