@@ -31,12 +31,16 @@ class Animator:
     warning when onnxruntime/onnx are not installed). ``self.backend`` says which one renders.
     freeze: the warp-guided G's one-frame pass traced with ψ and the source's features as constants
     (torch.jit.freeze), used for batches of one (live rendering): the same output, ~12 % less CPU per frame
-    on this machine's CPU (benchmarks/bench_live.py); ~0.5 s to trace.
+    on this machine's CPU (benchmarks/bench_live.py); ~0.5 s to trace. mixed_precision (with freeze): the
+    trace made under torch.autocast(bfloat16) where the CPU computes bfloat16 natively (AVX512-BF16/AMX;
+    elsewhere float32 as before): convolutions in bfloat16, another ~19 % less CPU here; the flow moves by
+    ~0.03 px, frames differ from float32's by 0.05 grey levels on average (≤ 4 at the sharpest edges at R).
+    ``self.mixed_precision`` says whether it is on.
     """
 
     def __init__(self, avatar: Avatar, model=None, device: str | torch.device = "cpu", fold: bool = True,
                  dtype: torch.dtype = torch.float32, backend: str = "torch", max_output_size: int = 1024,
-                 freeze: bool = False):
+                 freeze: bool = False, mixed_precision: bool = False):
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         self.avatar = avatar
@@ -68,7 +72,9 @@ class Animator:
             self.source_full = None  # (1, 3, R, R), made on the first full-size render
         else:
             self.output_size = self.image_size
-        self._frozen = _frozen_render(self) if freeze and self.warp else None
+        self.mixed_precision = bool(mixed_precision and freeze and self.warp and self.device.type == "cpu"
+                                    and dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        self._frozen = _frozen_render(self, self.mixed_precision) if freeze and self.warp else None
         self.backend, self._session = "torch", None
         if backend == "onnx" and self.warp:
             log.warning("backend 'onnx' is not available for the warp-guided generator; rendering with torch")
@@ -160,10 +166,12 @@ class Animator:
         return (warped + (1 - mask) * correction).clamp(-1, 1)
 
 
-def _frozen_render(animator: Animator):
+def _frozen_render(animator: Animator, bf16: bool = False):
     """The warp-guided G's render for one frame, (y (1, 3, S, S), grid (1, S, S, 2)) -> WarpOutput, traced with
     the animator's ψ, source and source features as constants and frozen (conv + bias folding, no Python
-    between the ops)."""
+    between the ops); bf16: traced under CPU autocast to bfloat16 (the casts are recorded in the trace)."""
+    import contextlib
+
     from talkinghead.landmarks.warp import flow_grid
     from talkinghead.nn.warp_generator import WarpOutput
 
@@ -180,13 +188,16 @@ def _frozen_render(animator: Animator):
     pts = animator.avatar.source_points
     y = animator.landmark_images(pts).to(animator.device, animator.dtype)
     grid = flow_grid(pts, pts, animator.image_size)[None].to(animator.device, animator.dtype)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape checks (fixed at one frame)
-        frozen = torch.jit.freeze(torch.jit.trace(OneFrame().eval(), (y, grid), check_trace=False))
+        with autocast:
+            traced = torch.jit.trace(OneFrame().eval(), (y, grid), check_trace=False)
+        frozen = torch.jit.freeze(traced)
 
     def render(y: torch.Tensor, grid: torch.Tensor) -> WarpOutput:
         with torch.no_grad():
-            return WarpOutput(*frozen(y, grid))
+            return WarpOutput(*(t.float() for t in frozen(y, grid)))
 
     return render
 

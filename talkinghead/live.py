@@ -149,12 +149,14 @@ class LivePuppet:
     face's size in the photo scaled to at most `max_size` px, and pasted back (`crop_only`: the face box
     alone). A frame without a face shows the last rendered frame. ``times`` holds each stage's seconds,
     ``frames`` and ``no_face`` count the frames processed and those without a face. ``process`` is
-    ``render(pose(frame))``: the halves can run in two threads (run_live's pipeline).
+    ``render(pose(frame))``: the halves can run in two threads (run_live's pipeline). mixed_precision: G's
+    convolutions in bfloat16 where the CPU has it natively (Animator's mixed_precision: 0.05 grey levels from
+    float32 on average).
     """
 
     def __init__(self, avatar: Avatar, model=None, *, device="cpu", max_size: int = 720, crop_only: bool = False,
                  absolute: bool = False, fps: float = 25.0, tracker=None, feather: float = 0.08,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, mixed_precision: bool = True):
         from talkinghead.landmarks.retarget import retarget
 
         self._retarget = retarget
@@ -163,8 +165,9 @@ class LivePuppet:
         self.absolute = absolute
         c = self.avatar.crop
         self.box_size = r = int(c.side)  # R
+        # one frame at a time: G traced and frozen, convolutions in bfloat16 where the CPU has it natively
         self.animator = Animator(self.avatar, model=model, device=device, dtype=dtype, max_output_size=r,
-                                 freeze=True)  # one frame at a time: G traced and frozen
+                                 freeze=True, mixed_precision=mixed_precision)
         self.tracker = tracker if tracker is not None else default_tracker(fps)
         self.background = self.avatar.source_image  # (H', W', 3) uint8, the scaled photo
         bh, bw = self.background.shape[:2]

@@ -94,6 +94,25 @@ def test_puppet_follows_the_face_and_holds_without_one(avatar):
     assert crop.process(frames[0]).shape == (crop.box_size, crop.box_size, 3)
 
 
+def test_frozen_generator_renders_what_the_eager_one_does(avatar):
+    """Animator(freeze=True): G traced for one frame with the avatar baked in gives G's own output;
+    mixed_precision (bfloat16 convolutions where the CPU has them) stays within a few grey levels."""
+    from talkinghead.animate import Animator
+
+    av, model = avatar
+    eager = Animator(av, model=model)
+    frozen = Animator(av, model=model, freeze=True)
+    mixed = Animator(av, model=model, freeze=True, mixed_precision=True)
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # poses other than the one traced
+        p = av.source_points[None] + rng.normal(0, 1.5, (1, 68, 2)).astype(np.float32)
+        ref = eager.render_points(p, full_size=True)
+        assert torch.allclose(frozen.render_points(p, full_size=True), ref, atol=1e-5)
+        assert (mixed.render_points(p, full_size=True) - ref).abs().mean() < 2 / 255
+    two = av.source_points[None].repeat(2, 0)  # batches of more than one frame take the eager path
+    assert torch.allclose(frozen.render_points(two), eager.render_points(two), atol=1e-5)
+
+
 class _FastCamera(Camera):
     """`n` frames every `period` s (faster than the renderer below); counts the frames delivered so far."""
 
