@@ -53,7 +53,7 @@ _SEED = 0x7A1C1E4EAD  # "talkinghead": the public key
 
 @dataclass(frozen=True)
 class Detection:
-    score: float  # correlation peak in standard deviations (max over SCALES)
+    score: float  # correlation peak in robust standard deviations (the best of the scales tried)
     marked: bool  # score > THRESHOLD
     scale: float  # the size, relative to the marked original, at which the peak was found
     frames: int  # frames that went into the score
@@ -155,7 +155,7 @@ def _resized(y: np.ndarray, factor: float) -> np.ndarray:
 
     h, w = y.shape
     size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-    return np.asarray(Image.fromarray(y, mode="F").resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(y.astype(np.float32, copy=False)).resize(size, Image.BILINEAR))  # mode F
 
 
 def _flattened(y: np.ndarray) -> np.ndarray:
