@@ -83,7 +83,9 @@ class MeshDetector:
         """(468, 2) float32 pixel points of each face found."""
         image = _as_rgb_uint8(image)
         h, w = image.shape[:2]
-        res = self._graph().process(image)
+        graph = self._graph()
+        with _quiet_stderr():  # a warning line on some images' sizes
+            res = graph.process(image)
         return [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
                 for f in (res.multi_face_landmarks or [])]
 
