@@ -196,6 +196,11 @@ class LivePuppet:
         return (self.box_size, self.box_size) if self.crop_only else \
             (self.background.shape[1], self.background.shape[0])
 
+    def stage_ms(self) -> dict[str, float]:
+        """Mean wall ms per processed frame of each of its stages (tracking, retarget, generator, paste-back)."""
+        n = max(self.frames, 1)
+        return {k: 1e3 * self.times.seconds[k] / n for k in ("tracking", "retarget", "generator", "paste-back")}
+
     def recalibrate(self) -> None:
         """The next frame with a face becomes the motion reference (e.g. after the driver moved the camera)."""
         self._reference = None

@@ -260,6 +260,7 @@ def test_missing_camera_display_or_pyvirtualcam_are_one_line_errors(files, tmp_p
     _one_line_error(base + ["--camera", str(tmp_path / "nope.mp4")] + out, capsys, "nope.mp4", "not found")
     _one_line_error(base + ["--camera", str(files["clip"])], capsys, "--window", "--out")  # nowhere to show
     _one_line_error(base + ["--camera", str(files["clip"]), "--out", str(tmp_path / "x.avi")], capsys, ".mp4")
+    _one_line_error(base + ["--camera", "0", "--camera-size", "big"] + out, capsys, "--camera-size")
     monkeypatch.delenv("DISPLAY", raising=False)
     if sys.platform.startswith("linux"):
         _one_line_error(base + ["--camera", str(files["clip"]), "--window"], capsys, "display", "DISPLAY")

@@ -7,6 +7,7 @@ Ctrl-C ends the session: the output file is finished (playable) and a summary is
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from talkinghead.commands.options import add_device, float_range, int_range
@@ -25,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", default="0", metavar="0|/dev/videoN|FILE",
                    help="a webcam by index or device (v4l2), or a video file played in real time as a stand-in "
                    "[default: 0]")
+    p.add_argument("--camera-size", default="640x480", metavar="WxH",
+                   help="frame size asked of a webcam (it picks its nearest) [default: 640x480]")
     p.add_argument("--window", action="store_true", help="show the frames in a window (needs a display)")
     p.add_argument("--out", metavar="FILE.mp4", help="write the frames to an mp4 (real time, camera's frame rate)")
     p.add_argument("--virtual-camera", nargs="?", const="", metavar="DEVICE",
@@ -66,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         check_display()  # before the slow start
     if args.virtual_camera is not None:
         check_virtual_camera()
+    if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", args.camera_size):
+        raise TalkingHeadError(f"--camera-size should be WIDTHxHEIGHT, e.g. 640x480 (got {args.camera_size})")
     torch.set_num_threads(args.threads)
-    camera = open_camera(args.camera, loop=args.loop)
+    camera = open_camera(args.camera, loop=args.loop, options={"video_size": args.camera_size})
     try:
         puppet = LivePuppet.from_source(args.avatar, args.model, device=args.device, face_index=args.face_index,
                                         max_size=args.max_size, crop_only=args.crop_only, absolute=args.absolute,
