@@ -28,6 +28,7 @@ NEW_AVATAR = "a new avatar from the photos"
 FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (a closer likeness; minutes on a CPU)"
 RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (the driver's landmarks as they are)"
 PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
+MONA_LISA = "the Mona Lisa (feed-forward)"
 
 
 @dataclass
@@ -126,6 +127,20 @@ class Studio:
             st = avatar.info["finetune"]
             summary += f"; fine-tuned {st['steps']} steps in {st['seconds']:.0f} s"
         return Job(video=out, avatar=Path(avatar_path), avatar_name=name, summary=summary)
+
+    # -- live ----------------------------------------------------------------------------------------------
+    def live_puppet(self, avatar_path=None, absolute: bool = False, crop_only: bool = False):
+        """A talkinghead.live.LivePuppet of the avatar at `avatar_path`, or of the Mona Lisa (FF)."""
+        from talkinghead import bundled
+        from talkinghead.avatar import Avatar, make_ff_avatar
+        from talkinghead.live import LivePuppet
+
+        with self._lock:
+            if avatar_path is not None:
+                avatar = Avatar.load(avatar_path)
+            else:
+                avatar = make_ff_avatar([str(bundled.PORTRAIT)], self.model, shots=1, device=self.device)
+            return LivePuppet(avatar, self.model, device=self.device, absolute=absolute, crop_only=crop_only)
 
 
 class _ManualLandmarks:
@@ -326,6 +341,50 @@ def build_app(studio: Studio):
                     summary = gr.Markdown(elem_id="summary")
                     downloads = gr.File(label="Downloads: the video and the avatar", file_count="multiple",
                                         interactive=False, elem_id="downloads")
+
+        with gr.Tab("Live"):
+            gr.Markdown("Your webcam drives the avatar frame by frame (its motion relative to the first frame "
+                        "with a face). In the browser this runs at a few frames per second; `talkinghead live` "
+                        "renders in real time.")
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    live_choice = gr.Dropdown([MONA_LISA], value=MONA_LISA, label="Avatar", elem_id="live-avatar",
+                                              info="the Mona Lisa, or an avatar made in the Animate tab")
+                    live_motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion")
+                    live_framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output")
+                    recalibrate = gr.Button("Take the next frame as the neutral pose", size="sm")
+                with gr.Column():
+                    camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy",
+                                      elem_id="camera", height=360)
+                with gr.Column():
+                    live_out = gr.Image(label="Live", interactive=False, elem_id="live-out", format="jpeg",
+                                        height=360)
+        live = gr.State(None)  # this session's LivePuppet and the settings it was made for
+
+        def live_frame(frame, choice, motion, framing, avatars, state):
+            from talkinghead.watermark import embed
+
+            if frame is None:
+                return gr.skip(), state
+            key = (choice, motion, framing)
+            if state is None or state["key"] != key:
+                puppet = studio.live_puppet(avatars.get(choice), absolute=motion == ABSOLUTE,
+                                            crop_only=framing == CROP)
+                state = {"key": key, "puppet": puppet}
+            return embed(state["puppet"].process(np.ascontiguousarray(frame[:, :, :3]))), state
+
+        def live_recalibrate(state):
+            if state is not None:
+                state["puppet"].recalibrate()
+            return state
+
+        camera.stream(_page_errors(live_frame, folders),
+                      inputs=[camera, live_choice, live_motion, live_framing, avatars, live],
+                      outputs=[live_out, live], stream_every=0.1, concurrency_limit=1, concurrency_id="render",
+                      show_progress="hidden")
+        recalibrate.click(live_recalibrate, inputs=live, outputs=live, queue=False)
+        avatars.change(lambda a, c: gr.Dropdown(choices=[MONA_LISA, *a], value=c if c in a else MONA_LISA),
+                       inputs=[avatars, live_choice], outputs=live_choice, queue=False)
 
         monalisa.click(lambda: [str(bundled.PORTRAIT)], outputs=photos, queue=False)
         clip.click(lambda: str(bundled.DRIVING), outputs=driving, queue=False)

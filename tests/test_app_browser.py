@@ -78,16 +78,29 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    """Headless chromium whose webcam plays the first 48 frames of the bundled clip (a y4m file, looped)."""
+    import av
+
+    camera = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    with av.open(str(camera), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for frame in video.iter_frames(bundled.DRIVING, max_frames=48):
+            small = np.asarray(Image.fromarray(frame).resize((320, 180), Image.BILINEAR))
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(small, format="rgb24")))
+        out.mux(stream.encode())
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"])
         yield b
         b.close()
 
 
 @pytest.fixture
 def page(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
     page.goto(server)
     page.wait_for_selector("#animate")
     yield page
@@ -157,3 +170,24 @@ def test_errors_show_in_the_page(page, tmp_path):
     expect(_toast(page, "broken.mp4")).to_be_visible(timeout=60_000)
     assert "Traceback" not in page.content()
     expect(page.locator("#result video")).to_have_count(0)
+
+
+def test_live_tab_drives_the_mona_lisa_from_the_webcam(page):
+    """The Live tab streams the (fake) webcam to the server and shows the Mona Lisa moving with it."""
+    page.get_by_role("tab", name="Live").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#camera button").filter(has_text="Record").first.click()
+    page.wait_for_selector("#live-out img", timeout=120_000)
+    seen: list[str] = []
+    deadline = time.time() + 60
+    while len(seen) < 6 and time.time() < deadline:
+        src = page.locator("#live-out img").get_attribute("src")
+        if src and (not seen or seen[-1] != src):
+            seen.append(src)
+        time.sleep(0.05)
+    page.locator("#camera button").filter(has_text="Stop").first.click()
+    assert len(seen) >= 6, f"{len(seen)} live frames in 60 s"
+    first, last = (np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(s, timeout=30).read())).convert("RGB"),
+                              np.float32) for s in (seen[1], seen[-1]))
+    assert first.shape == last.shape and first.shape[0] == 720  # the painting scaled to 720 px
+    assert np.abs(first - last).mean() > 0.5  # she moves (measured: ~2 grey levels over the whole painting)
