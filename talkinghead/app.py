@@ -67,35 +67,33 @@ class Studio:
         return int(self.model.cfg.finetune.steps)
 
     # -- photos --------------------------------------------------------------------------------------------
-    def landmarks_preview(self, photo, points=None) -> tuple[np.ndarray, str]:
-        """(the face in the photo with its 68 landmarks drawn, caption: the file name, "(.pts)" added when
-        the points come from a file). `points` (68, 2) in image pixels
-        replace detection; NoFaceError (one line) when there is no usable face."""
+    def landmarks_preview(self, photo, landmarks_file=None) -> tuple[np.ndarray, str]:
+        """(the face in the photo with its 68 landmarks drawn, caption: the file name, and the landmarks file's
+        when it replaces detection). NoFaceError (one line) when no detector finds a usable face."""
         from talkinghead.landmarks.rasterize import draw_landmarks
         from talkinghead.shots import prepare_shots
 
         sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
-                           detector=None if points is None else _ManualLandmarks([points]))
+                           detector=manual_landmarks(landmarks_file))
         (x0, y0, x1, y1), pts = _around(sh.image_points, sh.image.shape), sh.image_points
-        caption = _label(photo) + (" (.pts)" if points is not None else "")
+        caption = _label(photo) + (f" ({_label(landmarks_file)})" if landmarks_file else "")
         return draw_landmarks(sh.image[y0:y1, x0:x1], pts - (x0, y0)), caption
 
-    def make_avatar(self, photos, landmarks=None, fine_tune: bool = False, steps: int | None = None):
-        """An FF or FT avatar of the person in `photos` (paths); landmarks: per photo (68, 2) or None."""
+    def make_avatar(self, photos, landmarks_file=None, fine_tune: bool = False, steps: int | None = None):
+        """An FF or FT avatar of the person in `photos` (paths); landmarks_file (.pts or JSON, one photo only)
+        replaces the detected landmarks."""
         from talkinghead.avatar import make_ff_avatar
         from talkinghead.train.finetune import make_avatar
 
         photos = [str(p) for p in photos]
-        detector = None
-        if landmarks is not None and any(p is not None for p in landmarks):
-            detector = _ManualLandmarks(landmarks)
+        detector = manual_landmarks(landmarks_file)
         if fine_tune:
             return make_avatar(photos, self.model, mode="ft", shots=len(photos), steps=steps, device=self.device,
                                detector=detector)
         return make_ff_avatar(photos, self.model, shots=len(photos), device=self.device, detector=detector)
 
     # -- the job -------------------------------------------------------------------------------------------
-    def animate(self, driving, photos=None, landmarks=None, avatar_path=None, fine_tune: bool = False,
+    def animate(self, driving, photos=None, landmarks_file=None, avatar_path=None, fine_tune: bool = False,
                 steps: int | None = None, absolute: bool = False, crop_only: bool = False,
                 side_by_side: bool = False) -> Job:
         """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`."""
@@ -115,7 +113,7 @@ class Studio:
             if avatar_path is not None:
                 avatar = Avatar.load(avatar_path)
             else:
-                avatar = self.make_avatar(photos, landmarks, fine_tune, steps)
+                avatar = self.make_avatar(photos, landmarks_file, fine_tune, steps)
                 avatar_path = avatar.save(folder / f"{_stem(photos[0])}_{avatar.mode}.avatar")
                 name = f"{_stem(photos[0])}, {avatar.mode.upper()}, {len(photos)} photo{'s' * (len(photos) > 1)}"
             out = folder / f"{Path(avatar_path).stem}_talking.mp4"
@@ -143,28 +141,6 @@ class Studio:
             return LivePuppet(avatar, self.model, device=self.device, absolute=absolute, crop_only=crop_only)
 
 
-class _ManualLandmarks:
-    """A detector that 'finds' given landmarks: the i-th call answers the i-th photo's points ((68, 2) in
-    image pixels), or asks dlib where that photo has none."""
-
-    def __init__(self, points):
-        self.points = list(points)
-        self.calls = 0
-        self._dlib = None
-
-    def detect(self, image):
-        from talkinghead.landmarks.detect import DlibDetector, Face
-
-        pts = self.points[self.calls] if self.calls < len(self.points) else None
-        self.calls += 1
-        if pts is None:
-            self._dlib = self._dlib or DlibDetector(upsample=1, max_side=1024)
-            return self._dlib.detect(image)
-        pts = np.asarray(pts, np.float32)
-        box = np.array([*pts.min(axis=0), *pts.max(axis=0)], np.float32)
-        return [Face(box=box, points=pts, score=1.0)]
-
-
 def _around(points: np.ndarray, shape, scale: float = 2.2) -> tuple[int, int, int, int]:
     """A square box `scale` times the landmarks' extent around their centre, inside the image: what the
     preview shows (the face, not the whole photo)."""
@@ -182,31 +158,13 @@ def _warn(message: str) -> None:
     gr.Warning(message)
 
 
-def match_landmark_files(photos, pts_files) -> list[np.ndarray | None]:
-    """Per photo, the points of the .pts file with the same name stem (one .pts and one photo: that file);
-    TalkingHeadError for a .pts file that matches no photo or does not hold 68 points."""
-    from talkinghead.landmarks.detect import load_pts
+def manual_landmarks(landmarks_file):
+    """The landmarks.manual.ManualLandmarks of a .pts/JSON file (None: detect), labelled with its name."""
+    if not landmarks_file:
+        return None
+    from talkinghead.landmarks.manual import ManualLandmarks, read_landmarks
 
-    photos, pts_files = list(photos or []), list(pts_files or [])
-    if not pts_files:
-        return [None] * len(photos)
-    by_stem = {Path(p).stem: p for p in pts_files}
-    if len(photos) == 1 and len(pts_files) == 1:
-        by_stem = {Path(photos[0]).stem: pts_files[0]}
-    unmatched = set(by_stem) - {Path(p).stem for p in photos}
-    if unmatched:
-        raise TalkingHeadError(f"{sorted(unmatched)[0]}.pts matches no photo: name each .pts file like its photo")
-    out = []
-    for p in photos:
-        f = by_stem.get(Path(p).stem)
-        if f is None:
-            out.append(None)
-            continue
-        pts = load_pts(f)
-        if pts.shape != (68, 2):
-            raise TalkingHeadError(f"{_label(f)} holds {len(pts)} points; 68 (iBUG markup) are needed")
-        out.append(pts)
-    return out
+    return ManualLandmarks(read_landmarks(landmarks_file), f"the landmarks of {_label(landmarks_file)}")
 
 
 # -- the page --------------------------------------------------------------------------------------------------
@@ -263,7 +221,7 @@ def build_app(studio: Studio):
 
     folders = _server_folders(studio)
 
-    def previews(photos, pts_files, choice, avatars):
+    def previews(photos, landmarks_file, choice, avatars):
         if choice != NEW_AVATAR and choice in avatars:
             from talkinghead.avatar import Avatar
             from talkinghead.landmarks.rasterize import draw_landmarks
@@ -271,11 +229,13 @@ def build_app(studio: Studio):
             av = Avatar.load(avatars[choice])
             return [(draw_landmarks(av.source_crop, av.source_points), f"avatar {choice}: the photos are not used")]
         photos = _files(photos)
-        points = match_landmark_files(photos, _files(pts_files))
+        if landmarks_file and len(photos) > 1:
+            gr.Warning(f"{_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
+            landmarks_file = None
         shown, missing = [], []
-        for photo, pts in zip(photos, points):
+        for photo in photos:
             try:
-                shown.append(studio.landmarks_preview(photo, pts))
+                shown.append(studio.landmarks_preview(photo, landmarks_file))
             except TalkingHeadError as e:
                 from talkinghead.video import read_image
 
@@ -285,18 +245,17 @@ def build_app(studio: Studio):
                 except TalkingHeadError:
                     pass
         if missing:
-            gr.Warning(f"{missing[0]}; upload a .pts file with its 68 landmarks (same name as the photo)")
+            gr.Warning(f"{missing[0]}: upload its 68 landmarks as a .pts file (`talkinghead landmarks PHOTO -o "
+                       "FILE.pts` writes one to correct)")
         return shown
 
-    def animate(photos, pts_files, choice, driving, mode, steps, motion, framing, sbs, avatars,
+    def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
                 progress=gr.Progress(track_tqdm=True)):
         progress(0, desc="starting")
-        photos = _files(photos)
         reuse = avatars.get(choice) if choice != NEW_AVATAR else None
-        landmarks = None if reuse else match_landmark_files(photos, _files(pts_files))
-        job = studio.animate(driving, photos=photos, landmarks=landmarks, avatar_path=reuse,
-                             fine_tune=mode == FINE_TUNE, steps=int(steps), absolute=motion == ABSOLUTE,
-                             crop_only=framing == CROP, side_by_side=bool(sbs))
+        job = studio.animate(driving, photos=_files(photos), landmarks_file=None if reuse else landmarks_file,
+                             avatar_path=reuse, fine_tune=mode == FINE_TUNE, steps=int(steps),
+                             absolute=motion == ABSOLUTE, crop_only=framing == CROP, side_by_side=bool(sbs))
         avatars = dict(avatars)
         if job.avatar_name:
             avatars[job.avatar_name] = str(job.avatar)
@@ -317,8 +276,9 @@ def build_app(studio: Studio):
                     photos = gr.File(label="Photos of one person", file_count="multiple", file_types=["image"],
                                      elem_id="photos", height=120)
                     monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
-                    pts_files = gr.File(label="Landmarks (.pts, optional): replace the detected ones",
-                                        file_count="multiple", file_types=[".pts"], elem_id="pts", height=140)
+                    landmarks_file = gr.File(label="Landmarks (.pts or .json, optional): replace the detected "
+                                             "ones of a single photo", file_types=[".pts", ".json"], elem_id="pts",
+                                             height=140)
                     preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks", preview=False,
                                          interactive=False, object_fit="contain")
                 with gr.Column():
@@ -389,11 +349,11 @@ def build_app(studio: Studio):
         monalisa.click(lambda: [str(bundled.PORTRAIT)], outputs=photos, queue=False)
         clip.click(lambda: str(bundled.DRIVING), outputs=driving, queue=False)
         mode.change(lambda m: gr.Slider(visible=m == FINE_TUNE), inputs=mode, outputs=steps, queue=False)
-        for trigger in (photos.change, pts_files.change, choice.change):
-            trigger(_page_errors(previews, folders), inputs=[photos, pts_files, choice, avatars], outputs=preview,
-                    concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
+        for trigger in (photos.change, landmarks_file.change, choice.change):
+            trigger(_page_errors(previews, folders), inputs=[photos, landmarks_file, choice, avatars],
+                    outputs=preview, concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
         go.click(_page_errors(animate, folders),
-                 inputs=[photos, pts_files, choice, driving, mode, steps, motion, framing, sbs, avatars],
+                 inputs=[photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars],
                  outputs=[result, downloads, summary, avatars, choice],
                  concurrency_limit=1, concurrency_id="render", scroll_to_output=True, show_progress_on=[result])
     app.queue(default_concurrency_limit=1)

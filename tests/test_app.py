@@ -1,5 +1,5 @@
-"""The web app's library side (talkinghead/app.py) without a browser: .pts landmarks matched to photos and used
-where detection fails, FT and FF jobs, an avatar of the session animated again, one-line errors naming files as
+"""The web app's library side (talkinghead/app.py) without a browser: a .pts file's landmarks used where no
+detector finds the face, FT and FF jobs, an avatar of the session animated again, one-line errors naming files as
 the visitor knows them. A tiny warp-guided model built in the test, the bundled Mona Lisa and a cut of the
 bundled clip. The page itself is tested in a real browser in test_app_browser.py."""
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from talkinghead import bundled, video
-from talkinghead.app import Studio, for_page, match_landmark_files
+from talkinghead.app import Studio, for_page
 from talkinghead.checkpoint import save_model
 from talkinghead.config import warp_tiny
 from talkinghead.errors import NoFaceError, TalkingHeadError
@@ -49,37 +49,30 @@ def test_for_page_names_uploads_by_their_file_name():
     assert for_page(msg, ["/tmp/gradio", "/srv/out/"]) == "no face found in grey.png; see x.avatar and /etc/y.mp4"
 
 
-def test_landmark_files_are_matched_to_photos_by_name(tmp_path):
-    pts = np.stack([np.linspace(10, 80, 68), np.linspace(20, 90, 68)], axis=1).astype(np.float32)
-    _write_pts(tmp_path / "a.pts", pts)
-    _write_pts(tmp_path / "short.pts", pts[:5])
-    got = match_landmark_files(["up/a.jpg", "up/b.jpg"], [tmp_path / "a.pts"])
-    assert got[1] is None and np.allclose(got[0], pts, atol=1e-3)
-    # one photo and one file: paired whatever their names
-    assert np.allclose(match_landmark_files(["up/c.jpg"], [tmp_path / "a.pts"])[0], pts, atol=1e-3)
-    assert match_landmark_files(["up/a.jpg"], None) == [None]
-    with pytest.raises(TalkingHeadError, match="a.pts matches no photo"):
-        match_landmark_files(["up/b.jpg", "up/c.jpg"], [tmp_path / "a.pts"])
-    with pytest.raises(TalkingHeadError, match="holds 5 points; 68"):
-        match_landmark_files(["up/short.jpg"], [tmp_path / "short.pts"])
-
-
 @pytest.mark.slow
 def test_pts_landmarks_stand_in_where_no_face_is_found(studio, clip, tmp_path):
-    """A photo dlib finds no face in is animated with the landmarks of a .pts file; without it, NoFaceError."""
+    """A photo no detector finds a face in is animated with the landmarks of a .pts file (one photo only);
+    without it, NoFaceError."""
     from talkinghead.landmarks.detect import DlibDetector, pick_face
 
     mona = video.read_image(bundled.PORTRAIT)
     points = pick_face(DlibDetector(upsample=1).detect(mona), mona.shape).points
     flat = tmp_path / "flat.png"
-    Image.fromarray(np.full_like(mona, 128)).save(flat)  # no face for dlib, the Mona Lisa's landmarks in a file
-    with pytest.raises(NoFaceError, match="flat.png"):
+    Image.fromarray(np.full_like(mona, 128)).save(flat)  # no face to find, the Mona Lisa's landmarks in a file
+    pts = tmp_path / "mona.pts"
+    _write_pts(pts, points)
+    with pytest.raises(NoFaceError, match="no face found in .*flat.png"):
         studio.landmarks_preview(str(flat))
-    image, caption = studio.landmarks_preview(str(flat), points)
-    assert caption == "flat.png (.pts)" and image.ndim == 3 and image.shape[0] < mona.shape[0]
-    job = studio.animate(str(clip), photos=[str(flat)], landmarks=[points])
+    image, caption = studio.landmarks_preview(str(flat), str(pts))
+    assert caption == "flat.png (mona.pts)" and image.ndim == 3 and image.shape[0] < mona.shape[0]
+    job = studio.animate(str(clip), photos=[str(flat)], landmarks_file=str(pts))
     assert video.probe_video(job.video).num_frames == 6
     assert job.avatar.suffix == ".avatar" and job.avatar_name == "flat, FF, 1 photo"
+    with pytest.raises(TalkingHeadError, match="mona.pts describe one photo"):
+        studio.animate(str(clip), photos=[str(flat), str(bundled.PORTRAIT)], landmarks_file=str(pts))
+    _write_pts(pts, points[:5])
+    with pytest.raises(TalkingHeadError, match="expected 68 points"):
+        studio.animate(str(clip), photos=[str(flat)], landmarks_file=str(pts))
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def test_errors_show_in_the_page(page, tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(grey)
     page.locator("#photos input[type=file]").set_input_files(str(grey))
-    expect(_toast(page, "no face found in grey.png; upload a .pts file")).to_be_visible(timeout=60_000)
+    expect(_toast(page, "no face found in grey.png: upload its 68 landmarks")).to_be_visible(timeout=60_000)
     page.click("#use-clip")
     page.click("#animate")
     expect(_toast(page, "no face found in grey.png").filter(has_not_text="upload")).to_be_visible(timeout=60_000)
