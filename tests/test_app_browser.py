@@ -1,6 +1,7 @@
 """`talkinghead serve` in a real browser: Playwright drives Debian's chromium (headless) through the web app as a
 visitor would — the Mona Lisa and the bundled clip uploaded, feed-forward, the result played in the page and
-fetched from it; a photo without a face and an unreadable video answered by messages in the page.
+fetched from it; a photo without a face and an unreadable video answered by messages in the page, a .pts file
+standing in for the missing landmarks; the Live tab driven by chromium's fake webcam.
 
 Chromium comes from the system (scripts/setup.sh installs Debian's `chromium` as root), never from
 `playwright install`; without one the test is skipped with the reason. TALKINGHEAD_APP_SCREENSHOT=docs/app.png
@@ -153,12 +154,18 @@ def test_mona_lisa_driven_by_the_bundled_clip(page, tmp_path):
 
 def test_errors_show_in_the_page(page, tmp_path):
     grey = tmp_path / "grey.png"
-    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(grey)
+    Image.fromarray(np.full((360, 320, 3), 128, np.uint8)).save(grey)
     page.locator("#photos input[type=file]").set_input_files(str(grey))
     expect(_toast(page, "no face found in grey.png: upload its 68 landmarks")).to_be_visible(timeout=60_000)
     page.click("#use-clip")
     page.click("#animate")
     expect(_toast(page, "no face found in grey.png").filter(has_not_text="upload")).to_be_visible(timeout=60_000)
+    # its landmarks given in a .pts file replace detection: drawn on the photo
+    from talkinghead.landmarks.manual import mean_shape, write_pts
+
+    write_pts(tmp_path / "grey.pts", mean_shape() * 100 + (160, 170))
+    page.locator("#pts input[type=file]").set_input_files(str(tmp_path / "grey.pts"))
+    expect(page.locator("#landmarks").get_by_text("grey.png (grey.pts)")).to_be_visible(timeout=60_000)
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video" * 100)
