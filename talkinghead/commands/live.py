@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads for the generator; the camera and the encoder have threads of their own "
                    "[default: 1]")
     p.add_argument("--pipeline", action="store_true",
-                   help="track the next frame in a second thread while the current one renders (more frames/s "
-                   "when two cores are free; more CPU, and slower on a busy machine)")
+                   help="track the next frame in a second thread while the current one renders (for more than "
+                   "two free cores; more CPU, and slower on a busy machine)")
     p.add_argument("--report-every", type=float_range(0, 3600), default=5.0, metavar="SECONDS",
                    help="print frames/s and latency this often (0: only the summary) [default: 5]")
     add_device(p)
