@@ -19,7 +19,8 @@ fast-moving one), the reference is dlib's detector + 68-point predictor run on e
 - occlusion: a grey rectangle over the mouth (its reference box + 0.25 inter-ocular) on 5 consecutive frames,
   4 times per clip; NME against the unoccluded reference on those frames, and faces lost there.
 - NME: mean point error against the reference on the clean clip; ms/frame: wall time of the tracking calls
-  (decoding excluded); lost: frames without a face on the clean clip.
+  (decoding excluded), cpu ms: their process-CPU time (steadier on a shared machine); lost: frames without a
+  face on the clean clip.
 "old" is the tracker as it was before issue 11 (detection every 10 frames replacing the track, One-Euro with one
 cutoff for every point), kept here for the comparison; "new" is talkinghead.landmarks.track streaming (causal,
 as `update()` and `talkinghead live`), "new zero-lag" is the offline path of `animate` (forward-backward).
@@ -108,6 +109,7 @@ def run_method(name: str, frames, fps: float, detector, tracker_kwargs: dict | N
     stats = {}
     with Stopwatch() as sw:
         faces = _run(name, frames, fps, detector, tracker_kwargs, stats)
+    stats["cpu_ms_per_frame"] = 1e3 * sw.cpu / max(len(frames), 1)
     return _points(faces), 1e3 * sw.wall / max(len(frames), 1), stats
 
 
@@ -246,7 +248,7 @@ def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwar
     frames = list(iter_frames(path, max_frames=max_frames))
     det = DlibDetector(upsample=0, max_side=960)  # as track_driver
     det.detect(frames[0])  # warm-up
-    ref, ms_det, _ = run_method("detect", frames, fps, det)
+    ref, ms_det, det_stats = run_method("detect", frames, fps, det)
     ok = ~np.isnan(ref[:, 0, 0])
     io = float(np.median([interocular(p) for p in ref[ok]]))
     pan_frames, pan_truth = pan_clip(frames, ref, io)
@@ -257,9 +259,11 @@ def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwar
     log(f"{result['clip']}: {len(frames)} frames at {fps:g} fps, {frames[0].shape[1]}x{frames[0].shape[0]}, "
         f"inter-ocular {io:.0f} px, {len(occ_idx)} occluded frames")
     for name in methods:
-        pts, ms, stats = (ref, ms_det, {}) if name == "detect" else run_method(name, frames, fps, det, tracker_kwargs)
+        pts, ms, stats = ((ref, ms_det, dict(det_stats)) if name == "detect"
+                          else run_method(name, frames, fps, det, tracker_kwargs))
         m = measures(pts, ref, io)
         m["ms_per_frame"] = ms
+        m["cpu_ms_per_frame"] = stats.pop("cpu_ms_per_frame", m.get("cpu_ms_per_frame"))
         m["tracker_counts"] = stats
         pan, _, _ = run_method(name, pan_frames, fps, det, tracker_kwargs)
         x, xt = signals(pan)[:, :1], signals(pan_truth)[:, :1]
@@ -282,6 +286,7 @@ def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwar
 
 COLUMNS = [("jitter_all", "jitter", 4), ("jitter_rigid", "jit.rigid", 4), ("lag_real", "lag", 1),
            ("pan_lag", "pan lag", 1), ("pan_nme", "pan NME", 3), ("nme", "NME", 3), ("ms_per_frame", "ms/frame", 1),
+           ("cpu_ms_per_frame", "cpu ms", 1),
            ("lost", "lost", 0), ("occl_nme", "occl NME", 3), ("occl_mouth_nme", "occl mouth", 3),
            ("occl_lost", "occl lost", 0)]
 

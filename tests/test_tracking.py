@@ -148,18 +148,18 @@ def test_degraded_shape_triggers_redetection():
 
 
 def test_holds_the_last_good_shape_through_an_occlusion():
-    """A hand over the mouth for 5 frames: the predictor and the detector both return lips dragged down, while the
-    head moves right. The tracker holds the last good shape moved with the upper face, then resumes."""
+    """A hand over the mouth for 5 frames while the head moves right: the predictor drags lips and chin down and
+    the detector finds no face. The tracker holds the last good shape moved with the upper face, then resumes."""
     truth = [_face(100 + 3 * t, 100) for t in range(20)]
     seen = [p.copy() for p in truth]
     for t in range(8, 13):
         seen[t][48:68] += [0, 25]  # garbage lips
         seen[t][5:12] += [0, 20]  # and chin
-    det = ScriptedDetector(seen, detections={t: [seen[t]] for t in range(8, 13)})
+    det = ScriptedDetector(seen, detections={t: [] for t in range(8, 13)})
     tr = VideoLandmarkTracker(det, smoothing=0)
     faces = tr.track(_frames(20))
     assert all(f is not None for f in faces)
-    assert tr.stats["held"] == 5
+    assert tr.stats["held"] == 5 and tr.stats["lost"] == 0
     for t in range(8, 13):  # held: the good shape, moved along with the head
         np.testing.assert_allclose(faces[t].points, truth[t], atol=1e-3)
     for t in range(13, 20):
@@ -171,11 +171,25 @@ def test_a_long_occlusion_is_not_held_forever():
     seen = [p.copy() for p in truth]
     for t in range(5, 40):
         seen[t][48:68] += [0, 25]
-    det = ScriptedDetector(seen)
+    det = ScriptedDetector(seen, detections={t: [] for t in range(5, 40)})
     tr = VideoLandmarkTracker(det, smoothing=0, max_hold=6)
     faces = tr.track(_frames(40))
     assert tr.stats["held"] == 6
-    np.testing.assert_allclose(faces[39].points, seen[39])  # then the detector's shape is taken as it is
+    assert all(f is not None for f in faces[:11]) and all(f is None for f in faces[11:])
+
+
+def test_a_change_the_detector_confirms_is_followed_not_held():
+    """A head turning fast: the tracked shape jumps (implausible) and the detector sees the new shape: it is
+    taken at once (holding would freeze the face)."""
+    truth = [_face(100, 100) for _ in range(12)]
+    for t in range(6, 12):
+        truth[t][48:68] += [0, 25]
+    det = ScriptedDetector(truth)
+    tr = VideoLandmarkTracker(det, smoothing=0)
+    faces = tr.track(_frames(12))
+    assert tr.stats["held"] == 0 and 6 in det.calls["detect"]
+    for t in range(12):
+        np.testing.assert_allclose(faces[t].points, truth[t])
 
 
 def test_no_face_gives_none_and_the_next_face_is_detected():

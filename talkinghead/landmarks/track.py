@@ -1,12 +1,15 @@
 """Landmarks through a video (issue 11, "a driver that holds"): detect, track, re-detect, hold, smooth.
 
 `VideoLandmarkTracker` runs the full detector on the first frame and whenever the tracked shape degrades;
-otherwise it predicts the 68 points in a box carried over from the previous frame (moved at the head's
-velocity, so fast pans are not lost). Every `redetect_every` frames the detector checks that the tracked box
-has not drifted off the face. A frame whose shape is implausible — too far from the last good shape after a
-similarity alignment (a hand over the mouth, a predictor that slipped) — triggers a re-detection; if that
-is implausible too, the last good shape is held, moved with the upper face (brows, eyes, nose) or the
-detector's box, for at most `max_hold` frames, instead of dropping the face or following garbage.
+otherwise it predicts the 68 points in a box carried over from the previous frame by the upper face (brows,
+eyes, nose) and moved at the head's velocity, so fast pans are not lost and a misplaced jaw or mouth cannot
+drag the box. Every `redetect_every` frames the detector checks that the tracked box has not drifted off the
+face. A shape that left its box or is implausible — its lower or upper face too far from the last good shape
+once aligned on the upper face (`shape_change`: a hand over the mouth, a predictor that slipped) — triggers a
+re-detection. If the detector finds no face either, the last good shape is held, moved with the tracked upper
+face (or the tracked box), for at most `max_hold` frames instead of dropping the face; a detection is taken
+as it is (on a head turning to profile, holding a shape both the tracker and the detector disagree with
+would freeze the face).
 
 Smoothing: a One-Euro filter per point (cutoffs per face part: eyes and mouth move fast and get less
 smoothing than the jaw; the speed that opens the cutoff is the point's speed in face sizes per second). The
@@ -137,15 +140,15 @@ class VideoLandmarkTracker:
     redetect_every: frames between drift checks (the detector's box against the tracked one; the track
     restarts from the detection when they overlap less than `drift_iou`). min_iou: a tracked shape whose box
     overlaps the box it was predicted in by less is a failure. max_residual: a shape farther than this from
-    the last good shape (`shape_residual`, inter-ocular units) is implausible. max_hold: frames the last good
-    shape is held through an implausible stretch (0: never hold; default half a second). smoothing > 0
+    the last good shape (`shape_change`, inter-ocular units) is implausible and re-detected. max_hold: frames
+    the last good shape is held while the detector finds no face (0: never hold; default half a second). smoothing > 0
     enables the One-Euro filter (larger = smoother, more lag; 0: raw points). Frames without a face give
     None. stats counts frames, detections, tracked frames, failures, holds and lost frames.
     """
 
     def __init__(self, detector, redetect_every: int = 10, smoothing: float = 1.0, fps: float = 25.0,
                  min_iou: float = 0.5, face_index: int | None = None,
-                 max_residual: float = 0.15, max_hold: int | None = None, drift_iou: float = 0.6):
+                 max_residual: float = 0.1, max_hold: int | None = None, drift_iou: float = 0.6):
         self.detector = detector
         self.redetect_every = max(1, int(redetect_every))
         self.smoothing = float(smoothing)
@@ -177,12 +180,14 @@ class VideoLandmarkTracker:
         return OneEuroFilter(self.fps, min_cutoff=_part_values(PART_CUTOFF) * min_cutoff / s, beta=beta / s,
                              d_cutoff=d_cutoff)
 
+    # The box is carried by the upper face (brows, nose, eyes): a lower face that the predictor misplaces under
+    # a hand or a turned jaw then cannot drag the box, and the box the shape from it, further each frame.
     def _calibrate(self, face: Face):
-        c, s = landmark_frame(face.points)
+        c, s = landmark_frame(face.points[UPPER])
         self._rel = (face.box - np.array([c[0], c[1], c[0], c[1]], np.float32)) / s
 
     def _box_from_points(self, points: np.ndarray, shift=(0.0, 0.0)) -> np.ndarray:
-        c, s = landmark_frame(points)
+        c, s = landmark_frame(points[UPPER])
         c = c + np.asarray(shift)
         return (np.array([c[0], c[1], c[0], c[1]], np.float32) + self._rel * s).astype(np.float32)
 
@@ -202,14 +207,12 @@ class VideoLandmarkTracker:
         """Close enough to the last good shape (`shape_change`, both parts within max_residual)."""
         return self._good is None or max(shape_change(points, self._good.points)) <= self.max_residual
 
-    def _track(self, frame) -> Face | None:
-        """The shape predicted in the previous frame's box moved at the head's velocity; None if it fails."""
+    def _predict(self, frame) -> tuple[Face, bool]:
+        """(the shape predicted in the previous frame's box moved at the head's velocity, whether it holds:
+        it stayed in its box and is plausible)."""
         box = self._box_from_points(self._prev_pts, self._velocity)
-        cand = self.detector.predict(frame, box, self._good.score)
-        if box_iou(self._box_from_points(cand.points), box) >= self.min_iou and self._plausible(cand.points):
-            return cand
-        self.stats["track_failures"] += 1
-        return None
+        cand = self.detector.predict(frame, box, self._good.score if self._good is not None else 0.0)
+        return cand, box_iou(self._box_from_points(cand.points), box) >= self.min_iou and self._plausible(cand.points)
 
     def _drifted(self, frame, face: Face) -> bool:
         """The detector's box (if it finds one) overlaps the tracked face's box by less than drift_iou."""
@@ -223,57 +226,53 @@ class VideoLandmarkTracker:
         tracked = self._box_from_points(face.points)
         return max(box_iou(b, tracked) for b in boxes) < self.drift_iou
 
-    def _hold(self, cand: Face | None) -> np.ndarray | None:
-        """The last good shape moved with the candidate's upper face (or its box), or unmoved; None when held
-        too long."""
+    def _hold(self, cands: list[Face]) -> np.ndarray | None:
+        """The last good shape moved with the upper face of the first candidate (the tracked shape) whose upper
+        face is plausible, else with the first candidate's box, else unmoved; None when held too long."""
         if self._good is None or self._held >= self.max_hold:
             return None
         good = self._good.points
-        if cand is not None and shape_change(cand.points, good)[0] <= self.max_residual:
-            A, t = similarity_fit(good[UPPER], cand.points[UPPER])
-        elif cand is not None:  # only the box is usable: move and scale the shape with it
-            old = self._box_from_points(good)
-            k = (cand.box[2] - cand.box[0]) / max(old[2] - old[0], 1e-3)
-            A = np.eye(2) * k
-            t = (cand.box[:2] + cand.box[2:]) / 2 - ((old[:2] + old[2:]) / 2) * k
+        upper = [c for c in cands if shape_change(c.points, good)[0] <= self.max_residual]
+        if upper:
+            A, t = similarity_fit(good[UPPER], upper[0].points[UPPER])
+        elif cands:  # only a box is usable: move and scale the shape with it
+            box, old = cands[0].box, self._box_from_points(good)
+            k = (box[2] - box[0]) / max(old[2] - old[0], 1e-3)
+            A, t = np.eye(2) * k, (box[:2] + box[2:]) / 2 - ((old[:2] + old[2:]) / 2) * k
         else:
             return self._prev_pts.copy()
         return (good @ A.T + t).astype(np.float32)
 
     def _step(self, frame: np.ndarray) -> Face | None:
         self.stats["frames"] += 1
-        face = None
-        if self._prev_pts is not None and self._since_detect < self.redetect_every - 1:
-            face = self._track(frame)
-            if face is not None:
-                self._since_detect += 1
+        face = cand = None
+        if self._prev_pts is not None:
+            cand, holds = self._predict(frame)
+            check = self._since_detect >= self.redetect_every - 1  # time for a drift check
+            if holds and not (check and self._drifted(frame, cand)):
+                face = cand
+                self._since_detect = 0 if check else self._since_detect + 1
                 self.stats["tracked"] += 1
-        elif self._prev_pts is not None and self._good is not None:
-            face = self._track(frame)
-            if face is not None:
-                self._since_detect = 0
-                if self._drifted(frame, face):
-                    face = None
-                else:
-                    self.stats["tracked"] += 1
+            elif not holds:
+                self.stats["track_failures"] += 1
         points = None
         if face is None:
-            cand = self._detect(frame)
+            found = self._detect(frame)
             self._since_detect = 0
-            if cand is not None and (self._plausible(cand.points) or self._held >= self.max_hold
-                                     or self._prev_pts is None):
-                face = cand
+            # a detection restarts the track, plausible or not: on a face turning to profile the tracked shape
+            # and the detection's can both be far from the last good one, and holding would then freeze the face
+            if found is not None:
+                face = found
                 self._calibrate(face)
             else:
-                points = self._hold(cand)
+                points = self._hold([] if cand is None else [cand])
                 if points is None:
                     self.stats["lost"] += 1
                     self._reset()
                     return None
                 self._held += 1
                 self.stats["held"] += 1
-                face = Face(box=self._box_from_points(points), points=points,
-                            score=self._good.score if self._good is not None else 0.0)
+                face = Face(box=self._box_from_points(points), points=points, score=self._good.score)
         if points is None:  # a plausible shape: it becomes the reference
             if self._good is not None and box_iou(face.box, self._box_from_points(self._good.points)) < 0.2:
                 self._velocity[:] = 0  # a jump (another face): no velocity, no smoothing across it
@@ -281,7 +280,7 @@ class VideoLandmarkTracker:
                     self._filter.reset()
             self._good, self._held = face, 0
         if self._prev_pts is not None:
-            self._velocity = landmark_frame(face.points)[0] - landmark_frame(self._prev_pts)[0]
+            self._velocity = landmark_frame(face.points[UPPER])[0] - landmark_frame(self._prev_pts[UPPER])[0]
         self._prev_pts = face.points
         if self._filter is not None:
             pts = self._filter(face.points, scale=landmark_frame(face.points)[1]).astype(np.float32)
