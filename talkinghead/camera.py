@@ -103,10 +103,12 @@ def _device_input(spec: str) -> tuple[str, str]:
 
 class DeviceCamera(Camera):
     """A webcam through PyAV: ``/dev/videoN`` (v4l2) or an index (0 = /dev/video0 on Linux, avfoundation's
-    device 0 on macOS). options: the input's options, e.g. {"video_size": "640x480", "framerate": "30"}."""
+    device 0 on macOS). options: the input's options, e.g. {"video_size": "640x480", "framerate": "30"}.
+    input_format: any other live input of ffmpeg's, `spec` being its name (e.g. "lavfi" with
+    "testsrc=rate=30,realtime", a synthetic camera)."""
 
-    def __init__(self, spec: str | int, options: dict | None = None):
-        name, fmt = _device_input(str(spec))
+    def __init__(self, spec: str | int, options: dict | None = None, input_format: str | None = None):
+        name, fmt = (str(spec), input_format) if input_format else _device_input(str(spec))
         if fmt == "v4l2" and not Path(name).exists():
             raise TalkingHeadError(f"camera {name} not found (no webcam on this machine?); "
                                    "drive from a video file with --camera FILE")

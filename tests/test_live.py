@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from talkinghead import bundled, video
-from talkinghead.camera import Camera, FileCamera, FrameGrabber, open_camera
+from talkinghead.camera import Camera, DeviceCamera, FileCamera, FrameGrabber, open_camera
 from talkinghead.checkpoint import LoadedModel, save_model
 from talkinghead.cli import main
 from talkinghead.config import warp_tiny
@@ -301,3 +301,20 @@ def test_file_camera_plays_in_real_time_and_open_camera_checks(files, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(TalkingHeadError, match="not a video file"):
         open_camera(str(tmp_path / "notes.txt"))
+
+
+def test_device_camera_reads_a_live_pyav_input():
+    """The webcam path (PyAV device input, decoded in the capture thread) on ffmpeg's synthetic real-time
+    camera: frames arrive numbered, at the input's size, and the grabber always hands out the newest."""
+    cam = DeviceCamera("testsrc=size=320x240:rate=50,realtime", input_format="lavfi")
+    assert (cam.width, cam.height, cam.fps) == (320, 240, 50)
+    grabber = FrameGrabber(cam).start()
+    try:
+        got = [grabber.get(timeout=5.0) for _ in range(3)]
+        time.sleep(0.2)  # ~10 frames arrive meanwhile; only the newest is kept
+        newest = grabber.get(timeout=5.0)
+    finally:
+        grabber.stop()
+    assert all(f is not None and f.image.shape == (240, 320, 3) for f in got + [newest])
+    assert [f.index for f in got] == sorted(f.index for f in got) and newest.index > got[-1].index + 3
+    assert grabber.dropped >= 3 and grabber.error is None
