@@ -276,9 +276,8 @@ def build_app(studio: Studio):
                     photos = gr.File(label="Photos of one person", file_count="multiple", file_types=["image"],
                                      elem_id="photos", height=120)
                     monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
-                    landmarks_file = gr.File(label="Landmarks (.pts or .json, optional): replace the detected "
-                                             "ones of a single photo", file_types=[".pts", ".json"], elem_id="pts",
-                                             height=140)
+                    landmarks_file = gr.File(label="Landmarks of one photo (.pts/.json), if none are found",
+                                             file_types=[".pts", ".json"], elem_id="pts", height=140)
                     preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks", preview=False,
                                          interactive=False, object_fit="contain")
                 with gr.Column():

@@ -142,7 +142,7 @@ def test_mona_lisa_driven_by_the_bundled_clip(page, tmp_path):
     page.evaluate("() => new Promise(done => { const v = document.querySelector('#result video'); v.pause();"
                   " v.addEventListener('seeked', done, {once: true}); v.currentTime = 2.4; })")
     shot = page.screenshot(full_page=False)
-    Image.open(io.BytesIO(shot)).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(
+    Image.open(io.BytesIO(shot)).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
         tmp_path / "app.png", optimize=True)
     target = os.environ.get("TALKINGHEAD_APP_SCREENSHOT")
     if target:
