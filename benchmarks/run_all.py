@@ -43,6 +43,11 @@ SUITE = [
     # driver landmarks: jitter, lag, occlusion of per-frame detection vs the old and new tracker (one clip, short)
     ("tracking", "bench_tracking.py", ["--clips", "videos/pexels_woman.mp4", "--frames", "120",
                                        "--json", "{out}/tracking.json"], 60),
+    # face finding per detector stage and for the cascade: 7 images (3 with 68-point truth, a painting, the statue,
+    # the cartoon, a mask no stage finds); the standalone run's default takes all of images/ (~5 min)
+    ("detectors", "bench_detectors.py", ["--images", "breakingbad.jpg,einstein.jpg,takeo.png,monalisa.jpg,"
+                                         "portraits/lp_s6.jpg,portraits/lp_s7.jpg,ironman.jpg",
+                                         "--json", "{out}/detectors.json"], 90),
     # the invisible mark: cost, and detection / false positives on a few real files (the standalone run's
     # defaults take every real video and image, ~15 min)
     ("watermark", "bench_watermark.py", ["--max-videos", "2", "--frames", "12", "--fp-max-files", "8",

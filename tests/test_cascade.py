@@ -40,7 +40,9 @@ def test_stages_upsample_only_small_images_and_video_skips_the_slow_ones():
     assert v.stages((144, 176)) == ["hog2", "hog0", "hog1"]
     v.reset()
     assert v.stages((144, 176))[0] == "hog0"
-    assert ("mesh" in photo_cascade().stages((500, 500))) == mesh_available()
+    photo = photo_cascade().stages((500, 500))  # a photo: HOG ×1 and ×2 together first
+    assert photo[:3] == ["hog0+1", "hog2", "cnn"] and ("mesh" in photo) == mesh_available()
+    assert photo_cascade().stages((4000, 3000))[:2] == ["hog0+1", "cnn"]
 
 
 def test_cascade_pickles_by_its_settings():
@@ -55,7 +57,7 @@ def test_a_frontal_portrait_costs_one_hog_pass_and_matches_dlib():
     img = video.read_image(PORTRAIT)
     c = pickle.loads(pickle.dumps(photo_cascade()))  # as a preprocess worker gets it
     faces = c.detect(img)
-    assert len(faces) == 1 and c.last_stage == "hog0" and c.tried == ["hog0"]
+    assert len(faces) == 1 and c.last_stage == "hog0+1" and c.tried == ["hog0+1"]
     ref = DlibDetector().detect(img)[0]
     assert np.allclose(faces[0].points, ref.points)
     assert np.allclose(c.predict(img, ref.box).points, ref.points)
@@ -71,10 +73,26 @@ def test_a_small_face_is_found_by_upsampling_and_verbose_says_so(monkeypatch):
     assert not DlibDetector(0).detect_boxes(img)
     said = []
     monkeypatch.setattr(log, "debug", lambda msg, *args, **kw: said.append(msg % args))
-    c = photo_cascade()
+    c = FaceCascade(mesh=False)
     faces = c.detect(img)
     assert len(faces) == 1 and c.last_stage in ("hog1", "hog2") and c.tried[0] == "hog0"
     assert any("face found by dlib HOG up-sampled" in s and "after dlib HOG found none" in s for s in said), said
+
+
+@pytest.mark.media
+def test_a_photo_gets_the_annotated_face_where_one_hog_pass_alone_picks_another():
+    """breakingbad.jpg: HOG ×1 misses the turned main face and finds the other person; einstein.jpg: HOG ×2
+    misses Einstein and finds a small false face. The photo cascade's first stage (both, merged) then the
+    default choice (largest, central) lands on the annotated face in both."""
+    from talkinghead.landmarks.detect import load_pts, pick_face
+
+    for name, wrong in (("breakingbad", 0), ("einstein", 1)):
+        img = video.read_image(MEDIA / "images" / f"{name}.jpg")
+        truth = load_pts(MEDIA / "landmarks" / f"{name}.pts")
+        alone = pick_face(DlibDetector(wrong, max_side=1024).detect(img), img.shape)
+        assert _nme(alone.points, truth) > 1, name  # another face
+        face = pick_face(photo_cascade().detect(img), img.shape)
+        assert _nme(face.points, truth) < 0.1, name
 
 
 @pytest.mark.media
@@ -118,7 +136,7 @@ def test_a_drawing_no_stage_finds_is_a_no_face_found_error():
 
     with pytest.raises(NoFaceFoundError) as e:
         prepare_shots(MEDIA / "images" / "ironman.jpg", 64, shots=1)  # a drawn Iron Man mask
-    assert str(e.value).startswith("no face found in") and e.value.tried[:2] == ["hog0", "hog1"]
+    assert str(e.value).startswith("no face found in") and e.value.tried[0] == "hog0+1"
     assert "cnn" in e.value.tried and ("mesh" in e.value.tried) == mesh_available()
     msg = e.value.command_line_message()
     assert "--landmarks" in msg and "--points" in msg and "talkinghead landmarks" in msg and "\n" not in msg

@@ -68,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
         if face is None and faces:
             raise NoFaceError(f"no face with index {args.face_index} in {args.image} (faces found: {len(faces)})")
         if face is None:
-            tried = ", ".join(STAGE_NAMES[s] for s in cascade.tried)
+            tried = ", ".join(STAGE_NAMES.get(s, s) for s in cascade.tried)
             raise NoFaceError(f"no face found in {args.image} by {tried}: click 5 points (eye centres, nose tip, "
                               f"mouth corners) and run `talkinghead landmarks {args.image} -o {out} --points "
                               "x1,y1,...,x5,y5`, then correct the file in any editor")
         points = face.points
-        how = f"found by {STAGE_NAMES[cascade.last_stage]}"
+        how = f"found by {STAGE_NAMES.get(cascade.last_stage, cascade.last_stage)}"
     png = out.with_suffix(".png")
     atomic_write(png, lambda tmp: Image.fromarray(overlay(image, points)).save(tmp, format="PNG"))
     atomic_write(out, lambda tmp: write_landmarks(tmp, points, fmt=out.suffix.lower().lstrip(".")))

@@ -8,7 +8,10 @@ nothing, and only while the up-sampled image stays within `UPSAMPLED_SIDE` (a 17
 and ×4, a 1024-px photo ×2 only); the CNN (~50-100× HOG's time on a CPU) only for photos after HOG failed.
 Video frames (`video_cascade`: the driver of `animate`, `preprocess`, `evaluate`) use the HOG stages and
 start at the stage that found the previous face, so a small video does not pay for the failed stage on every
-frame. `detect`, `detect_boxes` and `predict` are DlibDetector's interface, and the object pickles (its
+frame. A photo (`photo_cascade`) is searched once, so its first stage is HOG at the image's size and ×2
+together, faces merged: either alone picks the wrong face on one of the 37 images of shared/data/images
+(×1 misses the turned main face of breakingbad.jpg and finds the other person; ×2 misses Einstein and finds a
+52-px false face), both together pick the right one on every image (benchmarks/bench_detectors.py). `detect`, `detect_boxes` and `predict` are DlibDetector's interface, and the object pickles (its
 detectors are rebuilt in a worker process).
 """
 
@@ -20,10 +23,11 @@ import numpy as np
 
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError
-from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face
+from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face, box_iou
 
 UPSAMPLED_SIDE = 2048  # HOG up-samples an image only while its longer side (after max_side) stays within this
 STAGE_NAMES = {"hog0": "dlib HOG", "hog1": "dlib HOG up-sampled x2", "hog2": "dlib HOG up-sampled x4",
+               "hog0+1": "dlib HOG at x1 and x2", "hog1+2": "dlib HOG at x2 and x4",
                "cnn": "dlib CNN", "mesh": "MediaPipe face mesh"}
 
 
@@ -49,16 +53,18 @@ class FaceCascade:
     max_upsample: most HOG up-samplings (each halves the smallest face found, 4× the time).
     cnn / mesh: include dlib's CNN / MediaPipe's face mesh (mesh: only where mediapipe is installed).
     sticky: start at the stage that found the last face (video frames).
+    merge_first: the first two HOG stages run together, their faces merged (photos).
     After `detect`, `last_stage` names the stage that found the faces (None: none did) and `tried` lists the
     stages run; `counts` tallies the winning stage per call (None: no face).
     """
 
     def __init__(self, max_side: int = 1024, min_upsample: int = 0, max_upsample: int = 2, cnn: bool = True,
-                 mesh: bool = True, min_faces: int = 1, sticky: bool = False):
+                 mesh: bool = True, min_faces: int = 1, sticky: bool = False, merge_first: bool = False):
         from talkinghead.landmarks.mesh import mesh_available
 
         self.max_side, self.min_upsample, self.max_upsample = int(max_side), int(min_upsample), int(max_upsample)
         self.cnn, self.mesh, self.min_faces, self.sticky = bool(cnn), bool(mesh), max(1, int(min_faces)), sticky
+        self.merge_first = bool(merge_first)
         self._mesh_ok = self.mesh and mesh_available()
         self._detectors: dict[str, object] = {}
         self._start: str | None = None
@@ -69,7 +75,8 @@ class FaceCascade:
 
     def __getstate__(self):  # dlib and MediaPipe objects don't pickle; rebuilt in the worker process
         return {"max_side": self.max_side, "min_upsample": self.min_upsample, "max_upsample": self.max_upsample,
-                "cnn": self.cnn, "mesh": self.mesh, "min_faces": self.min_faces, "sticky": self.sticky}
+                "cnn": self.cnn, "mesh": self.mesh, "min_faces": self.min_faces, "sticky": self.sticky,
+                "merge_first": self.merge_first}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -81,6 +88,8 @@ class FaceCascade:
             side = min(side, self.max_side)
         names = [f"hog{u}" for u in range(self.min_upsample, max(self.max_upsample, self.min_upsample) + 1)
                  if u == self.min_upsample or side * 2 ** u <= UPSAMPLED_SIDE]
+        if self.merge_first and len(names) >= 2:
+            names[:2] = [f"{names[0]}+{names[1][3:]}"]
         names += ["cnn"] * self.cnn + ["mesh"] * self._mesh_ok
         if self.sticky and self._start in names:
             names.remove(self._start)
@@ -94,7 +103,8 @@ class FaceCascade:
     def _detector(self, name: str):
         if name not in self._detectors:
             if name.startswith("hog"):  # HOG itself is loaded once per thread (detect._dlib_models)
-                self._detectors[name] = DlibDetector(upsample=int(name[3:]), max_side=self.max_side)
+                hogs = [DlibDetector(upsample=int(u), max_side=self.max_side) for u in name[3:].split("+")]
+                self._detectors[name] = hogs[0] if len(hogs) == 1 else _MergedHog(hogs)
             elif name == "cnn":
                 self._detectors[name] = DlibCnnDetector(max_side=min(self.max_side or 512, 512))
             else:
@@ -132,8 +142,8 @@ class FaceCascade:
         """Says (verbose, once per stage) which stage found a face, when it is not the first one."""
         if len(self.tried) > 1 and name not in self._said:
             self._said.add(name)
-            log.debug("face found by %s (%.0f ms) after %s found none", STAGE_NAMES[name], 1000 * seconds,
-                      ", ".join(STAGE_NAMES[s] for s in self.tried[:-1]))
+            log.debug("face found by %s (%.0f ms) after %s found none", STAGE_NAMES.get(name, name),
+                      1000 * seconds, ", ".join(STAGE_NAMES.get(s, s) for s in self.tried[:-1]))
 
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
         """(box (4,) float32, score) of each face found."""
@@ -150,9 +160,22 @@ class FaceCascade:
         return ", ".join(f"{STAGE_NAMES.get(k, 'none') if k else 'none'} {v}" for k, v in self.counts.items())
 
 
+class _MergedHog:
+    """HOG at several up-samplings: the faces of the first, plus those of the others that overlap none of them."""
+
+    def __init__(self, hogs: list[DlibDetector]):
+        self.hogs = hogs
+
+    def detect(self, image) -> list[Face]:
+        boxes = []
+        for hog in self.hogs:
+            boxes += [(b, s) for b, s in hog.detect_boxes(image) if all(box_iou(b, k) < 0.3 for k, _ in boxes)]
+        return [self.hogs[0].predict(image, b, s) for b, s in boxes]
+
+
 def photo_cascade(min_faces: int = 1, max_side: int = 1024) -> FaceCascade:
-    """The cascade for source photos: every stage (the mesh where installed)."""
-    return FaceCascade(max_side=max_side, min_faces=min_faces)
+    """The cascade for source photos: every stage (the mesh where installed), HOG ×1 and ×2 together first."""
+    return FaceCascade(max_side=max_side, min_faces=min_faces, merge_first=True)
 
 
 def video_cascade(min_upsample: int = 0, max_side: int = 960) -> FaceCascade:
