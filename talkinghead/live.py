@@ -62,13 +62,10 @@ def _clocks() -> tuple[float, float]:
 
 
 def default_tracker(fps: float = 25.0):
-    """dlib's 68 points, detected now and then and tracked in between (landmarks.detect.VideoLandmarkTracker);
-    detection on frames scaled to at most 640 px (a webcam's face is large)."""
-    try:
-        from talkinghead.landmarks.track import VideoLandmarkTracker  # where the tracker may move
-    except ImportError:
-        from talkinghead.landmarks.detect import VideoLandmarkTracker
+    """dlib's 68 points, detected now and then and tracked in between (landmarks.track.VideoLandmarkTracker,
+    causal smoothing in `update`); detection on frames scaled to at most 640 px (a webcam's face is large)."""
     from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.track import VideoLandmarkTracker
 
     return VideoLandmarkTracker(DlibDetector(upsample=0, max_side=640), fps=fps)
 

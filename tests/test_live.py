@@ -68,7 +68,7 @@ def test_cli_live_file_camera_writes_playable_mp4(files, tmp_path, capsys):
     info = video.probe_video(out)
     frames = list(video.iter_frames(out))
     # real time: every camera frame from the first rendered one has a frame (dropped ones repeat the last)
-    assert 2 <= len(frames) <= CLIP_FRAMES and info.fps == pytest.approx(video.probe_video(files["clip"]).fps)
+    assert 1 <= len(frames) <= CLIP_FRAMES and info.fps == pytest.approx(video.probe_video(files["clip"]).fps)
     assert frames[0].shape == (720, 462, 3)  # the Mona Lisa (743x1155) scaled to --max-size 720, even sides
     assert "frames/s" in stdout and "latency" in stdout and f"wrote {out}" in stdout
     assert _leftovers(tmp_path) == []
