@@ -3,7 +3,8 @@ its MANIFEST.md): per detector stage (dlib HOG at the image's size, up-sampled x
 MediaPipe's face mesh where installed) and for the cascade that chains them (talkinghead/landmarks/cascade.py):
 whether a face is found, ms per image (wall, one pass after warm-up), and the normalised landmark error (mean
 point distance / outer-eye-corner distance of the truth) on the images with 68 ground-truth points
-(landmarks/*.pts; tongue.pts outlines a tongue, not the 68-point markup, so it has none). The images the
+(landmarks/*.pts; tongue.pts outlines a tongue, not the 68-point markup, so it has none): for a stage its face
+nearest the annotated one, for the cascade the face `animate` takes (largest, central). The images the
 cascade still misses are listed with the one-line error `animate` ends with.
 
     python benchmarks/bench_detectors.py [--images a.jpg,portraits/lp_s0.jpg] [--detectors hog0,cnn,cascade]
@@ -66,7 +67,7 @@ def main() -> int:
     ap.add_argument("--json", help="write the numbers here")
     a = ap.parse_args()
     from talkinghead.landmarks.cascade import STAGE_NAMES, NoFaceFoundError
-    from talkinghead.landmarks.detect import load_pts
+    from talkinghead.landmarks.detect import load_pts, pick_face
     from talkinghead.shots import prepare_shots
     from talkinghead.video import read_image
 
@@ -93,9 +94,10 @@ def main() -> int:
             r = {"faces": len(faces), "ms": round(ms, 1)}
             if n == "cascade":
                 r["stage"] = d.last_stage
-            if truth is not None and faces:  # the face nearest the annotated one
+            if truth is not None and faces:  # a stage: its face nearest the annotated one; the cascade: its choice
                 c = truth.mean(0)
-                f = min(faces, key=lambda f: np.linalg.norm(f.points.mean(0) - c))
+                f = (pick_face(faces, img.shape) if n == "cascade" else
+                     min(faces, key=lambda f: np.linalg.norm(f.points.mean(0) - c)))
                 r["nme"] = round(_nme(f.points, truth), 4)
             row[n] = r
             cells.append(f"{'-' if not faces else len(faces)} {ms:6.0f}ms" + (f" {r['nme']:.3f}" if "nme" in r else ""))

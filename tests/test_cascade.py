@@ -183,4 +183,13 @@ def test_video_cascade_counts_the_winning_stage():
     blank = np.zeros((144, 176, 3), np.uint8)
     assert c.detect(blank) == [] and c.last_stage is None and c.tried == ["hog0", "hog1", "hog2"]
     assert c.counts == {None: 1} and c.summary() == "none 1"
+    tried = []
+    for _ in range(2 * cascade_mod.MISSES):  # a long stretch without a face: the later stages now and then
+        c.detect(blank)
+        tried.append(len(c.tried))
+    k = cascade_mod.MISSES
+    assert tried[: k - 1] == [3] * (k - 1) and tried[k - 1] == 3 and tried[k:2 * k - 1] == [1] * (k - 1)
+    c.reset()
+    c.detect(blank)
+    assert c.tried == ["hog0", "hog1", "hog2"]
     assert cascade_mod.STAGE_NAMES["hog2"] == "dlib HOG up-sampled x4"

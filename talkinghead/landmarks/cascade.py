@@ -8,7 +8,8 @@ nothing, and only while the up-sampled image stays within `UPSAMPLED_SIDE` (a 17
 and ×4, a 1024-px photo ×2 only); the CNN (~50-100× HOG's time on a CPU) only for photos after HOG failed.
 Video frames (`video_cascade`: the driver of `animate`, `preprocess`, `evaluate`) use the HOG stages and
 start at the stage that found the previous face, so a small video does not pay for the failed stage on every
-frame. A photo (`photo_cascade`) is searched once, so its first stage is HOG at the image's size and ×2
+frame; after `MISSES` frames in a row without a face (a cut-away) they run that stage alone, the others on
+every `MISSES`-th frame only (face-less 960×540 frames: 449 ms each with every HOG stage, ~150 ms so). A photo (`photo_cascade`) is searched once, so its first stage is HOG at the image's size and ×2
 together, faces merged: either alone picks the wrong face on one of the 37 images of shared/data/images
 (×1 misses the turned main face of breakingbad.jpg and finds the other person; ×2 misses Einstein and finds a
 52-px false face), both together pick the right one on every image (benchmarks/bench_detectors.py). `detect`, `detect_boxes` and `predict` are DlibDetector's interface, and the object pickles (its
@@ -26,6 +27,7 @@ from talkinghead.errors import NoFaceError
 from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face, box_iou
 
 UPSAMPLED_SIDE = 2048  # HOG up-samples an image only while its longer side (after max_side) stays within this
+MISSES = 8  # sticky cascades: after this many face-less frames in a row, the later stages only every MISSES-th
 STAGE_NAMES = {"hog0": "dlib HOG", "hog1": "dlib HOG up-sampled x2", "hog2": "dlib HOG up-sampled x4",
                "hog0+1": "dlib HOG at x1 and x2", "hog1+2": "dlib HOG at x2 and x4",
                "cnn": "dlib CNN", "mesh": "MediaPipe face mesh"}
@@ -52,7 +54,8 @@ class FaceCascade:
     max_side: images with a larger side are detected on a copy of this size (landmarks at full size).
     max_upsample: most HOG up-samplings (each halves the smallest face found, 4× the time).
     cnn / mesh: include dlib's CNN / MediaPipe's face mesh (mesh: only where mediapipe is installed).
-    sticky: start at the stage that found the last face (video frames).
+    sticky: start at the stage that found the last face; in long face-less stretches the others run only on
+        every MISSES-th frame (video frames).
     merge_first: the first two HOG stages run together, their faces merged (photos).
     After `detect`, `last_stage` names the stage that found the faces (None: none did) and `tried` lists the
     stages run; `counts` tallies the winning stage per call (None: no face).
@@ -68,6 +71,7 @@ class FaceCascade:
         self._mesh_ok = self.mesh and mesh_available()
         self._detectors: dict[str, object] = {}
         self._start: str | None = None
+        self._misses = 0  # face-less calls in a row
         self._said: set[str] = set()
         self.last_stage: str | None = None
         self.tried: list[str] = []
@@ -94,11 +98,13 @@ class FaceCascade:
         if self.sticky and self._start in names:
             names.remove(self._start)
             names.insert(0, self._start)
+        if self.sticky and self._misses >= MISSES and self._misses % MISSES:
+            names = names[:1]
         return names
 
     def reset(self) -> None:
         """Forget the stage that found the last face (a new video)."""
-        self._start = None
+        self._start, self._misses = None, 0
 
     def _detector(self, name: str):
         if name not in self._detectors:
@@ -136,6 +142,7 @@ class FaceCascade:
         self.counts[best_stage] = self.counts.get(best_stage, 0) + 1
         if best_stage is not None:
             self._start = best_stage
+        self._misses = 0 if best else self._misses + 1
         return best
 
     def _found(self, name: str, seconds: float) -> None:
