@@ -57,10 +57,18 @@ class Studio:
 
         self.model = LoadedModel.load(resolve_model(model), device, with_discriminator=True)
         self.device = device
+        self._own_workdir = workdir is None  # a temporary folder of ours: removed by close()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="talkinghead-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._jobs = itertools.count(1)
         self._lock = threading.Lock()  # the queue runs one job at a time; this keeps the library calls safe anyway
+
+    def close(self) -> None:
+        """Removes the outputs of this server's jobs when they live in a temporary folder of its own."""
+        if self._own_workdir:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def default_steps(self) -> int:
@@ -227,7 +235,9 @@ def build_app(studio: Studio):
             from talkinghead.landmarks.rasterize import draw_landmarks
 
             av = Avatar.load(avatars[choice])
-            return [(draw_landmarks(av.source_crop, av.source_points), f"avatar {choice}: the photos are not used")]
+            k = max(1, 384 // av.source_crop.shape[0])  # the S² crop enlarged, so that the points stay apart
+            crop = np.kron(av.source_crop, np.ones((k, k, 1), np.uint8))
+            return [(draw_landmarks(crop, (av.source_points + 0.5) * k - 0.5), f"avatar {choice}: its photos")]
         photos = _files(photos)
         if landmarks_file and len(photos) > 1:
             gr.Warning(f"{_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
@@ -251,8 +261,8 @@ def build_app(studio: Studio):
 
     def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
                 progress=gr.Progress(track_tqdm=True)):
-        progress(0, desc="starting")
         reuse = avatars.get(choice) if choice != NEW_AVATAR else None
+        progress(0, desc="loading the avatar" if reuse else "finding the face")
         job = studio.animate(driving, photos=_files(photos), landmarks_file=None if reuse else landmarks_file,
                              avatar_path=reuse, fine_tune=mode == FINE_TUNE, steps=int(steps),
                              absolute=motion == ABSOLUTE, crop_only=framing == CROP, side_by_side=bool(sbs))
@@ -263,7 +273,8 @@ def build_app(studio: Studio):
         return (str(job.video), [str(job.video), str(job.avatar)], job.summary, avatars,
                 gr.Dropdown(choices=choices, value=choice))
 
-    with gr.Blocks(title="talkinghead", analytics_enabled=False) as app:
+    # gradio's copies of uploads and results older than a day are deleted every hour
+    with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         avatars = gr.State({})  # this browser session's avatars: name -> .avatar path
         gr.Markdown("## talkinghead — make a portrait talk like the person in a driving video\n"
                     "Every video it makes is marked as synthetic. Use faces you have the right to use.")
@@ -359,6 +370,19 @@ def build_app(studio: Studio):
     return app
 
 
+def _check_address(host: str, port: int) -> None:
+    """A one-line TalkingHeadError when http://host:port cannot be served (the port taken, no such address)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise TalkingHeadError(f"cannot serve at {host}:{port}: {e.strerror or e} (try another --port or --host)") \
+            from None
+
+
 def serve(host: str = "127.0.0.1", port: int = 7860, model=None, device: str = "cpu", block: bool = True,
           on_ready=None):
     """Loads the model, builds the page and serves it at http://host:port; on_ready(url) once it answers.
@@ -373,19 +397,26 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model=None, device: str = "
 
     from talkinghead import bundled
 
+    _check_address(host, port)  # before the model loads
+    log.info("loading the model ...")
     studio = Studio(model, device)
     app = build_app(studio)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
                    allowed_paths=[str(bundled.ASSETS), str(studio.workdir)], footer_links=[], show_error=False)
-    except OSError as e:  # port in use, host not available
-        raise TalkingHeadError(f"cannot serve at {host}:{port}: {e}") from None
+    except OSError as e:  # taken since the check
+        studio.close()
+        raise TalkingHeadError(f"cannot serve at {host}:{port}: {str(e).split('. ')[0]}") from None
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
     if not block:
+        import atexit
+
+        atexit.register(studio.close)
         return app
     try:
         while True:
             time.sleep(0.5)
     finally:
         app.close()
+        studio.close()
