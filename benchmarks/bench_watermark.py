@@ -47,7 +47,8 @@ CONDITIONS = {  # name -> (scale, crop)
 }
 
 
-def shared_copy(frames: list[np.ndarray], fps: float, scale: float, crop: bool, crf: int = 28) -> list[np.ndarray]:
+def shared_copy(frames: list[np.ndarray], fps: float, scale: float, crop: bool,
+                crf: int = 28) -> list[np.ndarray]:
     """What sharing does: crop, resize (bicubic, as ffmpeg's scale filter), H.264 at `crf`, decoded again."""
     out = []
     for f in frames:
@@ -195,10 +196,12 @@ def main() -> int:
         c = [r[k]["control"] for r in rows]
         fs = [x for r in rows for x in r[k]["frame_scores"]]
         cs = [x for r in rows for x in r[k]["control_frame_scores"]]
-        summary[k] = {"video_rate": float(np.mean([x > th for x in s])), "frame_rate": float(np.mean([x > th for x in fs])),
+        summary[k] = {"video_rate": float(np.mean([x > th for x in s])),
+                      "frame_rate": float(np.mean([x > th for x in fs])),
                       "control_video_fp": float(np.mean([x > th for x in c])),
                       "control_frame_fp": float(np.mean([x > th for x in cs])),
-                      "marked_min": float(min(s)), "marked_median": float(np.median(s)), "control_max": float(max(c + cs))}
+                      "marked_min": float(min(s)), "marked_median": float(np.median(s)),
+                      "control_max": float(max(c + cs))}
         m = summary[k]
         print(f"{k:20} {sum(x > th for x in s):>7}/{len(s):<3} {m['video_rate']:5.0%} "
               f"{sum(x > th for x in fs):>6}/{len(fs):<4} {m['frame_rate']:5.0%} "

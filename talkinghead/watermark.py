@@ -15,7 +15,7 @@ spectrum (symmetric phase-only matched filtering), restricted to the band and co
 key's phase on a 2× finer grid (a resized copy puts the peak between pixels). The score is the correlation
 peak in robust standard deviations (median absolute deviation) of the correlation surface: a z-score, 3-5.5
 where there is no mark. Resized copies are found by folding at the period the tile takes at each of SCALES
-(each covers about ±1.5 %) and at one more period estimated from the autocorrelation of the first frames,
+(each covers about ±1.5 %) and at up to three more periods estimated from the autocorrelation of the first frames,
 where a periodic mark peaks at a lag of one period (Kutter 1999): any size from 0.3× to 2.1×. A video sums
 the whitened spectra of its frames before the correlation, so the evidence of many frames adds up.
 
@@ -177,41 +177,46 @@ def _power(y: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft2(c, s=(2 * n, 2 * n))) ** 2
 
 
-def _estimated_scale(power: np.ndarray) -> float | None:
-    """The tile's size relative to TILE from the autocorrelation peak of the summed power spectra: a periodic
-    mark repeats at a lag of one period along both axes (Kutter 1999). None when the image is too small."""
+def _estimated_scales(power: np.ndarray) -> list[float]:
+    """Candidate sizes of the tile relative to TILE from the autocorrelation of the summed power spectra: a
+    periodic mark repeats at a lag of one period along both axes (Kutter 1999). The highest peak, and the
+    fundamentals (a half, a third) under it where they peak too: a multiple of the period can top the period,
+    and a picture with a pattern of its own can peak at a lag of its own. The correlation decides."""
     n = power.shape[0] // 2
     ac = np.fft.irfft2(power, s=(2 * n, 2 * n))
     profile = ac[0, :n] + ac[:n, 0]  # lags along x + lags along y
     lo, hi = int(ESTIMATE_RANGE[0] * TILE), min(int(ESTIMATE_RANGE[1] * TILE), n - 2)
     if hi <= lo + 2:
-        return None
-    i = lo + int(np.argmax(profile[lo:hi]))
-    for k in (3, 2):  # the peak at 2 or 3 periods can top the one at one period: take the fundamental
-        j = int(round(i / k))
+        return []
+    top = lo + int(np.argmax(profile[lo:hi]))
+    lags = [top]
+    for k in (2, 3):
+        j = int(round(top / k))
         if j - 1 >= lo:
             j = j - 1 + int(np.argmax(profile[j - 1:j + 2]))
-            if profile[j] > 0.5 * profile[i]:
-                i = j
-                break
-    a, b, c = profile[i - 1], profile[i], profile[i + 1]
-    curvature = a - 2 * b + c
-    offset = float(np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
-    return (i + offset) / TILE
+            if profile[j] > 0.5 * profile[top]:
+                lags.append(j)
+    out = []
+    for i in lags:
+        a, b, c = profile[i - 1], profile[i], profile[i + 1]
+        curvature = a - 2 * b + c
+        offset = float(np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
+        out.append((i + offset) / TILE)
+    return out
 
 
 class Detector:
     """Accumulates evidence over frames: `d = Detector(); d.add(frame)...; d.result()`.
 
-    Scales tried: SCALES, plus one estimated from the autocorrelation of the first ESTIMATE_FRAMES frames
-    (a copy resized by any factor in ESTIMATE_RANGE), unless it is within 1 % of one of SCALES."""
+    Scales tried: SCALES, plus up to three estimated from the autocorrelation of the first ESTIMATE_FRAMES
+    frames (a copy resized by any factor in ESTIMATE_RANGE), where not within 1 % of one already tried."""
 
     def __init__(self, scales: Iterable[float] = SCALES):
         self.scales = tuple(scales)
         self._sums: dict[float, np.ndarray] = {}
         self._power = None  # summed power spectra of the first frames (scale estimate)
         self._waiting: list[np.ndarray] | None = []  # their normalised lumas, until the estimate is made
-        self._estimated: float | None = None
+        self._estimated: list[float] = []
         self.frames = 0
 
     def add(self, frame: np.ndarray) -> None:
@@ -227,8 +232,9 @@ class Detector:
                 self._waiting.append(y)
             if len(self._waiting) >= ESTIMATE_FRAMES:
                 self._estimate()
-        elif self._estimated is not None:
-            self._add_at(y, self._estimated)
+        else:
+            for s in self._estimated:
+                self._add_at(y, s)
         self.frames += 1
 
     def _add_at(self, y: np.ndarray, s: float) -> None:
@@ -241,14 +247,12 @@ class Detector:
         self._sums[s] = self._sums.get(s, 0) + spec
 
     def _estimate(self) -> None:
-        """Decides the extra scale and adds the frames kept for it."""
-        s = None if self._power is None else _estimated_scale(self._power)
-        if s is not None and all(abs(s / t - 1) > 0.01 for t in self.scales):
-            self._estimated = s
-            for y in self._waiting:
-                self._add_at(y, s)
-        else:
-            self._estimated = None
+        """Decides the extra scales and adds the frames kept for them."""
+        for s in [] if self._power is None else _estimated_scales(self._power):
+            if all(abs(s / t - 1) > 0.01 for t in self.scales + tuple(self._estimated)):
+                self._estimated.append(s)
+                for y in self._waiting:
+                    self._add_at(y, s)
         self._waiting = None
 
     def result(self) -> Detection:
