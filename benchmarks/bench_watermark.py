@@ -4,8 +4,9 @@ does it cost?
 - detection rate: the frames of every real video in DATA/videos and of the val clips of DATA/talking are
   marked (a marked real video stands in for an output: the mark does not care what the pixels show), then
   shared: H.264 at CRF 28 as is, scaled to half size, cropped by 10 % (7 % left, 3 % right, 4 % top, 6 %
-  bottom), all three at once, and scaled to 0.8×; each copy is judged over its frames (as `talkinghead verify` does) and frame
-  by frame (as for a still image). The same copies without the mark are the control.
+  bottom), all three at once, and scaled to 0.8× (a size the detector finds by estimating it); each copy is
+  judged over its frames (as `talkinghead verify` does) and every 6th frame alone (as for a still image). The
+  same copies without the mark are the control.
 - false-positive rate: `talkinghead verify`'s judgement (detect_file, up to --fp-frames frames per video) of
   EVERY real video and image in DATA, unmarked, plus the highest score seen.
 - cost: PSNR of marked vs unmarked frames; CPU ms per frame of embed and detect at 256², 512² and 1080p.
