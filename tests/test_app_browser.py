@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from talkinghead import bundled, video
+from talkinghead import bundled, video, watermark
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -135,6 +135,7 @@ def test_mona_lisa_driven_by_the_bundled_clip(page, tmp_path):
     assert info.num_frames == driver.num_frames
     assert sum(1 for _ in video.iter_frames(out)) == driver.num_frames
     assert abs(info.fps - driver.fps) < 1e-3
+    assert watermark.detect_file(out, max_frames=8).marked  # what the page serves is marked as synthetic
     downloads = page.locator("#downloads").inner_text().replace("\n", "")  # name and suffix in two spans
     assert "monalisa_ff_talking.mp4" in downloads and "monalisa_ff.avatar" in downloads
     assert f"{driver.num_frames} frames" in page.locator("#summary").inner_text()
@@ -197,4 +198,5 @@ def test_live_tab_drives_the_mona_lisa_from_the_webcam(page):
     first, last = (np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(s, timeout=30).read())).convert("RGB"),
                               np.float32) for s in (seen[1], seen[-1]))
     assert first.shape == last.shape and first.shape[0] == 720  # the painting scaled to 720 px
+    assert watermark.detect(last.astype(np.uint8)).marked  # each live frame is marked, through the browser's JPEG
     assert np.abs(first - last).mean() > 0.5  # she moves (measured: ~2 grey levels over the whole painting)
