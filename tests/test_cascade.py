@@ -130,6 +130,27 @@ def test_mesh_stage_maps_468_points_onto_dlibs_68():
     pickle.loads(pickle.dumps(mesh))  # rebuilt in a worker
 
 
+@needs_mesh
+@pytest.mark.media
+def test_a_tilted_head_gets_the_meshs_points_where_dlibs_predictor_fails():
+    """A portrait turned 70° in the image: HOG finds nothing, the CNN finds the face but dlib's predictor (made
+    for upright faces) misplaces its points; the photo cascade checks them against the mesh and takes its."""
+    import math
+
+    im = Image.open(PORTRAIT).convert("RGB")
+    upright = DlibDetector().detect(np.asarray(im))[0].points
+    tilted = im.rotate(70, expand=True, fillcolor=(128, 128, 128))
+    a, d = math.radians(70), upright - [im.width / 2, im.height / 2]
+    truth = np.stack([math.cos(a) * d[:, 0] + math.sin(a) * d[:, 1] + tilted.width / 2,
+                      -math.sin(a) * d[:, 0] + math.cos(a) * d[:, 1] + tilted.height / 2], axis=1)
+    img = np.asarray(tilted)
+    plain = FaceCascade(mesh=False)
+    assert _nme(plain.detect(img)[0].points, truth) > 0.3 and plain.last_stage == "cnn"
+    c = photo_cascade()
+    faces = c.detect(img)
+    assert len(faces) == 1 and _nme(faces[0].points, truth) < 0.15 and c.replaced == 1
+
+
 @pytest.mark.media
 def test_a_drawing_no_stage_finds_is_a_no_face_found_error():
     from talkinghead.shots import prepare_shots
