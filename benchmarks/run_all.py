@@ -47,6 +47,7 @@ SUITE = [
     # the cartoon, a mask no stage finds); the standalone run's default takes all of images/ (~5 min)
     ("detectors", "bench_detectors.py", ["--images", "breakingbad.jpg,einstein.jpg,takeo.png,monalisa.jpg,"
                                          "portraits/lp_s6.jpg,portraits/lp_s7.jpg,ironman.jpg",
+                                         "--tilt-images", "chuck_crop.jpg,audrey_crop.jpg",
                                          "--json", "{out}/detectors.json"], 90),
     # the invisible mark: cost, and detection / false positives on a few real files (the standalone run's
     # defaults take every real video and image, ~15 min)
