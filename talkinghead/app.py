@@ -5,8 +5,10 @@ with library calls only: the landmarks preview is `shots.prepare_shots` per phot
 `rasterize.draw_landmarks`, avatars are `avatar.make_ff_avatar` / `train.finetune.make_avatar`, the video is
 `pipeline.animate_video`. `build_app` lays out the page; its handlers turn every TalkingHeadError (no face, an
 unreadable video) into a message in the page (gr.Error) and the library's tqdm bars into the page's progress
-bar. One job renders at a time per server (the queue's concurrency limit), so visitors do not fight over the
-cores; each browser session keeps the avatars it made, to animate them again without the photos.
+bar. The Live tab streams the browser's webcam through `live.LivePuppet`, each frame marked
+(`watermark.embed`). One job runs at a time per server, render jobs and live frames alike (the queue's
+concurrency limit), so visitors do not fight over the cores; each browser session keeps the avatars it made, to
+animate them again without the photos.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
 NEW_AVATAR = "a new avatar from the photos"
-FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (a closer likeness; minutes on a CPU)"
+FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (a closer likeness; about a minute on a CPU)"
 RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (the driver's landmarks as they are)"
 PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
 MONA_LISA = "the Mona Lisa (feed-forward)"
@@ -237,7 +239,7 @@ def build_app(studio: Studio):
             av = Avatar.load(avatars[choice])
             k = max(1, 384 // av.source_crop.shape[0])  # the S² crop enlarged, so that the points stay apart
             crop = np.kron(av.source_crop, np.ones((k, k, 1), np.uint8))
-            return [(draw_landmarks(crop, (av.source_points + 0.5) * k - 0.5), f"avatar {choice}: its photos")]
+            return [(draw_landmarks(crop, (av.source_points + 0.5) * k - 0.5), f"avatar: {choice}")]
         photos = _files(photos)
         if landmarks_file and len(photos) > 1:
             gr.Warning(f"{_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
@@ -289,8 +291,8 @@ def build_app(studio: Studio):
                     monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
                     landmarks_file = gr.File(label="Landmarks of one photo (.pts/.json), if none are found",
                                              file_types=[".pts", ".json"], elem_id="pts", height=140)
-                    preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks", preview=False,
-                                         interactive=False, object_fit="contain")
+                    preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks",
+                                         preview=False, interactive=False, object_fit="contain")
                 with gr.Column():
                     gr.Markdown("**2 · The driving video**")
                     driving = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
