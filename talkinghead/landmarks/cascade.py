@@ -1,22 +1,26 @@
 """One face-finding cascade for every command (issue 11; DESIGN.md §2 "any portrait"): dlib HOG at the image's
 size → HOG on the image up-sampled ×2, ×4 (small faces) → dlib's CNN detector → MediaPipe's face mesh (the
 optional extra `mesh`). The first stage that finds a face wins; manual landmarks (landmarks/manual.py) are
-what a user gives when none does, and the command line's error says how (`NoFaceFoundError`).
+what a user gives when none does, and the command line's error says how (`NoFaceFoundError`). `detect`,
+`detect_boxes` and `predict` are DlibDetector's interface; the object pickles (its detectors are rebuilt in
+a worker process).
 
-The common case stays fast: HOG at the image's size (~10-200 ms) first; an up-sampling only when that finds
-nothing, and only while the up-sampled image stays within `UPSAMPLED_SIDE` (a 176×144 video frame gets ×2
-and ×4, a 1024-px photo ×2 only); the CNN (~50-100× HOG's time on a CPU) only for photos after HOG failed.
-Video frames (`video_cascade`: the driver of `animate`, `preprocess`, `evaluate`) use the HOG stages and
-start at the stage that found the previous face, so a small video does not pay for the failed stage on every
-frame; after `MISSES` frames in a row without a face (a cut-away) they run that stage alone, the others on
-every `MISSES`-th frame only (face-less 960×540 frames: 449 ms each with every HOG stage, ~150 ms so). A photo (`photo_cascade`) is searched once, so its first stage is HOG at the image's size and ×2
-together, faces merged: either alone picks the wrong face on one of the 37 images of shared/data/images
-(×1 misses the turned main face of breakingbad.jpg and finds the other person; ×2 misses Einstein and finds a
-52-px false face), both together pick the right one on every image (benchmarks/bench_detectors.py). dlib's
-68-point predictor assumes an upright face: on a head tilted 45-70° the HOG or CNN box is right and its points
-are not (0.4-1.0 of the eye distance off, where the mesh is within 0.02-0.12), so where the mesh is installed
-a photo's dlib points that differ from the mesh's by more than `MESH_DISAGREE` are replaced by the mesh's. `detect`, `detect_boxes` and `predict` are DlibDetector's interface, and the object pickles (its
-detectors are rebuilt in a worker process).
+Video frames (`video_cascade`: the driver of `animate`, `preprocess`, `evaluate`): HOG at the frame's size
+first, up-sampled only when that finds nothing and only while the up-sampled frame stays within
+`UPSAMPLED_SIDE` (a 176×144 frame gets ×2 and ×4, a 960-px one ×2); no CNN (~50× HOG's time). They start at
+the stage that found the previous face, so a small video does not pay for the failing stage on every frame;
+after `MISSES` face-less frames in a row (a cut-away) the other stages run on every `MISSES`-th frame only
+(face-less 960×540 frames: 449 ms with every HOG stage, ~200 ms so, 109 ms for HOG ×1 alone).
+
+Photos (`photo_cascade`) are searched once, so:
+- the first stage is HOG ×1 and ×2 together, faces merged: either alone picks the wrong face on one of the 37
+  images of shared/data/images (×1 misses the turned main face of breakingbad.jpg and finds the other
+  person; ×2 misses Einstein and finds a 52-px false face); together they pick the right one on all;
+- then the CNN, then the mesh;
+- dlib's 68-point predictor assumes an upright face: on a head tilted 45-70° the box is right and its points
+  are not (0.4-1.0 eye distances off, the mesh's 0.02-0.12), so where the mesh is installed dlib's points
+  that differ from the mesh's by more than `MESH_DISAGREE` are replaced by the mesh's.
+Numbers: benchmarks/bench_detectors.py.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ class FaceCascade:
     """Faces of an image from the first detector stage that finds at least `min_faces`.
 
     max_side: images with a larger side are detected on a copy of this size (landmarks at full size).
-    max_upsample: most HOG up-samplings (each halves the smallest face found, 4× the time).
+    min_upsample / max_upsample: first / most HOG up-samplings (each halves the smallest face found, 4× the
+        time; preprocess --upsample sets the first).
     cnn / mesh: include dlib's CNN / MediaPipe's face mesh (mesh: only where mediapipe is installed).
     sticky: start at the stage that found the last face; in long face-less stretches the others run only on
         every MISSES-th frame (video frames).
