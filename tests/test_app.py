@@ -99,3 +99,19 @@ def test_bad_inputs_are_one_line_errors(studio, tmp_path):
         studio.animate(None, photos=[str(bundled.PORTRAIT)])
     with pytest.raises(TalkingHeadError, match="no photo"):
         studio.animate(str(bundled.DRIVING), photos=[])
+
+
+def test_serve_on_a_taken_port_is_a_one_line_error(capsys):
+    """`talkinghead serve --port P` with P in use: exit 1 and one line, before the model loads."""
+    import socket
+
+    from talkinghead.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc = main(["serve", "--port", str(port)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and err == [f"talkinghead serve: error: cannot serve at 127.0.0.1:{port}: Address already in use "
+                               "(try another --port or --host)"]
