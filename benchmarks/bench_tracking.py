@@ -170,7 +170,7 @@ def signals(pts: np.ndarray) -> np.ndarray:
 
 
 def best_shift(sig: np.ndarray, ref: np.ndarray, mask: np.ndarray, shifts=np.arange(-3, 6.01, 0.1)) -> float:
-    """The L minimising Σ_{t in mask} |sig(t) − ref(t − L)|² (ref linearly interpolated): frames sig trails ref."""
+    """The L minimising Σ_{t in mask} |sig(t) − ref(t − L)|² (ref linearly interpolated): frames sig lags ref."""
     t = np.arange(len(ref))
     best, best_err = 0.0, np.inf
     for L in shifts:

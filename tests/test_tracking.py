@@ -140,11 +140,30 @@ def test_degraded_shape_triggers_redetection():
     slipped = [p.copy() for p in truth]
     slipped[5] = _face(100 + 5, 100, r=40) * [1, 0.5] + [0, 50]  # squashed: implausible
     det = ScriptedDetector(slipped, detections={5: [truth[5]]})
-    tr = VideoLandmarkTracker(det, smoothing=0)
+    tr = VideoLandmarkTracker(det, smoothing=0, box_scales=(1.0,))  # scripted: the predictor slips in any box
     faces = tr.track(_frames(10))
     assert 5 in det.calls["detect"]
     np.testing.assert_allclose(faces[5].points, truth[5])
     assert tr.stats["track_failures"] == 1 and tr.stats["held"] == 0
+
+
+def test_predictor_ensemble_averages_shapes_from_scaled_boxes():
+    class Recorder(ScriptedDetector):
+        def predict(self, image, box, score=0.0):
+            self.calls["predict"].append(np.asarray(box, np.float32).copy())
+            t = int(image[0, 0, 0])
+            return Face(np.asarray(box, np.float32), self.truth[t] + (box[2] - box[0]) * 0.01, score)
+
+    truth = [_face(100, 100) for _ in range(3)]
+    det = Recorder(truth)
+    tr = VideoLandmarkTracker(det, smoothing=0, box_scales=(1.0, 1.1, 1 / 1.1))
+    faces = tr.track(_frames(3))
+    boxes = det.calls["predict"][-3:]  # frame 2: one box, scaled by each factor about its centre
+    widths = [b[2] - b[0] for b in boxes]
+    np.testing.assert_allclose(widths, [widths[0], widths[0] * 1.1, widths[0] / 1.1], rtol=1e-4)
+    np.testing.assert_allclose([(b[:2] + b[2:]) / 2 for b in boxes], [(boxes[0][:2] + boxes[0][2:]) / 2] * 3,
+                               atol=1e-3)
+    np.testing.assert_allclose(faces[2].points, truth[2] + np.mean(widths) * 0.01, atol=1e-3)
 
 
 def test_holds_the_last_good_shape_through_an_occlusion():
