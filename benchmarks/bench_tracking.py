@@ -299,6 +299,20 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def markdown(results: list[dict]) -> str:
+    """One Markdown table of every clip and method (the figures of issue 11's closing note)."""
+    cols = [("jitter_all", "jitter", 4), ("jitter_rigid", "jitter (nose, eye corners)", 4), ("lag_real", "lag", 1),
+            ("pan_lag", "pan lag", 1), ("pan_nme", "pan NME", 3), ("nme", "NME vs detect", 3),
+            ("cpu_ms_per_frame", "CPU ms/frame", 1), ("lost", "lost", 0), ("occl_nme", "occlusion NME", 3),
+            ("occl_lost", "occlusion lost", 0)]
+    rows = ["| clip | method | " + " | ".join(h for _, h, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in results:
+        for name, m in r["methods"].items():
+            vals = [f"{m[k]:.{d}f}" if d else str(m[k]) for k, _, d in cols]
+            rows.append(f"| {Path(r['clip']).name} | {name} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", default=",".join(CLIPS), help="comma-separated paths (relative to ../shared/data)")
@@ -316,6 +330,7 @@ def main() -> None:
         results.append(r)
     print("jitter: inter-ocular per frame on near-static frames; lag: frames behind per-frame detection (real: the "
           "fastest frames; pan: synthetic, known truth); NME: inter-ocular; occl: 5-frame grey box over the mouth")
+    print("\n" + markdown(results))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
 
