@@ -249,9 +249,10 @@ def test_streaming_update_equals_causal_track_and_offline_smooths_runs_apart():
 
 
 @pytest.mark.media
-def test_real_mouth_occlusion_is_held_not_lost():
+def test_real_mouth_occlusion_keeps_the_face():
     """pexels_woman: a grey box over the mouth on 5 frames; the face is never lost and the points stay within
-    0.1 inter-ocular of the detector's on the clean frames (per-frame detection: ~0.06 there)."""
+    0.1 inter-ocular of the detector's on the clean frames (measured: tracker 0.04–0.06, per-frame detection on
+    the occluded frames 0.04–0.05)."""
     from talkinghead.landmarks.detect import DlibDetector, pick_face
     from talkinghead.video import iter_frames
 
