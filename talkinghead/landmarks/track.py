@@ -7,9 +7,10 @@ drag the box. Every `redetect_every` frames the detector checks that the tracked
 face. A shape that left its box or is implausible — its lower or upper face too far from the last good shape
 once aligned on the upper face (`shape_change`: a hand over the mouth, a predictor that slipped) — triggers a
 re-detection. If the detector finds no face either, the last good shape is held, moved with the tracked upper
-face (or the tracked box), for at most `max_hold` frames instead of dropping the face; a detection is taken
-as it is (on a head turning to profile, holding a shape both the tracker and the detector disagree with
-would freeze the face).
+face (or the tracked box), for at most `max_hold` frames instead of dropping the face. A face the detector
+finds is taken as it is: on a head turning to profile the tracked and the detected shapes can both be far
+from the last good one, and holding would freeze the face. The predictor runs in two boxes (×1.1, ÷1.1) and
+their shapes are averaged, which removes much of its frame-to-frame noise.
 
 Smoothing: a One-Euro filter per point (cutoffs per face part: eyes and mouth move fast and get less
 smoothing than the jaw; the speed that opens the cutoff is the point's speed in face sizes per second). The
@@ -29,11 +30,10 @@ import numpy as np
 
 from talkinghead.landmarks.detect import Face, _as_rgb_uint8, box_iou, interocular, pick_face
 
-PARTS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
-         "mouth": slice(48, 68)}
+PART_SLICES = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+               "mouth": slice(48, 68)}
 UPPER = np.r_[17:48]  # brows, nose, eyes: what a hand over the mouth leaves visible
 LOWER = np.r_[0:17, 48:68]  # jaw and lips
-RIGID = np.r_[27:36, 36, 39, 42, 45]  # nose and eye corners: move with the head, hardly with expression
 
 # One-Euro cutoff multiplier per face part (larger = less smoothing): blinks and lips are fast and small, the
 # jaw outline is the noisiest part of dlib's shape. (Measured by benchmarks/bench_tracking.py: 1–2 % less eye and
@@ -52,7 +52,7 @@ def _part_values(table: dict) -> np.ndarray:
     """{part name: value} -> (68, 1) per point."""
     out = np.ones((68, 1))
     for name, v in table.items():
-        out[PARTS[name]] = v
+        out[PART_SLICES[name]] = v
     return out
 
 
@@ -73,15 +73,6 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nda
     n = float((s ** 2).sum()) or 1e-12
     A = np.array([[a, -b], [b, a]]) / n
     return A, md - ms @ A.T
-
-
-def shape_residual(points: np.ndarray, ref: np.ndarray, idx=None) -> float:
-    """RMS distance between `points` and `ref` aligned onto them by a similarity (over `idx` points, default
-    all), in inter-ocular units of `ref`: how much the shape changed, head motion factored out."""
-    p, r = (points, ref) if idx is None else (points[idx], ref[idx])
-    A, t = similarity_fit(r, p)
-    err = np.sqrt((((r @ A.T + t) - p) ** 2).sum(axis=1).mean())
-    return float(err / max(interocular(ref), 1e-3))
 
 
 def shape_change(points: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
