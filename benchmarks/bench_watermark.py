@@ -97,7 +97,7 @@ def detection(data: Path, n_frames: int, max_videos: int | None) -> dict:
     paths = sorted((data / "videos").glob("*.mp4"))
     with open(data / "talking" / "clips.csv") as f:
         paths += [data / "talking" / r["path"] for r in csv.DictReader(f) if r["split"] == "val"]
-    paths = paths[:max_videos] if max_videos else paths
+    paths = paths if max_videos is None else paths[:max_videos]
     rows = []
     for i, p in enumerate(paths):
         t0 = time.time()
@@ -124,7 +124,7 @@ def detection(data: Path, n_frames: int, max_videos: int | None) -> dict:
 
 def false_positives(data: Path, max_frames: int, max_files: int | None) -> dict:
     files = sorted(p for p in data.rglob("*") if p.is_file() and (video.is_video_path(p) or video.is_image_path(p)))
-    files = files[:max_files] if max_files else files
+    files = files if max_files is None else files[:max_files]
     scores, errors = {}, {}
     t0 = time.time()
     for i, p in enumerate(files):
@@ -135,6 +135,24 @@ def false_positives(data: Path, max_frames: int, max_files: int | None) -> dict:
         if (i + 1) % 20 == 0:
             print(f"  {i + 1}/{len(files)} files, {time.time() - t0:.0f} s", flush=True)
     return {"scores": scores, "errors": errors}
+
+
+def single_frames(data: Path, per_video: int) -> list[float]:
+    """Scores of `per_video` frames spread over every real video, each judged alone (as a still image would be):
+    the tail of the null distribution, where the threshold must stay clear."""
+    scores = []
+    t0 = time.time()
+    paths = sorted(p for p in data.rglob("*") if p.is_file() and video.is_video_path(p)) if per_video else []
+    for i, p in enumerate(paths):
+        try:
+            n = max(1, video.probe_video(p).num_frames)
+            idx = np.unique(np.linspace(0, n - 1, per_video).round().astype(int))
+            scores += [watermark.detect(f).score for _, f in video.iter_indexed_frames(p, indices=idx)]
+        except TalkingHeadError as e:
+            print(f"  skip {p.name}: {e}")
+        if (i + 1) % 40 == 0:
+            print(f"  {i + 1}/{len(paths)} videos, {len(scores)} frames, {time.time() - t0:.0f} s", flush=True)
+    return scores
 
 
 def cost(repeats: int) -> dict:
@@ -167,6 +185,8 @@ def main() -> int:
     ap.add_argument("--fp-frames", type=int, default=100, help="frames per video for the false-positive rate "
                     "(talkinghead verify's default)")
     ap.add_argument("--fp-max-files", type=int, default=None, help="only the first N files for the false positives")
+    ap.add_argument("--null-frames", type=int, default=15, help="frames per real video judged one by one, "
+                    "unmarked (0: none)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -183,16 +203,19 @@ def main() -> int:
     det = detection(data, a.frames, a.max_videos)
     print(f"\n== false positives: every real video and image in {data}, unmarked")
     fp = false_positives(data, a.fp_frames, a.fp_max_files)
-    result.update(det, false_positives=fp)
+    print(f"\n== false positives: {a.null_frames} frames of every real video, each judged alone, unmarked")
+    null = single_frames(data, a.null_frames)
+    result.update(det, false_positives=fp, single_frame_scores=null)
 
     rows = det["videos"]
     print(f"\n== summary ({time.time() - t_start:.0f} s)")
-    print(f"PSNR of the mark: mean {np.mean([r['psnr'] for r in rows]):.2f} dB, "
-          f"min {np.min([r['psnr'] for r in rows]):.2f} dB over {len(rows)} videos")
     summary = {}
-    print(f"{'condition':20} {'videos detected':>16} {'frames detected':>16} {'control videos >th':>19} "
-          f"{'marked min/median':>18} {'control max':>12}")
-    for k in CONDITIONS:
+    if rows:
+        print(f"PSNR of the mark: mean {np.mean([r['psnr'] for r in rows]):.2f} dB, "
+              f"min {np.min([r['psnr'] for r in rows]):.2f} dB over {len(rows)} videos")
+        print(f"{'condition':20} {'videos detected':>16} {'frames detected':>16} {'control videos >th':>19} "
+              f"{'marked min/median':>18} {'control max':>12}")
+    for k in CONDITIONS if rows else ():
         s = [r[k]["score"] for r in rows]
         c = [r[k]["control"] for r in rows]
         fs = [x for r in rows for x in r[k]["frame_scores"]]
@@ -221,6 +244,10 @@ def main() -> int:
             n_fp = sum(v > th for v in group.values())
             print(f"false positives, {name}: {n_fp}/{len(group)} ({n_fp / len(group):.1%}); highest score "
                   f"{group[worst]:.2f} ({worst}); median {np.median(list(group.values())):.2f}")
+    if null:
+        n_fp = sum(v > th for v in null)
+        print(f"false positives, single frames: {n_fp}/{len(null)} ({n_fp / len(null):.2%}); highest score "
+              f"{max(null):.2f}; 99.9th percentile {np.quantile(null, 0.999):.2f}; above 6: {sum(v > 6 for v in null)}")
     if fp["errors"]:
         print(f"unreadable: {len(fp['errors'])} ({', '.join(fp['errors'])})")
     result["summary"] = summary

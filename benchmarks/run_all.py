@@ -52,7 +52,8 @@ SUITE = [
     # the invisible mark: cost, and detection / false positives on a few real files (the standalone run's
     # defaults take every real video and image, ~15 min)
     ("watermark", "bench_watermark.py", ["--max-videos", "2", "--frames", "12", "--fp-max-files", "8",
-                                         "--fp-frames", "20", "--repeats", "2", "--json", "{out}/watermark.json"], 60),
+                                         "--fp-frames", "20", "--null-frames", "0", "--repeats", "2",
+                                         "--json", "{out}/watermark.json"], 60),
     # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model). The paper
     # preset (256², ~3 s per frame and ~1 min per FT step here) is left to the standalone run's defaults.
     ("animation", "bench_animation.py", ["--presets", "tiny,small", "--frames", "8", "--batches", "1,8",
