@@ -4,7 +4,8 @@ of per-frame detection, the previous tracker and the current one, on real clips 
     .venv/bin/python benchmarks/bench_tracking.py [--clips A,B,C] [--frames N] [--json OUT.json]
 
 Per clip (default: videos/pexels_woman.mp4 and two val clips of talking/: a fast, turned head and a small,
-fast-moving one), the reference is dlib's detector + 68-point predictor run on every frame ("detect").
+fast-moving one), the reference is the face-finding cascade of track_driver (dlib HOG, up-sampled where the
+frame is small) + dlib's 68-point predictor run on every frame ("detect"); the trackers use the same detector.
 - jitter: mean frame-to-frame motion of the points on near-static frames, in inter-ocular units (median
   outer-eye-corner distance of the reference): frames where the reference's head centre (nose and eye corners),
   smoothed by a Gaussian of σ = 2 frames, moves < 0.01 inter-ocular per frame for ±4 frames. "all": the 68
@@ -107,6 +108,8 @@ def _points(faces) -> np.ndarray:
 def run_method(name: str, frames, fps: float, detector, tracker_kwargs: dict | None = None):
     """(points (T, 68, 2) NaN where lost, ms per frame, the tracker's counts) of one method on a list of frames."""
     stats = {}
+    if callable(getattr(detector, "reset", None)):
+        detector.reset()  # every run starts from the same detector state (the cascade's last stage)
     with Stopwatch() as sw:
         faces = _run(name, frames, fps, detector, tracker_kwargs, stats)
     stats["cpu_ms_per_frame"] = 1e3 * sw.cpu / max(len(frames), 1)
@@ -241,12 +244,13 @@ METHODS = ["detect", "old", "new", "new zero-lag"]
 
 
 def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwargs=None, log=print) -> dict:
-    from talkinghead.landmarks.detect import DlibDetector, interocular
+    from talkinghead.landmarks.cascade import video_cascade
+    from talkinghead.landmarks.detect import interocular
     from talkinghead.video import iter_frames, probe_video
 
     fps = probe_video(path).fps
     frames = list(iter_frames(path, max_frames=max_frames))
-    det = DlibDetector(upsample=0, max_side=960)  # as track_driver
+    det = video_cascade()  # as track_driver: HOG, up-sampled where the frame is small
     det.detect(frames[0])  # warm-up
     ref, ms_det, det_stats = run_method("detect", frames, fps, det)
     ok = ~np.isnan(ref[:, 0, 0])

@@ -211,6 +211,21 @@ def test_a_change_the_detector_confirms_is_followed_not_held():
         np.testing.assert_allclose(faces[t].points, truth[t])
 
 
+def test_a_new_sequence_resets_a_detector_that_can():
+    class Resettable(ScriptedDetector):
+        resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+    det = Resettable([_face() for _ in range(4)])
+    tr = VideoLandmarkTracker(det, smoothing=0)
+    tr.track(_frames(4))
+    tr.track(_frames(4))
+    tr.update(_frames(1)[0])  # streaming: the caller decides when a sequence starts
+    assert det.resets == 2
+
+
 def test_no_face_gives_none_and_the_next_face_is_detected():
     truth = [_face(100, 100) for _ in range(10)]
     det = ScriptedDetector(truth, detections={t: [] for t in range(3, 6)})

@@ -307,9 +307,12 @@ class VideoLandmarkTracker:
 
     def track_iter(self, frames: Iterable[np.ndarray], smooth: bool = True) -> Iterator[Face | None]:
         """update() over a sequence, from a fresh state (the same faces as update()); smooth=False: the raw
-        tracked points, for `smooth_offline`."""
+        tracked points, for `smooth_offline`. A new sequence also resets the detector where it has a reset()
+        (the cascade's memory of the stage that found the last face)."""
         self._smooth = smooth
         self._reset()
+        if callable(getattr(self.detector, "reset", None)):
+            self.detector.reset()
         for frame in frames:
             yield self._step(_as_rgb_uint8(frame))
 
