@@ -153,8 +153,10 @@ def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOption
 
     detector = _detector(opts)
     detector.reset()  # a new video: the cascade starts at its first stage again
+    # training targets: a frame whose face the detector lost is dropped, never given a held shape (max_hold=0); one
+    # predictor pass per frame (box_scales=(1.0,)), as the data were made before the tracker's ensemble
     tracker = VideoLandmarkTracker(detector, redetect_every=opts.redetect_every, smoothing=0.0,
-                                   fps=fps / opts.every)
+                                   fps=fps / opts.every, max_hold=0, box_scales=(1.0,))
     shots = ShotTracker()
     found = []  # (frame index, points, shot)
     n_sampled, shot = 0, 0
