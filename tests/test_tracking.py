@@ -286,3 +286,15 @@ def test_real_mouth_occlusion_keeps_the_face():
     assert all(f is not None for f in faces)
     err = [np.linalg.norm(faces[t].points - ref[t - 5], axis=1).mean() / io for t in range(8, 13)]
     assert max(err) < 0.1, err
+
+
+def test_max_hold_zero_drops_a_lost_face_at_once():
+    """preprocess's setting: a frame whose face the detector lost gets no landmarks (never a held shape)."""
+    truth = [_face(100, 100) for _ in range(10)]
+    det = ScriptedDetector(truth, detections={t: [] for t in range(3, 6)})
+    for t in range(3, 6):
+        truth[t] = truth[t] + 500
+    tr = VideoLandmarkTracker(det, smoothing=0, max_hold=0, box_scales=(1.0,))
+    faces = tr.track(_frames(10))
+    assert [f is None for f in faces[2:7]] == [False, True, True, True, False]
+    assert tr.stats["held"] == 0
