@@ -381,13 +381,11 @@ class _OutputThread:
         self._thread.join()
 
 
-def _watermark():
-    """talkinghead.watermark.embed when the package has it (every output is marked as synthetic)."""
-    try:
-        from talkinghead import watermark
-    except ImportError:
-        return None
-    return getattr(watermark, "embed", None)
+def _watermark() -> Callable[[np.ndarray], np.ndarray]:
+    """talkinghead.watermark.embed: every frame shown or sent is marked as synthetic (no way around it)."""
+    from talkinghead import watermark
+
+    return watermark.embed
 
 
 class _PoseThread:
