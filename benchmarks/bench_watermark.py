@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 import time
@@ -33,7 +32,6 @@ from timing import REPO
 
 sys.path.insert(0, str(REPO))
 
-import av  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from talkinghead import video, watermark  # noqa: E402
@@ -46,34 +44,6 @@ CONDITIONS = {  # name -> (scale, crop)
     "half+crop10+crf28": (0.5, True),
     "0.8x+crf28": (0.8, False),  # a size none of watermark.SCALES is: found by the scale estimate
 }
-
-
-def shared_copy(frames: list[np.ndarray], fps: float, scale: float, crop: bool,
-                crf: int = 28) -> list[np.ndarray]:
-    """What sharing does: crop, resize (bicubic, as ffmpeg's scale filter), H.264 at `crf`, decoded again."""
-    out = []
-    for f in frames:
-        h, w = f.shape[:2]
-        if crop:
-            f = f[int(0.04 * h):int(0.94 * h), int(0.07 * w):int(0.97 * w)]
-        if scale != 1.0:
-            h, w = f.shape[:2]
-            f = np.asarray(Image.fromarray(f).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
-        out.append(np.ascontiguousarray(f[:f.shape[0] // 2 * 2, :f.shape[1] // 2 * 2]))
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=max(1, round(fps)))
-        s.height, s.width = out[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(crf), "preset": "medium"}
-        for f in out:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    buf.seek(0)
-    with av.open(buf) as c:
-        return [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,7 +80,7 @@ def detection(data: Path, n_frames: int, max_videos: int | None) -> dict:
         row = {"video": str(p.relative_to(data)), "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
                "frames": len(frames), "psnr": float(np.mean([psnr(a, b) for a, b in zip(frames, marked)]))}
         for name, (scale, crop) in CONDITIONS.items():
-            copy, control = shared_copy(marked, fps, scale, crop), shared_copy(frames, fps, scale, crop)
+            copy, control = watermark.shared_copy(marked, scale, crop, fps=fps), watermark.shared_copy(frames, scale, crop, fps=fps)
             row[name] = {"score": watermark.detect_frames(copy).score,
                          "control": watermark.detect_frames(control).score,
                          "frame_scores": [watermark.detect(f).score for f in copy[::6]],

@@ -327,3 +327,40 @@ def detect_file(path, max_frames: int = 100) -> Detection:
     if d.frames == 0:
         raise VideoError(f"no frames could be decoded from {path}")
     return d.result()
+
+
+def shared_copy(frames: list[np.ndarray], scale: float = 1.0, crop: bool = False, crf: int | None = 28,
+                fps: float = 25.0) -> list[np.ndarray]:
+    """What sharing does to a video, to check the mark against it: a 10 % crop (off centre), a bicubic resize
+    by `scale` (as ffmpeg's scale filter), H.264 at `crf` (None: no re-encode), decoded again.
+    frames: (H, W, 3) uint8 each -> the shared copy's frames (even sizes)."""
+    import io
+
+    import av
+    from PIL import Image
+
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        if crop:
+            f = f[int(0.04 * h):int(0.94 * h), int(0.07 * w):int(0.97 * w)]
+        if scale != 1.0:
+            h, w = f.shape[:2]
+            f = np.asarray(Image.fromarray(f).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
+        out.append(np.ascontiguousarray(f[:f.shape[0] // 2 * 2, :f.shape[1] // 2 * 2]))
+    if crf is None:
+        return out
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=max(1, round(fps)))
+        s.height, s.width = out[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        for f in out:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    buf.seek(0)
+    with av.open(buf) as c:
+        return [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,33 +30,7 @@ def picture(h: int = 256, w: int = 256, seed: int = 0, shift: int = 0) -> np.nda
     return np.clip(out[:, shift:shift + w], 0, 255).astype(np.uint8)
 
 
-def share(frames, scale: float = 1.0, crop: bool = False, crf: int | None = 28) -> list[np.ndarray]:
-    """What sharing does to a video: a 10 % crop (off centre), a bicubic resize, H.264 at `crf`, decoded."""
-    out = []
-    for f in frames:
-        h, w = f.shape[:2]
-        if crop:
-            f = f[int(0.04 * h):int(0.94 * h), int(0.07 * w):int(0.97 * w)]
-        if scale != 1.0:
-            h, w = f.shape[:2]
-            f = np.asarray(Image.fromarray(f).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
-        out.append(np.ascontiguousarray(f[:f.shape[0] // 2 * 2, :f.shape[1] // 2 * 2]))
-    if crf is None:
-        return out
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.height, s.width = out[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
-        for f in out:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    buf.seek(0)
-    with av.open(buf) as c:
-        return [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]
+share = watermark.shared_copy
 
 
 def psnr(a, b) -> float:
