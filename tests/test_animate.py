@@ -349,9 +349,11 @@ def test_sigterm_and_kill_of_animate_leave_no_partial_files(models, tmp_path):
         return p
 
     p = start_and_wait_for_partial()
+    seen = _leftovers(tmp_path)
+    t_sig = time.time()
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 143, err[-2000:]
+    out_s, err = p.communicate(timeout=60)
+    assert p.returncode == 143, (seen, time.time() - t_sig, out_s[-500:], err[-2000:], list(tmp_path.iterdir()))
     assert "Traceback" not in err and not out.exists() and _leftovers(tmp_path) == []
 
     p = start_and_wait_for_partial()
