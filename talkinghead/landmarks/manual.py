@@ -18,6 +18,7 @@ import numpy as np
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.detect import Face
+from talkinghead.landmarks.track import similarity_fit
 
 MEAN_SHAPE_FILE = Path(__file__).with_name("mean_shape_68.json")
 POINTS_HELP = "x1,y1,...,x5,y5: eye centres (left, right in the image), nose tip, mouth corners (left, right)"
@@ -37,19 +38,6 @@ def five_of(points: np.ndarray) -> np.ndarray:
     """The 5 clickable points of a 68-point shape (5, 2): eye centres, nose tip (30), mouth corners (48, 54)."""
     p = np.asarray(points, np.float64)
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
-
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares similarity (Umeyama 1991) taking src (N, 2) onto dst (N, 2): (A (2, 2), t (2,)) with
-    dst ≈ src @ A.T + t; no reflection."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    u, sig, vt = np.linalg.svd(b.T @ a)  # (2, 2) cross-covariance
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    r = u @ np.diag([1.0, d]) @ vt
-    scale = (sig * [1.0, d]).sum() / max((a ** 2).sum(), 1e-12)
-    A = scale * r
-    return A, md - ms @ A.T
 
 
 def points_from_five(five: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:

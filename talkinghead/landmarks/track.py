@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from talkinghead.landmarks.detect import Face, _as_rgb_uint8, box_iou, interocular, pick_face
+from talkinghead.landmarks.retarget import procrustes
 
 PART_SLICES = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
                "mouth": slice(48, 68)}
@@ -65,14 +66,9 @@ def landmark_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares similarity (rotation, scale, translation; no reflection) taking src (N, 2) onto dst:
-    returns (A (2, 2), t (2,)) with dst ≈ src @ A.T + t."""
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    a = float((s * d).sum())  # Σ s·d
-    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum())  # Σ s×d
-    n = float((s ** 2).sum()) or 1e-12
-    A = np.array([[a, -b], [b, a]]) / n
-    return A, md - ms @ A.T
+    returns (A (2, 2), t (2,)) with dst ≈ src @ A.T + t (retarget.procrustes as a matrix and a shift)."""
+    m = procrustes(src, dst)
+    return m[:, :2], m[:, 2]
 
 
 def shape_change(points: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
