@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int_range(1), help="total number of steps to reach (default: the preset's; "
                    "on --resume: the run's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    p.add_argument("--init", metavar="MODEL", help="start a new run from a model file's E, G and D trunk (e.g. "
+                   "talkinghead/weights/model_warp.safetensors with --preset warp) instead of fresh weights")
     p.add_argument("--batch-size", type=int_range(1, 4096), help="episodes per step and process")
     p.add_argument("--shots", type=int_range(1, 64), help="K, frames per episode used by the embedder")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
@@ -123,6 +125,8 @@ def _data_root(args: argparse.Namespace, run: Path | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if args.run else None
+    if args.resume and args.init:
+        raise TalkingHeadError("--init starts a new run; --resume continues one with its own weights")
     if args.resume:
         if run_dir is None:
             raise TalkingHeadError("--resume needs --run DIR (the run folder to continue)")
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from talkinghead.train.meta import MODEL_FILE, Trainer
 
     trainer = Trainer(cfg, run_dir, data_root=data, device=args.device, resume=args.resume,
-                      progress=not args.no_progress, state=state)
+                      progress=not args.no_progress, state=state, init=args.init)
     try:
         if trainer.info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)

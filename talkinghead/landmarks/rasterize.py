@@ -123,6 +123,15 @@ def mouth_box(points: np.ndarray, margin: float = 0.25) -> np.ndarray:
     return np.concatenate([lo - pad, hi + pad], axis=-1)
 
 
+def mouth_square(points: np.ndarray, margin: float = 0.25) -> np.ndarray:
+    """(68, 2) or (B, 68, 2) landmarks -> (4,) or (B, 4) square box (x0, y0, x1, y1) centred on `mouth_box`,
+    its side the box's longer side (the mouth discriminator's crop, nn/mouth.py)."""
+    box = mouth_box(points, margin)
+    centre = (box[..., :2] + box[..., 2:]) / 2  # (..., 2)
+    half = np.maximum(box[..., 2] - box[..., 0], box[..., 3] - box[..., 1])[..., None] / 2  # (..., 1)
+    return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
+
+
 def box_mask(boxes: np.ndarray, size: int) -> torch.Tensor:
     """(B, 4) boxes (x0, y0, x1, y1) in pixels -> (B, 1, S, S) float mask, 1 on pixel centres inside."""
     b = torch.as_tensor(np.asarray(boxes, np.float32)).view(-1, 4)

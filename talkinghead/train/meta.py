@@ -35,6 +35,7 @@ from talkinghead.nn import build_models
 from talkinghead.train import dist as tdist
 from talkinghead.train.interrupts import StepBoundary
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
+                                         mouth_crops, mouth_discriminator_terms, mouth_generator_terms,
                                          warp_terms)
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -112,6 +113,25 @@ class StepResult:
     fake: torch.Tensor | None = None
 
 
+def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
+    """Starts a new run from a model file (e.g. the bundled one): its E, G and D trunk replace the fresh
+    weights; W (one row per training video, not in model files) and the mouth D start fresh. The file's
+    model config must equal the run's, apart from the number of training videos."""
+    from talkinghead.checkpoint import load_state, read_model_file
+
+    saved, tensors, _meta = read_model_file(path)
+    a, b = asdict(saved.model), asdict(trainer.cfg.model)
+    diff = [k for k in a if k != "num_videos" and a[k] != b.get(k)]
+    if diff:
+        raise TalkingHeadError(f"--init {path}: its model differs from the run's: "
+                               + ", ".join(f"model.{k} {a[k]} vs {b.get(k)}" for k in diff))
+    load_state(trainer.E, tensors, "E.", path)
+    load_state(trainer.G, tensors, "G.", path)
+    if any(k.startswith("D.") for k in tensors):
+        load_state(trainer.D, tensors, "D.", path)
+    log.info("starting from the weights of %s", path)
+
+
 def check_resume_config(saved: Config, cfg: Config) -> None:
     """A resumed run keeps the model it was started with: any difference in cfg.model is an error."""
     a, b = asdict(saved.model), asdict(cfg.model)
@@ -126,12 +146,13 @@ class Trainer:
 
     resume=True continues the run in `run_dir` from its checkpoint (`state`, if the caller already read it):
     the model and every weight come from the checkpoint, the training values (train, loss, finetune) from
-    `cfg` — the command builds `cfg` from the saved config plus the options given.
+    `cfg` — the command builds `cfg` from the saved config plus the options given. init: a new run starts
+    from a model file's E, G and D trunk (`init_from_model`) instead of fresh weights.
     """
 
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
                  dataset=None, device: str = "auto", resume: bool = False, progress: bool = True,
-                 state: dict | None = None):
+                 state: dict | None = None, init: str | os.PathLike | None = None):
         self.info = tdist.init_distributed(device)
         self.device = self.info.device
         self.run_dir = Path(run_dir)
@@ -172,23 +193,36 @@ class Trainer:
         self.E, self.G, self.D = (m.to(self.device) for m in (E, G, D))
         self.EG = GeneratorWithEmbedder(self.E, self.G)
         self.content_terms = build_content_terms(cfg, self.device)
+        lc = cfg.loss
+        self.Dm = None  # the mouth discriminator (nn/mouth.py), warp-guided G with its weights > 0 only
+        if cfg.model.generator == "warp" and (lc.mouth_adv_weight > 0 or lc.mouth_fm_weight > 0):
+            from talkinghead.nn.mouth import MouthDiscriminator
+
+            self.Dm = MouthDiscriminator().to(self.device)
+        if init is not None:
+            if state is not None:
+                raise TalkingHeadError("--init starts a new run; a resumed run keeps its own weights")
+            init_from_model(self, init)
 
         t = cfg.train
         self.opt_ge = torch.optim.Adam(self.EG.parameters(), lr=t.lr_ge, betas=t.betas)
         self.opt_d = torch.optim.Adam(self._d_trunk_params(), lr=t.lr_d, betas=t.betas)
         self.opt_w = torch.optim.SparseAdam([self.D.W.weight], lr=t.lr_d, betas=t.betas)
+        self.opt_dm = None if self.Dm is None else torch.optim.Adam(self.Dm.parameters(), lr=t.lr_d, betas=t.betas)
         self.step = 0
         self.elapsed = 0.0
         if state is not None:
             self._load_state(state)
 
-        self.EG_ddp, self.D_ddp = self.EG, self.D
+        self.EG_ddp, self.D_ddp, self.Dm_ddp = self.EG, self.D, self.Dm
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             self.EG_ddp = DDP(self.EG, device_ids=dev_ids)
             DDP._set_params_and_buffers_to_ignore_for_model(self.D, ["W.weight"])
             self.D_ddp = DDP(self.D, device_ids=dev_ids)
+            if self.Dm is not None:
+                self.Dm_ddp = DDP(self.Dm, device_ids=dev_ids)
 
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if t.amp \
@@ -210,6 +244,7 @@ class Trainer:
             "E": self.E.state_dict(), "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_ge": self.opt_ge.state_dict(), "opt_d": self.opt_d.state_dict(),
             "opt_w": self.opt_w.state_dict(),
+            **({} if self.Dm is None else {"Dm": self.Dm.state_dict(), "opt_dm": self.opt_dm.state_dict()}),
             "rng": {"torch": torch.get_rng_state(),
                     "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                     "python": random.getstate(),
@@ -224,6 +259,9 @@ class Trainer:
             self.opt_ge.load_state_dict(state["opt_ge"])
             self.opt_d.load_state_dict(state["opt_d"])
             self.opt_w.load_state_dict(state["opt_w"])
+            if self.Dm is not None and "Dm" in state:  # else a mouth D switched on at resume starts fresh
+                self.Dm.load_state_dict(state["Dm"])
+                self.opt_dm.load_state_dict(state["opt_dm"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{self.run_dir / CHECKPOINT}: does not match its own config "
                                   f"({' '.join(str(e).split())[:200]})") from None
@@ -274,6 +312,13 @@ class Trainer:
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
             extra = warp_terms(out["warp"], x, batch["target_points"], self.cfg.loss, g.get("warp_cnt")) \
                 if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
+            crops = None
+            if self.Dm is not None and warp:  # the mouth D's G-phase terms, its weights frozen
+                self.Dm.requires_grad_(False)
+                crops = mouth_crops(fake, x, y, batch["target_points"])
+                extra.update(mouth_generator_terms(self.Dm, *crops, self.cfg.loss))
+            else:
+                extra.update({k: fake.new_zeros(()) for k in ("mouth_adv", "mouth_fm")})
             loss_g = g["total"] + l_mch + sum(extra.values())
         self._backward(loss_g)
         tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
@@ -292,16 +337,26 @@ class Trainer:
             tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
             gn_d = self._clip_and_step(self.opt_d, self._d_trunk_params())
             self.opt_w.step()
+        dm = {k: fake.new_zeros(()) for k in ("loss", "real", "fake")}
+        if crops is not None:  # -- the mouth D's phase: hinge loss on the real and (detached) output crops
+            self.Dm.requires_grad_(True)
+            self.opt_dm.zero_grad(set_to_none=True)
+            with self.autocast():
+                dm = mouth_discriminator_terms(self.Dm_ddp, crops[1], crops[0], crops[2])
+            self._backward(dm["loss"])
+            self._clip_and_step(self.opt_dm, list(self.Dm.parameters()))
         if self.scaler is not None:
             self.scaler.update()
 
         vals = torch.stack([loss_g.detach().float(), g["cnt"].detach().float(), g["adv"].detach().float(),
                             g["fm"].detach().float(), l_mch.detach().float(), d["loss"].detach().float(),
                             d["real"], d["fake"], e_hat.detach().float().norm(dim=1).mean(),
-                            *(extra[k].detach().float() for k in ("warp", "smooth", "mouth"))])
+                            *(extra[k].detach().float() for k in ("warp", "smooth", "mouth", "mouth_adv",
+                                                                  "mouth_fm")),
+                            *(dm[k].detach().float() for k in ("loss", "real", "fake"))])
         tdist.allreduce_mean_(vals, self.info)
         names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm", "warp", "smooth",
-                 "mouth"]
+                 "mouth", "mouth_adv", "mouth_fm", "loss_dm", "dm_real", "dm_fake"]
         out = {n: float(v) for n, v in zip(names, vals)}
         out.update(gnorm_g=gn_g, gnorm_d=gn_d)
         return StepResult(out, fake.detach() if keep_output else None)

@@ -8,6 +8,8 @@ fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in
 * `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
 * `warp_terms`: what the warp-guided generator adds (DESIGN.md §2): L_CNT of the warped source alone, the
   smoothness of the residual flow, extra L1 on the target's mouth box.
+* `mouth_crops`, `mouth_generator_terms`, `mouth_discriminator_terms`: the mouth discriminator's two phases
+  (nn/mouth.py) on square crops around the target's lips, the same crop of output, target and landmark image.
 """
 
 from __future__ import annotations
@@ -106,3 +108,38 @@ def warp_terms(out, real: Tensor, target_points: Tensor, lc: LossConfig,
         mask = box_mask(boxes, real.shape[-1]).to(real.device, real.dtype)  # (B, 1, S, S)
         mouth = lc.mouth_weight * losses.weighted_l1(out.image, real, mask)
     return {"warp": warp, "smooth": smooth, "mouth": mouth}
+
+
+def mouth_crops(fake: Tensor, real: Tensor, y: Tensor, target_points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, 3, S, S) output, target and driving landmark image -> their (B, 3, S/4, S/4) crops of the square
+    box around the target's lips (`rasterize.mouth_square`; target_points (B, 68, 2) crop pixels, any
+    device). The output's crop keeps its gradient."""
+    from talkinghead.landmarks.rasterize import mouth_square
+    from talkinghead.nn.mouth import crop_boxes
+
+    b, size = fake.shape[0], max(8, fake.shape[-1] // 4)
+    boxes = torch.as_tensor(mouth_square(target_points.detach().cpu().numpy()))  # (B, 4)
+    boxes = boxes.to(fake.device).repeat(3, 1)  # (3B, 4)
+    crops = crop_boxes(torch.cat([fake, real.to(fake.dtype), y.to(fake.dtype)]), boxes, size)  # (3B, 3, s, s)
+    return crops[:b], crops[b:2 * b].detach(), crops[2 * b:].detach()
+
+
+def mouth_generator_terms(Dm: Callable, fake_crop: Tensor, real_crop: Tensor, y_crop: Tensor,
+                          lc: LossConfig) -> dict[str, Tensor]:
+    """G phase of the mouth discriminator (its weights frozen by the caller): {"mouth_adv":
+    λ·(−mean Dm(x̂ crop)), "mouth_fm": λ_FM·L_FM over Dm's blocks}; crops (B, 3, s, s) from `mouth_crops`."""
+    scores, fake_feats = Dm(fake_crop, y_crop)  # (B, P)
+    with torch.no_grad():
+        _, real_feats = Dm(real_crop, y_crop)
+    return {"mouth_adv": lc.mouth_adv_weight * losses.generator_adv_loss(scores),
+            "mouth_fm": lc.mouth_fm_weight * losses.feature_matching_loss(real_feats, fake_feats)}
+
+
+def mouth_discriminator_terms(Dm: Callable, real_crop: Tensor, fake_crop: Tensor, y_crop: Tensor
+                              ) -> dict[str, Tensor]:
+    """D phase of the mouth discriminator: the hinge loss over every patch score of (real, detached fake)
+    crops, one forward for both. {"loss", "real", "fake"} (mean scores for logging)."""
+    scores, _ = Dm(torch.cat([real_crop, fake_crop.detach()]), torch.cat([y_crop, y_crop]))  # (2B, P)
+    real_score, fake_score = scores.float().chunk(2)
+    return {"loss": losses.hinge_d_loss(real_score, fake_score), "real": real_score.detach().mean(),
+            "fake": fake_score.detach().mean()}
