@@ -9,18 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from talkinghead import video
 from talkinghead.avatar import Avatar, make_ff_avatar
-from talkinghead.checkpoint import LoadedModel, save_model
+from talkinghead.checkpoint import LoadedModel
 from talkinghead.cli import main
-from talkinghead.config import tiny
 from talkinghead.landmarks.retarget import (apply_transform, mouth_opening, neutral_index, procrustes,
                                             retarget)
-from talkinghead.nn import build_models
 
 from conftest import MEDIA
+from model_files import random_model_file
 
 SOURCE = MEDIA / "images" / "franck_01829.jpg"
 DRIVER = MEDIA / "videos" / "pexels_woman.mp4"
@@ -117,13 +115,8 @@ def _cut(src: Path, dst: Path, frames: int) -> Path:
 def models(tmp_path_factory):
     """Two tiny model files (one with D, one without) and a 16-frame cut of the real driver."""
     d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    cfg = tiny()
-    E, G, D = build_models(cfg.model)
-    save_model(d / "tiny.safetensors", cfg, E, G, D)
-    torch.manual_seed(1)
-    E2, G2, _ = build_models(cfg.model)
-    save_model(d / "other.safetensors", cfg, E2, G2)
+    random_model_file(d / "tiny.safetensors")
+    random_model_file(d / "other.safetensors", seed=1, discriminator=False)
     clip = _cut(DRIVER, d / "drive.mp4", 16)
     return {"dir": d, "model": d / "tiny.safetensors", "other": d / "other.safetensors", "clip": clip}
 
@@ -261,10 +254,7 @@ def test_demo_with_a_tiny_model(tmp_path, capsys):
 
     if not (PORTRAIT.is_file() and DRIVING.is_file()):
         pytest.skip("bundled demo assets missing")
-    torch.manual_seed(0)
-    cfg = tiny()
-    E, G, D = build_models(cfg.model)
-    save_model(tmp_path / "tiny.safetensors", cfg, E, G, D)
+    random_model_file(tmp_path / "tiny.safetensors")
     out = tmp_path / "demo"
     rc = main(["demo", "--model", str(tmp_path / "tiny.safetensors"), "--steps", "2", "--out", str(out),
                "--no-progress"])
@@ -396,11 +386,7 @@ def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
     file is a one-line error."""
     from talkinghead.config import warp_tiny
 
-    torch.manual_seed(0)
-    cfg = warp_tiny()
-    E, G, D = build_models(cfg.model)
-    model = tmp_path / "warp.safetensors"
-    save_model(model, cfg, E, G, D)
+    model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
     clip = _cut(DRIVER, tmp_path / "drive.mp4", 6)
     out = tmp_path / "out.mp4"
     rc = main(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(model), "--finetune", "3",

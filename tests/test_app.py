@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from talkinghead import bundled, video
 from talkinghead.app import Studio, for_page
-from talkinghead.checkpoint import save_model
 from talkinghead.config import warp_tiny
 from talkinghead.errors import NoFaceError, TalkingHeadError
-from talkinghead.nn import build_models
+
+from model_files import random_model_file
 
 
 def _write_pts(path, points: np.ndarray) -> None:
@@ -26,10 +25,7 @@ def _write_pts(path, points: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
-    torch.manual_seed(0)
-    cfg = warp_tiny()
-    E, G, D = build_models(cfg.model)
-    save_model(d / "warp.safetensors", cfg, E, G, D)
+    random_model_file(d / "warp.safetensors", warp_tiny())
     return Studio(d / "warp.safetensors", workdir=d / "out")
 
 

@@ -15,23 +15,19 @@ import torch
 from talkinghead.animate import Animator
 from talkinghead.avatar import Avatar, make_ff_avatar
 from talkinghead.checkpoint import LoadedModel, save_model
-from talkinghead.config import tiny
 from talkinghead.errors import CheckpointError, NoFaceError
 from talkinghead.nn import build_models
 from talkinghead.shots import prepare_shots
 from talkinghead.train.finetune import make_avatar
 
 from conftest import MEDIA
+from model_files import random_model_file
 
 IMAGES = MEDIA / "images"
 
 
 def _tiny_model(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    cfg = tiny()
-    E, G, D = build_models(cfg.model)
-    save_model(path, cfg, E, G, D)
-    return path
+    return random_model_file(path, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -233,11 +229,7 @@ def test_warp_generator_avatars_ff_and_ft_round_trip(tmp_path):
     from talkinghead.config import warp_tiny
     from talkinghead.images import from_uint8
 
-    torch.manual_seed(0)
-    cfg = warp_tiny()
-    E, G, D = build_models(cfg.model)
-    model = tmp_path / "warp.safetensors"
-    save_model(model, cfg, E, G, D)
+    model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
     ff = make_ff_avatar(SHOTS, model, shots=2)
     out = Animator(ff, model=model).render_points(ff.source_points[None])  # (1, 3, 64, 64)
     assert (out[0] - from_uint8(ff.source_crop)).abs().max() < 1e-4
@@ -259,11 +251,7 @@ def test_warp_full_size_render_keeps_the_source_detail(tmp_path):
     from talkinghead.config import warp_tiny
     from talkinghead.images import from_uint8
 
-    torch.manual_seed(0)
-    cfg = warp_tiny()
-    E, G, D = build_models(cfg.model)
-    model = tmp_path / "warp.safetensors"
-    save_model(model, cfg, E, G, D)
+    model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
     ff = make_ff_avatar(SHOTS[:1], model, shots=1)
     an = Animator(ff, model=model)
     r = an.output_size

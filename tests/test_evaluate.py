@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.checkpoint import save_model
 from talkinghead.cli import main
 from talkinghead.config import tiny
 from talkinghead.errors import TalkingHeadError
@@ -20,14 +19,12 @@ from talkinghead.evaluation import BASELINES, EvalSettings, split_video
 from talkinghead.evaluation.report import verdict
 from talkinghead.nn import build_models
 
+from model_files import random_model_file
+
 
 def _model_file(tmp_path_factory, cfg, name: str) -> Path:
     """A randomly initialised model of `cfg` (seed 0) saved as NAME.safetensors in a fresh folder."""
-    torch.manual_seed(0)
-    E, G, D = build_models(cfg.model)
-    path = tmp_path_factory.mktemp(name) / f"{name}.safetensors"
-    save_model(path, cfg, E, G, D)
-    return path
+    return random_model_file(tmp_path_factory.mktemp(name) / f"{name}.safetensors", cfg)
 
 
 @pytest.fixture(scope="module")

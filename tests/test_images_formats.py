@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from talkinghead import video
@@ -23,6 +22,7 @@ from talkinghead.landmarks.detect import MIN_INTEROCULAR, DlibDetector, interocu
 from talkinghead.shots import prepare_shots
 
 from conftest import MEDIA
+from model_files import random_model_file
 
 PORTRAIT = MEDIA / "images" / "seanconnery.jpg"  # 350×466, one face, 89 px between the outer eye corners
 SIZE = 128  # crop side
@@ -209,15 +209,9 @@ def test_unreadable_and_oversized_images_are_one_line(tmp_path, monkeypatch):
 # ---- --face-index: the source's face, not the driver's ---------------------------------------------------
 @pytest.mark.media
 def test_face_index_picks_the_source_face_and_the_driver_keeps_its_largest(tmp_path, capsys):
-    from talkinghead.checkpoint import save_model
     from talkinghead.cli import main
-    from talkinghead.config import tiny
-    from talkinghead.nn import build_models
 
-    torch.manual_seed(0)
-    cfg = tiny()
-    E, G, _ = build_models(cfg.model)
-    save_model(tmp_path / "tiny.safetensors", cfg, E, G)
+    random_model_file(tmp_path / "tiny.safetensors", discriminator=False)
     src = MEDIA / "videos" / "pexels_woman.mp4"  # one face
     clip = tmp_path / "drive.mp4"
     with video.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from talkinghead import video
 from talkinghead.cli import main
@@ -19,6 +18,7 @@ from talkinghead.landmarks.manual import (ManualLandmarks, box_of, five_of, manu
                                           parse_points, points_from_five, read_landmarks, write_landmarks)
 
 from conftest import MEDIA
+from model_files import random_model_file
 
 IRONMAN = MEDIA / "images" / "ironman.jpg"  # a drawn Iron Man mask: no detector stage finds a face
 IRONMAN_FIVE = "192,360,405,360,299,467,213,573,387,573"  # its eye centres, nose tip, mouth corners (600×800)
@@ -115,16 +115,7 @@ def test_landmarks_command_writes_points_and_overlay(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from talkinghead.checkpoint import save_model
-    from talkinghead.config import tiny
-    from talkinghead.nn import build_models
-
-    torch.manual_seed(0)
-    cfg = tiny()
-    E, G, _ = build_models(cfg.model)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_model(path, cfg, E, G)
-    return path
+    return random_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", discriminator=False)
 
 
 @pytest.fixture(scope="module")

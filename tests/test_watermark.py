@@ -16,6 +16,7 @@ from talkinghead.cli import main
 from talkinghead.images import save_png
 
 from conftest import MEDIA
+from model_files import random_model_file
 
 
 def picture(h: int = 256, w: int = 256, seed: int = 0, shift: int = 0) -> np.ndarray:
@@ -163,15 +164,7 @@ def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
 
 @pytest.mark.media
 def test_animate_output_is_marked(tmp_path, capsys):
-    import torch
-
-    from talkinghead.checkpoint import save_model
-    from talkinghead.config import tiny
-    from talkinghead.nn import build_models
-
-    torch.manual_seed(0)
-    cfg = tiny()
-    save_model(tmp_path / "tiny.safetensors", cfg, *build_models(cfg.model))
+    random_model_file(tmp_path / "tiny.safetensors")
     drv = tmp_path / "drive.mp4"
     with video.VideoWriter(drv, 25, preset="ultrafast") as w:
         for f in video.iter_frames(MEDIA / "videos" / "pexels_woman.mp4", max_frames=8):
