@@ -67,7 +67,8 @@ class LossConfig:
     warp_content_weight: float = 0.0  # L_CNT of the warped source alone against the target (teaches the flow)
     flow_smooth_weight: float = 0.0  # total variation of the refiner's residual flow
     mouth_weight: float = 0.0  # extra L1 inside the target's mouth box (where a warp cannot help)
-    # the mouth discriminator (nn/mouth.py; training only): −D_mouth(x̂'s mouth crop) and its feature matching
+    # the mouth discriminator (nn/mouth.py; training only, warp-guided G; 0 and 0 = off): −D_mouth(x̂'s mouth
+    # crop) and its feature matching
     mouth_adv_weight: float = 0.0
     mouth_fm_weight: float = 0.0
 
@@ -220,7 +221,6 @@ def warp_tiny() -> Config:
     cfg.name = "warp_tiny"
     cfg.model.generator, cfg.model.motion_channels = "warp", 8
     cfg.loss.warp_content_weight, cfg.loss.flow_smooth_weight, cfg.loss.mouth_weight = 0.5, 1.0, 1.0
-    cfg.loss.mouth_adv_weight, cfg.loss.mouth_fm_weight = 1.0, 10.0
     return cfg
 
 
@@ -228,15 +228,17 @@ def warp() -> Config:
     """128² warp-guided generator (DESIGN.md §2), the bundled model's preset: sized for ≤ 25 ms per frame on a
     2-core CPU (16 → 128 channels, bottleneck 8², 2 AdaIN residual blocks, no self-attention) and for
     meta-learning on a CPU in hours. Losses: the paper's, plus pixel L1 (colour), L_CNT of the warped source
-    (teaches the flow), residual-flow smoothness, extra L1 on the mouth box (where a warp cannot help) and the
-    mouth discriminator's −D and feature matching on the mouth crop (nn/mouth.py)."""
+    (teaches the flow), residual-flow smoothness and extra L1 on the mouth box (where a warp cannot help).
+    The mouth discriminator (nn/mouth.py) is off: `--set loss.mouth_adv_weight=1 --set loss.mouth_fm_weight=10`
+    turns it on (3,614 CPU steps from the bundled model gave open mouths a better LPIPS-like but the
+    mouth L1 worse than the warp's, README)."""
     return Config(
         name="warp",
         model=ModelConfig(image_size=128, embed_dim=256, base_channels=16, max_channels=128,
                           bottleneck_size=8, num_res_blocks=2, attention_sizes=(), embed_relu=False,
                           generator="warp", motion_channels=16),
         loss=LossConfig(pixel_l1_weight=1.0, warp_content_weight=0.5, flow_smooth_weight=1.0,
-                        mouth_weight=2.0, mouth_adv_weight=1.0, mouth_fm_weight=10.0),
+                        mouth_weight=2.0),
         train=TrainConfig(shots=4, batch_size=4, lr_ge=2e-4, lr_d=4e-4, log_every=10, sample_every=200,
                           ckpt_every_steps=500),
         finetune=FinetuneConfig(steps=50, lr_g=2e-4, train_parts="auto"),  # one photo: ~0.4 s per step, 2 cores

@@ -77,6 +77,7 @@ def test_mouth_discriminator_shapes_and_gradient_to_the_output():
 
 def _warp_cfg(steps=4):
     cfg = warp_tiny()
+    cfg.loss.mouth_adv_weight, cfg.loss.mouth_fm_weight = 1.0, 10.0  # the mouth D on
     cfg.train.steps, cfg.train.sample_every, cfg.train.log_every = steps, 0, 1
     cfg.train.ckpt_every_steps = 1000
     return cfg
@@ -84,6 +85,7 @@ def _warp_cfg(steps=4):
 
 def test_trainer_trains_the_mouth_discriminator_and_resumes_it(tmp_path):
     ds = SyntheticWarpEpisodes(num_videos=3)
+    assert Trainer(warp_tiny(), tmp_path / "off", dataset=ds, progress=False).Dm is None  # off by default
     tr = Trainer(_warp_cfg(), tmp_path / "w", dataset=ds, progress=False)
     before = {n: p.detach().clone() for n, p in tr.Dm.named_parameters()}
     tr.train()
