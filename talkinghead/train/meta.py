@@ -113,6 +113,13 @@ class StepResult:
     fake: torch.Tensor | None = None
 
 
+def model_differences(saved: Config, cfg: Config, arrow: str) -> str:
+    """"model.KEY SAVED{arrow}NEW, ..." for every cfg.model value that differs, the number of training videos
+    aside (a run's W size follows its data); "" when the models agree."""
+    a, b = asdict(saved.model), asdict(cfg.model)
+    return ", ".join(f"model.{k} {a[k]}{arrow}{b.get(k)}" for k in a if k != "num_videos" and a[k] != b.get(k))
+
+
 def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
     """Starts a new run from a model file (e.g. the bundled one): its E, G and D trunk replace the fresh
     weights; W (one row per training video, not in model files) and the mouth D start fresh. The file's
@@ -120,11 +127,9 @@ def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
     from talkinghead.checkpoint import load_state, read_model_file
 
     saved, tensors, _meta = read_model_file(path)
-    a, b = asdict(saved.model), asdict(trainer.cfg.model)
-    diff = [k for k in a if k != "num_videos" and a[k] != b.get(k)]
+    diff = model_differences(saved, trainer.cfg, " vs ")
     if diff:
-        raise TalkingHeadError(f"--init {path}: its model differs from the run's: "
-                               + ", ".join(f"model.{k} {a[k]} vs {b.get(k)}" for k in diff))
+        raise TalkingHeadError(f"--init {path}: its model differs from the run's: {diff}")
     load_state(trainer.E, tensors, "E.", path)
     load_state(trainer.G, tensors, "G.", path)
     if any(k.startswith("D.") for k in tensors):
@@ -134,11 +139,9 @@ def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
 
 def check_resume_config(saved: Config, cfg: Config) -> None:
     """A resumed run keeps the model it was started with: any difference in cfg.model is an error."""
-    a, b = asdict(saved.model), asdict(cfg.model)
-    diff = [k for k in a if k != "num_videos" and a[k] != b.get(k)]
+    diff = model_differences(saved, cfg, " -> ")
     if diff:
-        raise TalkingHeadError("a resumed run keeps its model; these differ from the checkpoint: "
-                               + ", ".join(f"model.{k} {a[k]} -> {b.get(k)}" for k in diff))
+        raise TalkingHeadError(f"a resumed run keeps its model; these differ from the checkpoint: {diff}")
 
 
 class Trainer:
