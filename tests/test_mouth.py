@@ -15,7 +15,7 @@ from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.rasterize import mouth_square
 from talkinghead.nn.mouth import MouthDiscriminator, crop_boxes
 from talkinghead.train.meta import CHECKPOINT, MODEL_FILE, Trainer
-from talkinghead.train.objective import mouth_crops, mouth_discriminator_terms, mouth_generator_terms
+from talkinghead.train.objective import mouth_crops, mouth_discriminator_terms, mouth_generator_terms, mouth_term
 
 from test_train import SyntheticWarpEpisodes
 
@@ -41,6 +41,22 @@ def test_mouth_square_is_centred_on_the_lips_box():
     # mouth_box: width 20, margin 5 each side -> (5, 15, 35, 29); longer side 30, centre (20, 22)
     assert np.allclose(mouth_square(pts), [5, 7, 35, 37])
     assert mouth_square(np.stack([pts, pts + 1])).shape == (2, 4)
+
+
+def test_mouth_term_is_the_l1_inside_the_lips_box_only():
+    """mouth_box of lips spanning x 10..30, y 20..24 is (5, 15, 35, 29): an error of 0.4 inside it and of 9
+    outside gives mouth_weight · 0.4, whatever the image holds elsewhere; weight 0 gives 0."""
+    pts = np.zeros((68, 2), np.float32)
+    pts[48:68] = [[10, 20], [30, 24]] * 10
+    real = torch.zeros(1, 3, 40, 40)
+    fake = torch.full((1, 3, 40, 40), 9.0)
+    fake[..., 15:30, 5:36] = 0.4  # rows y 15..29, columns x 5..35: the pixels box_mask marks
+    lc = warp_tiny().loss
+    lc.mouth_weight = 2.0
+    assert float(mouth_term(fake, real, pts[None], lc)) == pytest.approx(0.8)
+    assert float(mouth_term(fake, real, torch.as_tensor(pts[None]), lc)) == pytest.approx(0.8)
+    lc.mouth_weight = 0.0
+    assert float(mouth_term(fake, real, pts[None], lc)) == 0.0
 
 
 def _stub_d(x, y):

@@ -2,10 +2,10 @@
 
 - FF (feed-forward): ê = mean_t E(x_t, y_t); G renders with ψ̂ = P·ê. No training (`avatar.make_ff_avatar`).
 - FT (fine-tuning): G' = G with ψ' initialised to P·ê as a free parameter; D' = D with w' = w0 + ê in place
-  of W_i + w0. G' (ψ' and all of G's weights) minimises L_CNT + L_ADV (−D'(x̂) + λ_FM·L_FM) and D' the
-  hinge loss on the T shots — the same two phases as meta-learning (train/objective.py) — with
-  cfg.finetune's learning rates, steps and batch size; early exit when the content loss stops improving
-  for `patience` steps.
+  of W_i + w0. G' (ψ' and all of G's weights) minimises L_CNT + L_ADV (−D'(x̂) + λ_FM·L_FM) (+ the warp-guided
+  G's extra L1 on the mouth box, as in its meta-learning) and D' the hinge loss on the T shots — the same two
+  phases as meta-learning (train/objective.py) — with cfg.finetune's learning rates, steps and batch size;
+  early exit when the content loss stops improving for `patience` steps.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from talkinghead.config import FinetuneConfig
 from talkinghead.console import progress as progress_bar
 from talkinghead.errors import TalkingHeadError
 from talkinghead.shots import embed_person
-from talkinghead.train.objective import build_content_terms, content_term, discriminator_terms, generator_terms
+from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
+                                          mouth_term)
 
 
 class ShotRenderer:
@@ -170,6 +171,8 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
             if D is not None:
                 D.requires_grad_(False)
             g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
+            if shots.points is not None:  # the warp G's extra weight on the mouth, as in meta-learning
+                g["total"] = g["total"] + mouth_term(fake, xb, shots.points[idx.numpy()], lc)
             opt_g.zero_grad(set_to_none=True)
             g["total"].backward()
             opt_g.step()

@@ -7,7 +7,7 @@ fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in
 * `generator_terms`: L_CNT (+ optional pixel L1) + L_ADV = −D(x̂) + λ_FM·L_FM, with D's weights frozen.
 * `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
 * `warp_terms`: what the warp-guided generator adds (DESIGN.md §2): L_CNT of the warped source alone, the
-  smoothness of the residual flow, extra L1 on the target's mouth box.
+  smoothness of the residual flow, extra L1 on the target's mouth box (`mouth_term`, also fine-tuning's).
 * `mouth_crops`, `mouth_generator_terms`, `mouth_discriminator_terms`: the mouth discriminator's two phases
   (nn/mouth.py) on square crops around the target's lips, the same crop of output, target and landmark image.
 """
@@ -97,17 +97,23 @@ def warp_terms(out, real: Tensor, target_points: Tensor, lc: LossConfig,
     target landmarks in crop pixels, on any device (their mouth box gets the extra L1; the box is computed on
     the CPU, so the loader's CPU tensor serves best); warp_cnt: the warped source's content term, computed with
     the output's by `generator_terms(..., warped=out.warped)` (None when lc.warp_content_weight is 0)."""
-    from talkinghead.landmarks.rasterize import box_mask, mouth_box
-
     zero = real.new_zeros(())
     warp = lc.warp_content_weight * warp_cnt if lc.warp_content_weight > 0 else zero
     smooth = lc.flow_smooth_weight * losses.flow_smoothness(out.residual) if lc.flow_smooth_weight > 0 else zero
-    mouth = zero
-    if lc.mouth_weight > 0:
-        boxes = mouth_box(target_points.detach().cpu().numpy())  # (B, 4)
-        mask = box_mask(boxes, real.shape[-1]).to(real.device, real.dtype)  # (B, 1, S, S)
-        mouth = lc.mouth_weight * losses.weighted_l1(out.image, real, mask)
-    return {"warp": warp, "smooth": smooth, "mouth": mouth}
+    return {"warp": warp, "smooth": smooth, "mouth": mouth_term(out.image, real, target_points, lc)}
+
+
+def mouth_term(fake: Tensor, real: Tensor, target_points, lc: LossConfig) -> Tensor:
+    """lc.mouth_weight · L1 on the target's mouth box (`rasterize.mouth_box`): fake, real (B, 3, S, S);
+    target_points (B, 68, 2) crop pixels (tensor or array, any device) -> scalar (0 when weighted 0)."""
+    from talkinghead.landmarks.rasterize import box_mask, mouth_box
+
+    if lc.mouth_weight <= 0:
+        return real.new_zeros(())
+    pts = target_points.detach().cpu().numpy() if isinstance(target_points, Tensor) else target_points
+    boxes = mouth_box(pts)  # (B, 4)
+    mask = box_mask(boxes, real.shape[-1]).to(real.device, real.dtype)  # (B, 1, S, S)
+    return lc.mouth_weight * losses.weighted_l1(fake, real, mask)
 
 
 def mouth_crops(fake: Tensor, real: Tensor, y: Tensor, target_points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
