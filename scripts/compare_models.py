@@ -4,7 +4,9 @@ each output the portrait driven by the same driver frame (relative motion, DESIG
 model's resolution.
 
     python scripts/compare_models.py --old OLD.safetensors --new NEW.safetensors --driver driver.mp4 \
-        --out grid.png PHOTO_OR_VIDEO ... [--frames 2] [--ft-steps N]
+        --out grid.png PHOTO_OR_VIDEO ... [--frames 2] [--ft-steps N | --no-ft]
+
+--no-ft: a quick look without fine-tuning, columns photo | driver | warp | model A (FF) | model B (FF).
 
 A video given as a portrait gives its first frame. Driver frames: the widest-open mouth (a warp cannot open a
 mouth; a model must) and, with --frames 2, the most turned head.
@@ -63,7 +65,9 @@ def main() -> None:
     ap.add_argument("--driver", required=True, help="driving video")
     ap.add_argument("--out", required=True, help="PNG to write")
     ap.add_argument("--frames", type=int, choices=(1, 2), default=1, help="driver frames per portrait")
-    ap.add_argument("--ft-steps", type=int, help="fine-tuning steps (default: each model's own)")
+    ft = ap.add_mutually_exclusive_group()
+    ft.add_argument("--ft-steps", type=int, help="fine-tuning steps (default: each model's own)")
+    ft.add_argument("--no-ft", action="store_true", help="feed-forward only: model A (FF) | model B (FF)")
     a = ap.parse_args()
     torch.manual_seed(0)
     old, new = LoadedModel.load(a.old), LoadedModel.load(a.new)
@@ -74,9 +78,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for src in a.portraits:
             photo = photo_of(src, Path(tmp))
-            avatars = {"old FT": make_avatar([photo], old, mode="ft", shots=1, steps=a.ft_steps, progress=False),
-                       "new FF": make_ff_avatar([photo], new, shots=1),
-                       "new FT": make_avatar([photo], new, mode="ft", shots=1, steps=a.ft_steps, progress=False)}
+            if a.no_ft:
+                avatars = {"old FF": make_ff_avatar([photo], old, shots=1),
+                           "new FF": make_ff_avatar([photo], new, shots=1)}
+            else:
+                avatars = {"old FT": make_avatar([photo], old, mode="ft", shots=1, steps=a.ft_steps, progress=False),
+                           "new FF": make_ff_avatar([photo], new, shots=1),
+                           "new FT": make_avatar([photo], new, mode="ft", shots=1, steps=a.ft_steps, progress=False)}
             ref = avatars["new FF"]
             s = ref.image_size
             for k in picks:
@@ -98,7 +106,7 @@ def main() -> None:
             print(f"{src}: done", flush=True)
     save_grid(a.out, rows)
     print(f"wrote {a.out}: rows = portraits x driver frames {picks}; columns = photo | driver | warp | "
-          "old FT | new FF | new FT")
+          + " | ".join(avatars))
 
 
 if __name__ == "__main__":
