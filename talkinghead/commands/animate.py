@@ -36,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int_range(1, 64), default=8,
                    help="photos used for an on-the-fly avatar [default: 8]")
     p.add_argument("--finetune", nargs="?", type=int_range(1, 100_000), const=0, metavar="STEPS",
-                   help="fine-tune the model on the photos first (paper §3.3 FT: a closer likeness, some seconds "
-                   "to a minute on a CPU) [STEPS: the model's default]; without it the avatar is feed-forward "
-                   "(instant)")
+                   help="fine-tune the model on the photos first (paper §3.3 FT: seconds on a CPU; the bundled model "
+                   "gains with several photos, from one it adapts ψ' alone) [STEPS: the model's default]; without "
+                   "it the avatar is feed-forward (instant)")
     p.add_argument("--batch-size", type=int_range(1, 256), default=8, help="frames rendered per batch [default: 8]")
     p.add_argument("--fps", type=float_range(0, 240, lo_open=True),
                    help="output frame rate, at most the driver's (default: the driver's)")
