@@ -27,7 +27,7 @@ from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
 NEW_AVATAR = "a new avatar from the photos"
-FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (seconds on a CPU; gains with several photos)"
+FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (seconds; gains with more photos)"
 RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (the driver's landmarks as they are)"
 PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
 MONA_LISA = "the Mona Lisa (feed-forward)"
