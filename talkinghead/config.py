@@ -10,6 +10,8 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from talkinghead.errors import TalkingHeadError
+
 
 @dataclass
 class ModelConfig:
@@ -147,10 +149,38 @@ _MINIMUM = {
 _POSITIVE = {("train", "lr_ge"), ("train", "lr_d"), ("finetune", "lr_g"), ("finetune", "lr_d")}
 
 
+SECTIONS = ("model", "loss", "train", "finetune")
+
+
+def set_value(cfg: Config, item: str, flag: str = "--set", section: str | None = None) -> None:
+    """Applies one "SECTION.KEY=VALUE" override (or "KEY=VALUE" of the given `section`) to cfg in place, the
+    value parsed as JSON (strings as they are) and of the field's type; TalkingHeadError naming `flag` for an
+    unknown key or a value of another type."""
+    key, eq, value = item.partition("=")
+    if section is None:
+        section, dot, name = key.partition(".")
+    else:
+        dot, name = ".", key
+    obj = getattr(cfg, section, None) if section in SECTIONS else None
+    if obj is None or not dot or not eq or not hasattr(obj, name):
+        example = "e.g. lr_g=5e-5" if flag != "--set" else "use SECTION.KEY=VALUE, e.g. loss.fm_weight=5"
+        raise TalkingHeadError(f"{flag} {item!r}: no such config value ({example})")
+    current = getattr(obj, name)
+    try:
+        parsed = value if isinstance(current, str) else json.loads(value)
+    except json.JSONDecodeError:
+        raise TalkingHeadError(f"{flag} {item!r}: cannot parse {value!r}") from None
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    if type(parsed) is not type(current) and not (isinstance(current, float) and type(parsed) is int):
+        raise TalkingHeadError(f"{flag} {item!r}: {key} takes a {type(current).__name__}, got {value!r}")
+    setattr(obj, name, parsed)
+
+
 def validate(cfg: Config) -> list[str]:
     """Problems with the values of `cfg` (empty when it is usable): types, ranges, sizes."""
     problems = []
-    for section in ("model", "loss", "train", "finetune"):
+    for section in SECTIONS:
         obj = getattr(cfg, section)
         for f in fields(obj):
             v = getattr(obj, f.name)

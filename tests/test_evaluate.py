@@ -196,8 +196,24 @@ def test_bad_device_or_out_is_one_line_error(args, message, tiny_model, bad_vide
     assert rc == 1 and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("value, message", [
+    ("nope=1", "--ft-set 'nope=1': no such config value"),
+    ("lr_g", "--ft-set 'lr_g': no such config value"),
+    ("lr_g=abc", "--ft-set 'lr_g=abc': cannot parse 'abc'"),
+    ("steps=1.5", "--ft-set 'steps=1.5': steps takes a int"),
+    ("lr_g=0", "--ft-set: finetune.lr_g = 0 (must be > 0)"),
+    ("train_parts=most", "finetune.train_parts = 'most' (all, decoder, psi or auto)"),
+])
+def test_bad_finetune_overrides_are_one_line_errors_before_anything_runs(value, message, tmp_path, capsys):
+    rc = main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--ft-set", value])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_settings_are_checked_in_the_library():
-    for bad in (dict(shots=(0, 8)), dict(modes=("ff", "xx")), dict(metrics=("ssim", "bogus")), dict(targets=0)):
+    for bad in (dict(shots=(0, 8)), dict(modes=("ff", "xx")), dict(metrics=("ssim", "bogus")), dict(targets=0),
+                dict(ft_set=("lr_g=-1",))):
         with pytest.raises(TalkingHeadError):
             EvalSettings(**bad).checked()
     st = EvalSettings(shots=(8, 1, 8), modes=("ft", "ff", "ft")).checked()
@@ -317,8 +333,11 @@ def test_evaluate_warp_generator_end_to_end(warp_model, media, tmp_path, capsys)
     out = tmp_path / "report"
     rc = main(["evaluate", "--model", str(warp_model), "--data", str(data), "--shots", "1,2", "--metrics",
                "ssim,psnr,csim,akd", "--targets", "2", "--frames-per-video", "40", "--ft-steps", "2", "--out",
-               str(out), "--no-progress"])
+               str(out), "--no-progress", "--ft-set", "lr_g=1e-4", "--ft-set", "train_parts=decoder"])
     assert rc == 0, capsys.readouterr().err
+    ft = json.loads((out / "config.json").read_text())["settings"]["ft"]  # the model's, with the overrides
+    assert (ft["lr_g"], ft["train_parts"], ft["steps"]) == (1e-4, "decoder", 2)
+    assert "lr 0.0001, weights decoder (--ft-set lr_g=1e-4 train_parts=decoder)" in (out / "report.md").read_text()
     rows = _lines(out)
     self_rows = [r for r in rows if r["protocol"] == "self"]
     assert {(r["video"], r["method"], r["T"]) for r in self_rows} == {

@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"at most this many validation videos, 0 = all {_quick_or('max_videos', 'all')}")
     p.add_argument("--ft-steps", type=int_range(1),
                    help=f"fine-tuning steps [default: the model's finetune.steps; quick at most {QUICK_FT_STEPS}]")
+    p.add_argument("--ft-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one of the model's fine-tuning values, e.g. --ft-set lr_g=2e-4 --ft-set "
+                   "train_parts=all (repeatable) [default: the model's finetune config]")
     p.add_argument("--frames-per-video", type=int_range(0),
                    help=f"preprocessing: at most this many frames per video, 0 = all "
                         f"{_quick_or('frames_per_video', 'all')}")
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     st = EvalSettings.preset(args.quick, shots=args.shots, modes=args.modes, metrics=args.metrics, split=args.split,
                              targets=args.targets, max_videos=args.max_videos, ft_steps=args.ft_steps,
+                             ft_set=tuple(args.ft_set),
                              frames_per_video=args.frames_per_video, every=args.every, cross=not args.no_cross,
                              seed=args.seed, device=args.device)
     res = evaluate(args.model, args.data, args.out, st, cache=args.cache, progress=not args.no_progress)

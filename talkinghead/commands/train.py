@@ -8,13 +8,12 @@ the saved ones except those given on this command line, each of which is reporte
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from talkinghead.commands.options import add_progress, float_range, int_range
-from talkinghead.config import PRESETS, Config, preset, validate
+from talkinghead.config import PRESETS, Config, preset, set_value, validate
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
@@ -68,22 +67,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> list[str]:
     if args.amp:
         t.amp = True
     for item in args.set:
-        key, eq, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        obj = getattr(cfg, section, None) if section in ("model", "loss", "train", "finetune") else None
-        if obj is None or not dot or not eq or not hasattr(obj, name):
-            raise TalkingHeadError(f"--set {item!r}: no such config value (use SECTION.KEY=VALUE, "
-                                   "e.g. loss.fm_weight=5)")
-        current = getattr(obj, name)
-        try:
-            parsed = value if isinstance(current, str) else json.loads(value)
-        except json.JSONDecodeError:
-            raise TalkingHeadError(f"--set {item!r}: cannot parse {value!r}") from None
-        if isinstance(parsed, list):
-            parsed = tuple(parsed)
-        if type(parsed) is not type(current) and not (isinstance(current, float) and type(parsed) is int):
-            raise TalkingHeadError(f"--set {item!r}: {key} takes a {type(current).__name__}, got {value!r}")
-        setattr(obj, name, parsed)
+        set_value(cfg, item)
     problems = validate(cfg)
     if problems:
         raise TalkingHeadError("invalid config: " + "; ".join(problems))

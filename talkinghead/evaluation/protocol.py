@@ -21,7 +21,7 @@ from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
     BASELINES, CROSS_METRICS, FID_MIN_FRAMES, FID_RELIABLE_FRAMES, QUICK_FT_STEPS, SHOT_PART, TARGET_PART,
-    EvalSettings,
+    EvalSettings, finetune_config,
 )
 
 
@@ -174,7 +174,7 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
     records = select_records(data, st.split, st.max_videos)
     out = _out_dir(out)
     lm = LoadedModel.load(model_path, device, with_discriminator="ft" in st.modes)
-    ft_cfg = lm.cfg.finetune
+    ft_cfg = finetune_config(lm.cfg.finetune, st.ft_set)
     if st.ft_steps is not None:
         ft_cfg = replace(ft_cfg, steps=int(st.ft_steps))
     elif st.quick:
@@ -182,6 +182,7 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
     now = _dt.datetime.now(_dt.timezone.utc)
     model_info = {**lm.info(), "preset": lm.cfg.name, "image_size": lm.cfg.model.image_size}
     settings_d = {**asdict(st), "shots": list(st.shots), "modes": list(st.modes), "metrics": list(st.metrics),
+                  "ft_set": list(st.ft_set),
                   "ft": asdict(ft_cfg), "shot_part": SHOT_PART, "target_part": TARGET_PART}
     run_id = now.strftime("%Y%m%dT%H%M%SZ")
     write_text(out / "config.json", json.dumps({"run_id": run_id, "model": model_info, "settings": settings_d,

@@ -117,6 +117,7 @@ def _header(res: dict, shots) -> list[str]:
     st, mi = res["settings"], res["model"]
     vids = ", ".join(f"{v['video_id']} ({v['identity']}, {v['frames']} frames, {v['targets']} targets)"
                      for v in res["videos"])
+    ft_set = f" (--ft-set {' '.join(st['ft_set'])})" if st.get("ft_set") else ""
     return [
         f"# Evaluation — {'quick' if st['quick'] else 'full'} run {res['run_id']}",
         "",
@@ -126,7 +127,8 @@ def _header(res: dict, shots) -> list[str]:
         f"Shots from the first {int(SHOT_PART * 100)}% of each video's frames (T = {', '.join(map(str, shots))}, "
         f"nested, first shot = the baselines' source), targets from the last {int(TARGET_PART * 100)}% "
         f"(never overlapping); each target rendered from its own landmarks. FT: {st['ft']['steps']} steps "
-        f"(patience {st['ft']['patience']}), batch {st['ft']['batch_size']}.",
+        f"(patience {st['ft']['patience']}), batch {st['ft']['batch_size']}, lr {st['ft']['lr_g']:g}, "
+        f"weights {st['ft'].get('train_parts', 'all')}{ft_set}.",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from talkinghead.config import Config, FinetuneConfig, set_value, validate
 from talkinghead.errors import TalkingHeadError
 from talkinghead.metrics import REGISTRY, get_metrics
 
@@ -30,6 +31,7 @@ class EvalSettings:
     targets: int = 32  # hold-out target frames per video
     max_videos: int = 0  # 0 = every validation video
     ft_steps: int | None = None  # None = the model's FinetuneConfig.steps (quick: at most QUICK_FT_STEPS)
+    ft_set: tuple[str, ...] = ()  # "KEY=VALUE" overrides of the model's FinetuneConfig (config.set_value)
     frames_per_video: int = 0  # preprocessing: at most this many frames per video (0 = all sampled)
     every: int = 3  # preprocessing: every n-th frame
     cross: bool = True
@@ -58,7 +60,20 @@ class EvalSettings:
                 raise TalkingHeadError(f"{name} must be at least {lo}, got {getattr(self, name)}")
         if self.ft_steps is not None and self.ft_steps < 1:
             raise TalkingHeadError(f"ft_steps must be at least 1, got {self.ft_steps}")
-        return replace(self, shots=shots, modes=modes, metrics=tuple(self.metrics))
+        finetune_config(FinetuneConfig(), self.ft_set)  # unknown keys, bad values: before anything is loaded
+        return replace(self, shots=shots, modes=modes, metrics=tuple(self.metrics), ft_set=tuple(self.ft_set))
+
+
+def finetune_config(ft: FinetuneConfig, overrides) -> FinetuneConfig:
+    """A copy of `ft` with the "KEY=VALUE" overrides applied (evaluate --ft-set); TalkingHeadError (one line)
+    for an unknown key or a value the config refuses."""
+    cfg = Config(finetune=replace(ft))
+    for item in overrides:
+        set_value(cfg, item, flag="--ft-set", section="finetune")
+    problems = [p for p in validate(cfg) if p.startswith("finetune.")]
+    if problems:
+        raise TalkingHeadError("--ft-set: " + "; ".join(problems))
+    return cfg.finetune
 
 
 def check_modes(modes) -> tuple[str, ...]:
