@@ -271,8 +271,8 @@ def warp() -> Config:
                         mouth_weight=2.0),
         train=TrainConfig(shots=4, batch_size=4, lr_ge=2e-4, lr_d=4e-4, log_every=10, sample_every=200,
                           ckpt_every_steps=500),
-        # FT swept on val (T = 8, every weight): 10 steps at 5e-5 beat FF most often (14 of 20 clips); more steps
-        # or 2e-4 drift below FF. One photo: ψ' alone (deformed-copy and mirrored-face pairs fell below FF)
+        # FT swept on val (T = 8, every weight): 10 steps at 5e-5 beat FF on 15 of 21 clips; more steps or a
+        # higher lr drift back towards or below FF. One photo: ψ' alone (deformed or mirrored pairs fell below FF)
         finetune=FinetuneConfig(steps=10, lr_g=5e-5, train_parts="auto"),  # ~0.7 s per step at T = 8, 2 cores
     )
 
