@@ -211,6 +211,25 @@ def test_bad_finetune_overrides_are_one_line_errors_before_anything_runs(value, 
     assert not (tmp_path / "r").exists()
 
 
+def test_cross_identity_keeps_one_example_per_source_and_at_most_the_limit(monkeypatch):
+    """Every pair is scored, but the example grid gets the first pair of each source video only (capped):
+    408 pairs of 21 videos had made a 52,000-pixel-tall PNG."""
+    from types import SimpleNamespace
+
+    from talkinghead.evaluation import protocol
+
+    monkeypatch.setattr(protocol, "_cross_pair", lambda run, a, b, persons, names: (
+        [{"source": a.video_id, "driver": b.video_id}], {"source": a.video_id, "driver": b.video_id}))
+    videos = [SimpleNamespace(video_id=f"v{i}", identity=f"p{i // 2}", shots={1: None}) for i in range(6)]
+    run = SimpleNamespace(st=SimpleNamespace(metrics=("csim",), cross=True), progress=False)
+    rows, examples = protocol.cross_identity(run, videos, {})
+    assert len(rows) == 6 * 4  # each video against the 4 of other people
+    assert [(e["source"], e["driver"]) for e in examples] == [
+        ("v0", "v2"), ("v1", "v2"), ("v2", "v0"), ("v3", "v0"), ("v4", "v0"), ("v5", "v0")]
+    monkeypatch.setattr(protocol, "CROSS_EXAMPLES", 2)
+    assert len(protocol.cross_identity(run, videos, {})[1]) == 2
+
+
 def test_settings_are_checked_in_the_library():
     for bad in (dict(shots=(0, 8)), dict(modes=("ff", "xx")), dict(metrics=("ssim", "bogus")), dict(targets=0),
                 dict(ft_set=("lr_g=-1",))):

@@ -20,8 +20,8 @@ from talkinghead.files import atomic_write
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
-    BASELINES, CROSS_METRICS, FID_MIN_FRAMES, FID_RELIABLE_FRAMES, QUICK_FT_STEPS, SHOT_PART, TARGET_PART,
-    EvalSettings, finetune_config,
+    BASELINES, CROSS_EXAMPLES, CROSS_METRICS, FID_MIN_FRAMES, FID_RELIABLE_FRAMES, QUICK_FT_STEPS, SHOT_PART,
+    TARGET_PART, EvalSettings, finetune_config,
 )
 
 
@@ -387,19 +387,21 @@ def _cross_pair(run: Run, a: EvalVideo, b: EvalVideo, persons: dict, names) -> t
 
 
 def cross_identity(run: Run, videos: list[EvalVideo], persons: dict) -> tuple[list[dict], list[dict]]:
-    """Every ordered pair of videos of different people (DESIGN.md §2); JSONL rows and example renders."""
+    """Every ordered pair of videos of different people (DESIGN.md §2); JSONL rows and example renders (the
+    first pair of each source video, at most CROSS_EXAMPLES: 408 pairs made a 52,000-pixel-tall grid)."""
     names = [m for m in run.st.metrics if m in CROSS_METRICS]
     pairs = [(a, b) for a in videos for b in videos if a.identity != b.identity and a.shots]
     if not (run.st.cross and pairs and names):
         return [], []
-    rows, examples = [], []
+    rows, examples = [], {}
     with console.progress(len(pairs), "cross-identity", "pair", run.progress) as bar:
         for a, b in pairs:
             r, ex = _cross_pair(run, a, b, persons, names)
             rows += r
-            examples.append(ex)
+            if a.video_id not in examples and len(examples) < CROSS_EXAMPLES:  # the grid: one driver per source
+                examples[a.video_id] = ex
             bar.update(1)
-    return rows, examples
+    return rows, list(examples.values())
 
 
 # ---- the whole protocol ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from talkinghead.metrics import REGISTRY, get_metrics
 
 ALL_METRICS = tuple(REGISTRY)  # ssim, psnr, lpips, csim, fid, akd
 CROSS_METRICS = ("csim", "akd")  # the metrics that make sense without a ground-truth frame
+CROSS_EXAMPLES = 24  # cross_examples.png: rows for the first pair of each source video, at most this many
 MODES = ("ff", "ft")  # few-shot modes of the model (paper §3.3)
 BASELINES = ("copy", "warp")
 SHOT_PART = 0.5  # shots come from the first half of a video's frames ...
