@@ -157,14 +157,12 @@ def set_value(cfg: Config, item: str, flag: str = "--set", section: str | None =
     value parsed as JSON (strings as they are) and of the field's type; TalkingHeadError naming `flag` for an
     unknown key or a value of another type."""
     key, eq, value = item.partition("=")
-    if section is None:
-        section, dot, name = key.partition(".")
-    else:
-        dot, name = ".", key
-    obj = getattr(cfg, section, None) if section in SECTIONS else None
+    where, dot, name = (section, ".", key) if section else key.partition(".")
+    obj = getattr(cfg, where, None) if where in SECTIONS else None
     if obj is None or not dot or not eq or not hasattr(obj, name):
-        example = "e.g. lr_g=5e-5" if flag != "--set" else "use SECTION.KEY=VALUE, e.g. loss.fm_weight=5"
-        raise TalkingHeadError(f"{flag} {item!r}: no such config value ({example})")
+        use = f"use KEY=VALUE of the {section} config, e.g. steps=20" if section else \
+            "use SECTION.KEY=VALUE, e.g. loss.fm_weight=5"
+        raise TalkingHeadError(f"{flag} {item!r}: no such config value ({use})")
     current = getattr(obj, name)
     try:
         parsed = value if isinstance(current, str) else json.loads(value)
