@@ -78,13 +78,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for src in a.portraits:
             photo = photo_of(src, Path(tmp))
-            if a.no_ft:
-                avatars = {"old FF": make_ff_avatar([photo], old, shots=1),
-                           "new FF": make_ff_avatar([photo], new, shots=1)}
-            else:
-                avatars = {"old FT": make_avatar([photo], old, mode="ft", shots=1, steps=a.ft_steps, progress=False),
-                           "new FF": make_ff_avatar([photo], new, shots=1),
-                           "new FT": make_avatar([photo], new, mode="ft", shots=1, steps=a.ft_steps, progress=False)}
+            def fine_tuned(model):
+                return make_avatar([photo], model, mode="ft", shots=1, steps=a.ft_steps, progress=False)
+
+            avatars = {"old FF": make_ff_avatar([photo], old, shots=1)} if a.no_ft else {"old FT": fine_tuned(old)}
+            avatars["new FF"] = make_ff_avatar([photo], new, shots=1)
+            if not a.no_ft:
+                avatars["new FT"] = fine_tuned(new)
             ref = avatars["new FF"]
             s = ref.image_size
             for k in picks:

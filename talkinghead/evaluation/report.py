@@ -128,7 +128,7 @@ def _header(res: dict, shots) -> list[str]:
         f"nested, first shot = the baselines' source), targets from the last {int(TARGET_PART * 100)}% "
         f"(never overlapping); each target rendered from its own landmarks. FT: {st['ft']['steps']} steps "
         f"(patience {st['ft']['patience']}), batch {st['ft']['batch_size']}, lr {st['ft']['lr_g']:g}, "
-        f"weights {st['ft'].get('train_parts', 'all')}{ft_set}.",
+        f"weights {st['ft']['train_parts']}{ft_set}.",
     ]
 
 
