@@ -94,6 +94,9 @@ class TrainConfig:
     ckpt_every_minutes: float = 5.0
     num_workers: int = 2
     seed: int = 0
+    # warp G: probability that an episode's texture shot is a random one of its K rather than the nearest in
+    # pose (the one-photo case: the photo's pose and mouth are whatever they are); EpisodeDataset
+    random_source: float = 0.0
 
 
 @dataclass
@@ -191,6 +194,8 @@ def validate(cfg: Config) -> list[str]:
                 problems.append(f"{section}.{f.name} = {v} (must be > 0)")
             elif section == "loss" and v < 0:
                 problems.append(f"{section}.{f.name} = {v} (a weight cannot be negative)")
+    if not 0.0 <= cfg.train.random_source <= 1.0:
+        problems.append(f"train.random_source = {cfg.train.random_source} (a probability, 0 … 1)")
     m = cfg.model
     if cfg.finetune.train_parts not in ("all", "decoder", "psi", "auto"):
         problems.append(f"finetune.train_parts = {cfg.finetune.train_parts!r} (all, decoder, psi or auto)")

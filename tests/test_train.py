@@ -247,6 +247,7 @@ def test_resume_keeps_the_model_and_takes_training_values_from_the_command_line(
     (["--batch-size", "0"], "--batch-size"), (["--shots", "0"], "--shots"), (["--preset", "huge"], "--preset"),
     (["--steps", "0"], "--steps"), (["--workers", "-1"], "--workers"), (["--minutes", "0"], "--minutes"),
     (["--set", "train.batch_size=0"], "train.batch_size"), (["--set", "train.steps=abc"], "train.steps"),
+    (["--set", "train.random_source=1.5"], "train.random_source = 1.5 (a probability"),
 ])
 def test_train_bad_options_give_one_line_errors(argv, message, capsys):
     from talkinghead.cli import main

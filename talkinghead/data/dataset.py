@@ -153,6 +153,10 @@ class EpisodeDataset(Dataset):
     warp: also give what the warp-guided generator needs (DESIGN.md §2): "source_index" (the shot nearest the
     target in pose, whose texture is warped), "coarse_grid" (S, S, 2), the classical landmark flow from the
     target's landmarks to that shot's (computed here, in the loader's workers), and "target_points" (68, 2).
+    random_source: the probability that an episode's texture shot is one of its K shots drawn at random
+    instead of the nearest in pose. The nearest shot needs only small corrections; a random one is what a
+    user's single photo is to the driving frames (any head pose, the mouth closed while the driver's opens),
+    so the generator learns to fill what the photo cannot show.
 
     verify: check every shard of the split on disk first (`verify_shard`: meta, every frame file, landmarks;
     file headers and a directory listing per shard), so a broken shard is a one-line TalkingHeadError here
@@ -161,7 +165,8 @@ class EpisodeDataset(Dataset):
 
     def __init__(self, root, shots: int, split: str | None = "train", image_size: int | None = None,
                  episodes_per_video: int = 1, seed: int = 0, min_frames: int | None = None,
-                 group_by: str = "video", verify: bool = True, warp: bool = False):
+                 group_by: str = "video", verify: bool = True, warp: bool = False,
+                 random_source: float = 0.0):
         self.root = Path(root)
         self.shots = int(shots)
         if self.shots < 1:
@@ -193,6 +198,9 @@ class EpisodeDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.warp = bool(warp)
+        if not 0.0 <= random_source <= 1.0:
+            raise ValueError("random_source is a probability (0 … 1)")
+        self.random_source = float(random_source)
         self._shards: dict[str, VideoShard] = {}
 
     def _verify(self) -> None:
@@ -246,6 +254,8 @@ class EpisodeDataset(Dataset):
         if self.warp:
             pts = np.stack([sh.points(i, s) for sh, i in frames])  # (K+1, 68, 2) crop pixels
             src = nearest_pose(pts[:-1], pts[-1])
+            if self.random_source > 0 and rng.random() < self.random_source:  # no draw at 0: same episodes
+                src = int(rng.integers(self.shots))
             item.update(source_index=torch.tensor(src, dtype=torch.int64),
                         coarse_grid=flow_grid(pts[src], pts[-1], s),  # (S, S, 2)
                         target_points=torch.from_numpy(pts[-1].astype(np.float32)))

@@ -182,7 +182,8 @@ class Trainer:
             # many episodes per video: index n draws its frames from an RNG seeded by n (reproducible)
             dataset = EpisodeDataset(data_root, shots=cfg.train.shots, split="train",
                                      image_size=cfg.model.image_size, seed=cfg.train.seed,
-                                     episodes_per_video=10**6, warp=cfg.model.generator == "warp")
+                                     episodes_per_video=10**6, warp=cfg.model.generator == "warp",
+                                     random_source=cfg.train.random_source)
         self.dataset = dataset
         if state is None:
             cfg.model.num_videos = int(dataset.num_videos)
