@@ -21,10 +21,12 @@ STAGES = ("setup (dlib models)", "decode", "landmarks (tracked)", "retarget", "r
 
 def pipeline_stages(avatar, model, driving, out: Path, backend: str) -> dict:
     """One instrumented run of pass 1 (track_driver) + pass 2 (animate_video: paste-back, mp4 with audio)."""
-    from talkinghead import pipeline, video
-    from talkinghead.animate import Animator
+    from talkinghead.inference import pipeline
+    from talkinghead.media import video
+    from talkinghead.inference.animator import Animator
     from talkinghead.landmarks.align import CropTransform
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker
+    from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.track import VideoLandmarkTracker
 
     animator = Animator(avatar, model=model, backend=backend)  # outside the timed run (export for onnx)
     st = StageTimer()
@@ -72,10 +74,10 @@ def pipeline_worker(preset_name: str, threads: int, ft_steps: int) -> dict:
 
     torch.set_num_threads(threads)
     from talkinghead.bundled import DRIVING, PORTRAIT
-    from talkinghead.checkpoint import LoadedModel, save_model
+    from talkinghead.persons.checkpoint import LoadedModel, save_model
     from talkinghead.config import preset
     from talkinghead.nn import build_models
-    from talkinghead.pipeline import animate_video, track_driver
+    from talkinghead.inference.pipeline import animate_video, track_driver
 
     res: dict = {"preset": preset_name, "threads": threads}
     with tempfile.TemporaryDirectory() as tmp:

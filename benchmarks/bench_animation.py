@@ -8,7 +8,7 @@ resident memory is its own:
   norm folded, the inference path, and plain) and video encode (H.264 veryfast of the S×S crops);
   the share of each stage and the folded/plain speed-up;
 - the reference measured in the same run on the same landmarks: the landmark-driven warp baseline
-  (talkinghead.baselines.warp_baseline of one S×S source crop), and the ratios model / warp (wall and CPU);
+  (talkinghead.evaluation.baselines.warp_baseline of one S×S source crop), and the ratios model / warp (wall and CPU);
 - fine-tuning (FT, train.finetune.finetune_generator with the preset's L_CNT backbones) for T = 1/8/32
   shots: seconds per step over --ft-steps steps and the projected seconds for the preset's
   FinetuneConfig.steps (+ the before/after reconstruction passes over the T shots);
@@ -75,9 +75,10 @@ def driver_points(frames: int) -> dict:
 
     from talkinghead.bundled import DRIVING
     from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker
+    from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.track import VideoLandmarkTracker
     from talkinghead.landmarks.rasterize import rasterize
-    from talkinghead.video import iter_frames, probe_video
+    from talkinghead.media.video import iter_frames, probe_video
 
     imgs = list(iter_frames(DRIVING, max_frames=frames))
     tracker = VideoLandmarkTracker(DlibDetector(upsample=0, max_side=960), fps=probe_video(DRIVING).fps)
@@ -96,7 +97,7 @@ def model_under_test(spec: str, tmp: Path):
     """A preset name (fresh networks, seed 0) or a model file -> (LoadedModel, label)."""
     import torch
 
-    from talkinghead.checkpoint import LoadedModel, save_model
+    from talkinghead.persons.checkpoint import LoadedModel, save_model
     from talkinghead.config import preset
     from talkinghead.nn import build_models
 
@@ -114,7 +115,7 @@ def finetune_rows(lm, pts, a) -> list[dict]:
     import torch
 
     from talkinghead.landmarks.rasterize import landmark_image_tensor
-    from talkinghead.shots import embed_shots
+    from talkinghead.persons.shots import embed_shots
     from talkinghead.train.finetune import finetune_generator
     from talkinghead.train.objective import build_content_terms
 
@@ -149,12 +150,12 @@ def animation_times(lm, pts, a, tmp: Path) -> dict:
     import numpy as np
     import torch
 
-    from talkinghead.animate import Animator
-    from talkinghead.avatar import Avatar
-    from talkinghead.baselines import warp_baseline
-    from talkinghead.images import from_uint8, to_uint8
+    from talkinghead.inference.animator import Animator
+    from talkinghead.persons.avatar import Avatar
+    from talkinghead.evaluation.baselines import warp_baseline
+    from talkinghead.media.images import from_uint8, to_uint8
     from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.video import VideoWriter
+    from talkinghead.media.video import VideoWriter
 
     cfg, S, F = lm.cfg, lm.cfg.model.image_size, len(pts)
     src = (np.random.default_rng(0).random((S, S, 3)) * 255).astype(np.uint8)  # stand-in source crop

@@ -53,8 +53,9 @@ def main() -> None:
 def bench_landmarks(video: str, max_frames: int):
     """Decoding, then landmarks per frame vs tracking mode (speed, NME against the detector, jitter); returns
     (the decoded frames, the detector's face on each)."""
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker, interocular, pick_face
-    from talkinghead.video import iter_frames, probe_video
+    from talkinghead.landmarks.detect import DlibDetector, interocular, pick_face
+    from talkinghead.landmarks.track import VideoLandmarkTracker
+    from talkinghead.media.video import iter_frames, probe_video
 
     info = probe_video(video)
     t_dec, frames = _time(lambda: list(iter_frames(video, max_frames=max_frames)))

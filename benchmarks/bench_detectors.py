@@ -112,8 +112,8 @@ def main() -> int:
     a = ap.parse_args()
     from talkinghead.landmarks.cascade import STAGE_NAMES, NoFaceFoundError
     from talkinghead.landmarks.detect import load_pts, pick_face
-    from talkinghead.shots import prepare_shots
-    from talkinghead.video import read_image
+    from talkinghead.persons.shots import prepare_shots
+    from talkinghead.media.video import read_image
 
     root = MEDIA / "images"
     if a.images:

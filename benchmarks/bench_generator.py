@@ -43,7 +43,7 @@ from timing import header, measure  # before torch: OpenMP workers wait passivel
 import torch
 import torch.nn.functional as F
 
-from talkinghead.animate import _onnx_session
+from talkinghead.inference.animator import _onnx_session
 from talkinghead.config import preset
 from talkinghead.nn import Generator, fold_spectral_norm
 from talkinghead.nn.layers import SelfAttention

@@ -11,7 +11,7 @@ setting (run_live's pose thread on or off):
   real time   run_live as the CLI runs it: capture thread, pose thread (tracking, retarget and G's inputs of
               the next frame), render in the main thread (G, paste-back), output thread writing an
               mp4 (x264 ultrafast, as `live --out`) plus a stand-in for a window (marked by the loop with
-              talkinghead.watermark.embed when the package has it). frames/s rendered, latency camera frame ->
+              talkinghead.media.watermark.embed when the package has it). frames/s rendered, latency camera frame ->
               rendered frame (mean, p95), frames dropped, CPU ms per rendered frame (time.process_time of the
               whole process: every thread, the encoder's included) and each stage's ms per frame, wall and
               the CPU of the thread that ran it (the share column is of the wall total). Targets: >= 25
@@ -67,9 +67,10 @@ def load1() -> float:
 
 
 def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: Path, pipeline: bool) -> dict:
-    from talkinghead.camera import FileCamera
-    from talkinghead.live import LivePuppet, run_live
-    from talkinghead.live_outputs import FileOutput
+    from talkinghead.live.camera import FileCamera
+    from talkinghead.live.puppet import LivePuppet
+    from talkinghead.live.loop import run_live
+    from talkinghead.live.outputs import FileOutput
 
     torch.set_num_threads(threads)
     camera = FileCamera(camera_path)
@@ -86,10 +87,10 @@ def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: 
 
 
 def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_frames: int = 240) -> dict:
-    from talkinghead import video
-    from talkinghead.animate import Animator
+    from talkinghead.media import video
+    from talkinghead.inference.animator import Animator
     from talkinghead.landmarks import warp
-    from talkinghead.live import LivePuppet
+    from talkinghead.live.puppet import LivePuppet
 
     torch.set_num_threads(threads)
     frames = list(video.iter_frames(camera_path, max_frames=max_frames))
@@ -162,8 +163,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from talkinghead import bundled
-    from talkinghead.avatar import make_ff_avatar
-    from talkinghead.checkpoint import LoadedModel
+    from talkinghead.persons.avatar import make_ff_avatar
+    from talkinghead.persons.checkpoint import LoadedModel
 
     cameras = a.cameras.split(",") if a.cameras else [str(bundled.DRIVING)] + ([str(PEXELS)] if PEXELS.is_file() else [])
     threads = [int(t) for t in a.threads.split(",")]

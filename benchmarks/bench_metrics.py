@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F
 
-from talkinghead.baselines import warp_baseline
-from talkinghead.images import from_uint8, to_uint8
+from talkinghead.evaluation.baselines import warp_baseline
+from talkinghead.media.images import from_uint8, to_uint8
 from talkinghead.metrics import akd, csim, inception_features, lpips, psnr, ssim
 from talkinghead.metrics._faces import landmarks68
 

@@ -19,8 +19,8 @@ from timing import header, measure  # before torch: OpenMP workers wait passivel
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from talkinghead import losses  # noqa: E402
-from talkinghead import perceptual as P  # noqa: E402
+from talkinghead.train import losses  # noqa: E402
+from talkinghead.backbones import perceptual as P  # noqa: E402
 
 
 def _random_file(cfg, last, d: Path, name: str) -> Path:

@@ -246,7 +246,7 @@ METHODS = ["detect", "old", "new", "new zero-lag"]
 def bench_clip(path: Path, max_frames: int | None, methods=METHODS, tracker_kwargs=None, log=print) -> dict:
     from talkinghead.landmarks.cascade import video_cascade
     from talkinghead.landmarks.detect import interocular
-    from talkinghead.video import iter_frames, probe_video
+    from talkinghead.media.video import iter_frames, probe_video
 
     fps = probe_video(path).fps
     frames = list(iter_frames(path, max_frames=max_frames))

@@ -44,7 +44,7 @@ def minimal_step(b, E, G, D, opts, terms, lc) -> None:
     """One hand-written meta-learning step (paper §3.2): G/E phase, then D phase (hinge)."""
     import torch
 
-    from talkinghead import losses
+    from talkinghead.train import losses
 
     opt_g, opt_d, opt_w = opts
     B, K = b["shots_x"].shape[:2]

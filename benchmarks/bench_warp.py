@@ -87,7 +87,7 @@ def model_file(a, tmp: Path) -> tuple[Path, str]:
     """(model file, how to describe it): --model, or a random-init `warp` preset model saved under tmp."""
     if a.model:
         return Path(a.model), f"model file {a.model}"
-    from talkinghead.checkpoint import save_model
+    from talkinghead.persons.checkpoint import save_model
     from talkinghead.config import preset
     from talkinghead.nn import build_models
 
@@ -102,9 +102,10 @@ def driving_points(avatar, frames: int) -> np.ndarray:
     """(F, 68, 2) driving poses in the avatar's crop pixels: the first `frames` frames of the bundled clip
     (detect + track), retargeted relative to its first frame (pipeline.driving_targets' maths)."""
     from talkinghead.bundled import DRIVING
-    from talkinghead.landmarks.detect import DlibDetector, VideoLandmarkTracker
+    from talkinghead.landmarks.detect import DlibDetector
+    from talkinghead.landmarks.track import VideoLandmarkTracker
     from talkinghead.landmarks.retarget import retarget
-    from talkinghead.video import iter_frames, probe_video
+    from talkinghead.media.video import iter_frames, probe_video
 
     tracker = VideoLandmarkTracker(DlibDetector(upsample=0, max_side=960), fps=probe_video(DRIVING).fps)
     faces = [tracker.update(im) for im in iter_frames(DRIVING, max_frames=frames)]
@@ -153,7 +154,7 @@ def show(r: dict) -> None:
 def generator_rows(lm, avatar, pts: np.ndarray, a) -> list[dict]:
     """Rows 1a (paper-style G of `small`) and 1b (the model's warp-guided G): ms/frame at batch 1 and a.batch."""
     from talkinghead.config import preset
-    from talkinghead.images import from_uint8
+    from talkinghead.media.images import from_uint8
     from talkinghead.landmarks.rasterize import landmark_image_tensor
     from talkinghead.landmarks.warp import flow_grid
     from talkinghead.nn import build_generator, fold_spectral_norm
@@ -235,7 +236,7 @@ def flow_rows(avatar, pts: np.ndarray, a, tmp: Path) -> list[dict]:
 
 def animator_rows(lm, avatar, pts: np.ndarray, a) -> list[dict]:
     """Row 2: Animator.render_points per frame at S and at the face's size R, with stage shares."""
-    from talkinghead.animate import Animator
+    from talkinghead.inference.animator import Animator
     from talkinghead.landmarks import warp as lwarp
 
     an = Animator(avatar, model=lm)  # folds spectral norm (of lm.G, in place)
@@ -273,9 +274,9 @@ def animator_rows(lm, avatar, pts: np.ndarray, a) -> list[dict]:
 def ff_rows(lm, photo: Path, a, cold: Stopwatch) -> list[dict]:
     """Row 3, FF: median of a.repeats calls with the stages before and after detection; the cold first call
     (`cold`, timed by the caller) as an info row."""
-    from talkinghead import shots as shots_mod
-    from talkinghead import video
-    from talkinghead.avatar import make_ff_avatar
+    from talkinghead.persons import shots as shots_mod
+    from talkinghead.media import video
+    from talkinghead.persons.avatar import make_ff_avatar
     from talkinghead.landmarks.detect import DlibDetector
 
     st = StageTimer()
@@ -358,7 +359,7 @@ def main(argv=None) -> None:
         return flow_worker(a.flow_worker)
     torch.set_num_threads(a.threads)
     from talkinghead.bundled import PORTRAIT
-    from talkinghead.checkpoint import LoadedModel
+    from talkinghead.persons.checkpoint import LoadedModel
 
     photo = Path(a.photo) if a.photo else PORTRAIT
     load = os.getloadavg()
@@ -373,7 +374,7 @@ def main(argv=None) -> None:
         if lm.cfg.model.generator != "warp":
             raise SystemExit(f"{path}: generator {lm.cfg.model.generator!r}; this benchmark measures the "
                              "warp-guided generator (model.generator = 'warp')")
-        from talkinghead.avatar import make_ff_avatar
+        from talkinghead.persons.avatar import make_ff_avatar
 
         with Stopwatch() as cold:  # the first FF avatar of the process; rows 1b and 2 animate it
             avatar = make_ff_avatar([str(photo)], lm, shots=1)

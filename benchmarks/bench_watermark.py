@@ -1,4 +1,4 @@
-"""The invisible mark (talkinghead.watermark): does it survive sharing, does it stay out of real media, what
+"""The invisible mark (talkinghead.media.watermark): does it survive sharing, does it stay out of real media, what
 does it cost?
 
 - detection rate: the frames of every real video in DATA/videos and of the val clips of DATA/talking are
@@ -34,7 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from talkinghead import video, watermark  # noqa: E402
+from talkinghead.media import video  # noqa: E402
+
+from talkinghead.media import mark_files, watermark
 from talkinghead.errors import TalkingHeadError  # noqa: E402
 
 CONDITIONS = {  # name -> (scale, crop)
@@ -99,7 +101,7 @@ def false_positives(data: Path, max_frames: int, max_files: int | None) -> dict:
     t0 = time.time()
     for i, p in enumerate(files):
         try:
-            scores[str(p.relative_to(data))] = watermark.detect_file(p, max_frames=max_frames).score
+            scores[str(p.relative_to(data))] = mark_files.detect_file(p, max_frames=max_frames).score
         except TalkingHeadError as e:
             errors[str(p.relative_to(data))] = str(e)
         if (i + 1) % 20 == 0:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead import losses
-from talkinghead import perceptual as P
-from talkinghead.images import from_uint8
+from talkinghead.train import losses
+from talkinghead.backbones import perceptual as P
+from talkinghead.media.images import from_uint8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"  # ../shared/data/videos
 _DET = dlib.get_frontal_face_detector()

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead import video
-from talkinghead.avatar import make_ff_avatar
-from talkinghead.baselines import warp_baseline
-from talkinghead.checkpoint import LoadedModel
-from talkinghead.images import from_uint8, save_grid
-from talkinghead.animate import Animator
+from talkinghead.media import video
+from talkinghead.persons.avatar import make_ff_avatar
+from talkinghead.evaluation.baselines import warp_baseline
+from talkinghead.persons.checkpoint import LoadedModel
+from talkinghead.media.images import from_uint8, save_grid
+from talkinghead.inference.animator import Animator
 from talkinghead.landmarks.align import crop_from_landmarks
 from talkinghead.landmarks.retarget import mouth_opening
-from talkinghead.pipeline import driving_targets, track_driver
+from talkinghead.inference.pipeline import driving_targets, track_driver
 from talkinghead.train.finetune import make_avatar
 
 

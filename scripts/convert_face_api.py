@@ -3,7 +3,7 @@
 The network is dlib's `dlib_face_recognition_resnet_model_v1` as re-exported by @vladmandic/face-api in TF.js
 format with uint8-quantized weights (value = q * scale + min, one (scale, min) pair per tensor). We keep the
 quantized form: each tensor is stored as uint8 in PyTorch layout plus a float32 `<key>.qparams` = [scale, min];
-the handful of tensors face-api ships unquantized are stored as float32. `talkinghead.perceptual` dequantizes at
+the handful of tensors face-api ships unquantized are stored as float32. `talkinghead.backbones.perceptual` dequantizes at
 load time. Result: ~7 MB, bit-identical to what face-api computes with.
 
 Reproduce (needs npm; nothing is downloaded at run time by the package itself):
@@ -11,7 +11,7 @@ Reproduce (needs npm; nothing is downloaded at run time by the package itself):
     tmp=$(mktemp -d) && (cd "$tmp" && npm pack @vladmandic/face-api@1.7.15 && tar xzf vladmandic-face-api-1.7.15.tgz)
     .venv/bin/python scripts/convert_face_api.py "$tmp/package/model" talkinghead/weights/dlib_face_resnet.safetensors
 
-Layout mapping (face-api name → PyTorch key of `talkinghead.face_resnet.DlibFaceResNet`):
+Layout mapping (face-api name → PyTorch key of `talkinghead.backbones.face_resnet.DlibFaceResNet`):
     conv32_down/conv/filters [kh,kw,in,out] → stem.conv.weight [out,in,kh,kw];  .../conv/bias → stem.conv.bias
     conv32_down/scale/{weights,biases}      → stem.scale.{weight,bias}
     <block>/conv{1,2}/...                   → blocks.<i>.conv{1,2}.{conv.weight,conv.bias,scale.weight,scale.bias}

@@ -4,7 +4,7 @@
         --note "command that reproduced it" [--metrics runs/eval/report.json]
 
 The metadata records the training step, the reproduction note and (optionally) validation metrics, so the
-file describes itself (`talkinghead.checkpoint.describe`).
+file describes itself (`talkinghead.persons.checkpoint.describe`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from talkinghead.checkpoint import LoadedModel, save_model
+from talkinghead.persons.checkpoint import LoadedModel, save_model
 
 
 def main() -> None:

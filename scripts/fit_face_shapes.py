@@ -31,7 +31,7 @@ RIDGE = 1e-3  # keeps the weights of nearly coincident mesh points bounded
 def gather(cache: Path | None) -> dict:
     if cache is not None and cache.is_file():
         return dict(np.load(cache))
-    from talkinghead import video
+    from talkinghead.media import video
     from talkinghead.landmarks.detect import DlibDetector
     from talkinghead.landmarks.mesh import MeshDetector
 

@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (paper §3.2). Perceptual backbones: see talkinghead.perceptual."""
+    """Loss weights (paper §3.2). Perceptual backbones: see talkinghead.backbones.perceptual."""
 
     # L_CNT: ImageNet-feature term (paper: VGG19, weight 1e-2) and face-identity term (paper: VGGFace, 2e-3).
     # The paper's weights assume Caffe-scale VGG features; these are for the bundled backbones, measured with

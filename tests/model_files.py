@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from talkinghead.checkpoint import save_model
+from talkinghead.persons.checkpoint import save_model
 from talkinghead.config import Config, tiny
 from talkinghead.nn import build_models
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead import video
-from talkinghead.avatar import Avatar, make_ff_avatar
-from talkinghead.checkpoint import LoadedModel
+from talkinghead.media import video
+from talkinghead.persons.avatar import Avatar, make_ff_avatar
+from talkinghead.persons.checkpoint import LoadedModel
 from talkinghead.cli import main
 from talkinghead.landmarks.retarget import (apply_transform, mouth_opening, neutral_index, procrustes,
                                             retarget)
@@ -153,7 +153,7 @@ def test_cli_animate_makes_playable_mp4(models, tmp_path, capsys):
 
 @pytest.mark.media
 def test_pipeline_crop_only_side_by_side_and_missing_faces(models, tmp_path):
-    from talkinghead.pipeline import animate_video, track_driver
+    from talkinghead.inference.pipeline import animate_video, track_driver
 
     model = LoadedModel.load(models["model"])
     av = make_ff_avatar([str(SOURCE)], model, shots=1)
@@ -226,7 +226,7 @@ def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.media
 def test_animator_avatar_file_round_trip_renders_same(models, tmp_path):
-    from talkinghead.animate import Animator
+    from talkinghead.inference.animator import Animator
 
     model = LoadedModel.load(models["model"])
     av = make_ff_avatar([str(SOURCE)], model, shots=1)
@@ -239,7 +239,7 @@ def test_animator_avatar_file_round_trip_renders_same(models, tmp_path):
 
 
 def test_output_frame_rate_selects_driver_frames():
-    from talkinghead.pipeline import _frame_indices
+    from talkinghead.inference.pipeline import _frame_indices
 
     info = video.VideoInfo(width=64, height=64, fps=25.0, num_frames=100, has_audio=False, duration=4.0)
     assert _frame_indices(info, None) == (None, 25.0)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.animate import Animator
-from talkinghead.avatar import make_ff_avatar
+from talkinghead.inference.animator import Animator
+from talkinghead.persons.avatar import make_ff_avatar
 from talkinghead.bundled import PORTRAIT
-from talkinghead.checkpoint import LoadedModel, save_model
+from talkinghead.persons.checkpoint import LoadedModel, save_model
 from talkinghead.config import tiny
-from talkinghead.images import to_uint8
+from talkinghead.media.images import to_uint8
 from talkinghead.nn import build_models
 
 TOL = 1 / 255

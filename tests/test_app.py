@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead import bundled, video
-from talkinghead.app import Studio, for_page
+from talkinghead import bundled
+
+from talkinghead.media import video
+from talkinghead.app.page import for_page
+from talkinghead.app.studio import Studio
 from talkinghead.config import warp_tiny
 from talkinghead.errors import NoFaceError, TalkingHeadError
 

@@ -25,7 +25,11 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from talkinghead import bundled, video, watermark
+from talkinghead import bundled
+
+from talkinghead.media import video
+
+from talkinghead.media import mark_files, watermark
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -135,7 +139,7 @@ def test_mona_lisa_driven_by_the_bundled_clip(page, tmp_path):
     assert info.num_frames == driver.num_frames
     assert sum(1 for _ in video.iter_frames(out)) == driver.num_frames
     assert abs(info.fps - driver.fps) < 1e-3
-    assert watermark.detect_file(out, max_frames=8).marked  # what the page serves is marked as synthetic
+    assert mark_files.detect_file(out, max_frames=8).marked  # what the page serves is marked as synthetic
     downloads = page.locator("#downloads").inner_text().replace("\n", "")  # name and suffix in two spans
     assert "monalisa_ff_talking.mp4" in downloads and "monalisa_ff.avatar" in downloads
     assert f"{driver.num_frames} frames" in page.locator("#summary").inner_text()

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.animate import Animator
-from talkinghead.avatar import Avatar, make_ff_avatar
-from talkinghead.checkpoint import LoadedModel, save_model
+from talkinghead.inference.animator import Animator
+from talkinghead.persons.avatar import Avatar, make_ff_avatar
+from talkinghead.persons.checkpoint import LoadedModel, save_model
 from talkinghead.errors import CheckpointError, NoFaceError
 from talkinghead.nn import build_models
-from talkinghead.shots import prepare_shots
+from talkinghead.persons.shots import prepare_shots
 from talkinghead.train.finetune import make_avatar
 
 from conftest import MEDIA
@@ -154,8 +154,8 @@ def test_avatar_loads_without_training_code(ft_avatar, tmp_path):
     p = ft_avatar.save(tmp_path / "t.avatar")
     code = (
         "import sys, json\n"
-        "from talkinghead.avatar import Avatar\n"
-        "from talkinghead.animate import Animator\n"
+        "from talkinghead.persons.avatar import Avatar\n"
+        "from talkinghead.inference.animator import Animator\n"
         f"a = Avatar.load({str(p)!r})\n"
         "Animator(a).render_points(a.source_points[None])\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('talkinghead.train'))))\n"
@@ -194,7 +194,7 @@ def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
     assert av.mode == "ft" and av.shots == 2 and av.info["finetune"]["steps"] == 3
     # bad input: no face -> one line, no file
     grey = tmp_path / "grey.png"
-    from talkinghead.video import write_image
+    from talkinghead.media.video import write_image
 
     write_image(grey, np.full((120, 160, 3), 128, np.uint8))
     out2 = tmp_path / "q.avatar"
@@ -227,7 +227,7 @@ def test_warp_generator_avatars_ff_and_ft_round_trip(tmp_path):
     """model.generator = "warp": FF and FT avatars make, save, load and render; the untrained FF avatar shown
     its own pose gives back its source crop (identity flow, zero correction)."""
     from talkinghead.config import warp_tiny
-    from talkinghead.images import from_uint8
+    from talkinghead.media.images import from_uint8
 
     model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
     ff = make_ff_avatar(SHOTS, model, shots=2)
@@ -249,7 +249,7 @@ def test_warp_full_size_render_keeps_the_source_detail(tmp_path):
     import torch.nn.functional as F
 
     from talkinghead.config import warp_tiny
-    from talkinghead.images import from_uint8
+    from talkinghead.media.images import from_uint8
 
     model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
     ff = make_ff_avatar(SHOTS[:1], model, shots=1)

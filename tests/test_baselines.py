@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.baselines import copy_source, warp_baseline, warp_sequence
+from talkinghead.evaluation.baselines import copy_source, warp_baseline, warp_sequence
 from talkinghead.landmarks.warp import warp_field
 
 

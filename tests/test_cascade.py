@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead import video
+from talkinghead.media import video
 from talkinghead.console import log
 from talkinghead.landmarks import cascade as cascade_mod
 from talkinghead.landmarks.cascade import FaceCascade, NoFaceFoundError, photo_cascade, video_cascade
@@ -153,7 +153,7 @@ def test_a_tilted_head_gets_the_meshs_points_where_dlibs_predictor_fails():
 
 @pytest.mark.media
 def test_a_drawing_no_stage_finds_is_a_no_face_found_error():
-    from talkinghead.shots import prepare_shots
+    from talkinghead.persons.shots import prepare_shots
 
     with pytest.raises(NoFaceFoundError) as e:
         prepare_shots(MEDIA / "images" / "ironman.jpg", 64, shots=1)  # a drawn Iron Man mask
@@ -172,7 +172,7 @@ def test_preprocess_evaluate_and_animate_find_a_small_clips_face_equally(tmp_pat
     from talkinghead.data.sources import find_videos
     from talkinghead.evaluation.data import prepare_videos
     from talkinghead.evaluation.settings import EvalSettings
-    from talkinghead.pipeline import track_driver
+    from talkinghead.inference.pipeline import track_driver
 
     src = MEDIA / "videos" / "pexels_woman.mp4"
     (tmp_path / "clips").mkdir()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.face_resnet import DLIB_WEIGHTS, DlibFaceResNet
+from talkinghead.backbones.face_resnet import DLIB_WEIGHTS, DlibFaceResNet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEOS = {"A1": "capman_1.mp4", "A2": "capman_2.mp4", "B": "franck.mp4", "C": "pexels_woman.mp4"}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.files import atomic_write
-from talkinghead.images import from_uint8, grid, to_uint8
+from talkinghead.media.files import atomic_write
+from talkinghead.media.images import from_uint8, grid, to_uint8
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: no such process
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead import video
+from talkinghead.media import video
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError, VideoError
 from talkinghead.landmarks import detect
 from talkinghead.landmarks.align import CropTransform
 from talkinghead.landmarks.detect import MIN_INTEROCULAR, DlibDetector, interocular
-from talkinghead.shots import prepare_shots
+from talkinghead.persons.shots import prepare_shots
 
 from conftest import MEDIA
 from model_files import random_model_file
@@ -232,7 +232,7 @@ def test_face_index_picks_the_source_face_and_the_driver_keeps_its_largest(tmp_p
                str(tmp_path / "tiny.safetensors"), "--face-index", "1", "--frames", str(frames), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    from talkinghead import watermark
+    from talkinghead.media import watermark
 
     source = watermark.embed(np.asarray(two))  # every written frame carries the mark, the untouched pixels too
     first = video.read_image(sorted(frames.glob("*.png"))[0])

@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 from talkinghead.landmarks.align import CropTransform, clip_crop, crop_from_landmarks, keep_inside, segment_crops
-from talkinghead.landmarks.detect import (DlibDetector, Face, VideoLandmarkTracker, box_iou, interocular, load_pts,
-                                          pick_face)
-from talkinghead.images import from_uint8, to_uint8
+from talkinghead.landmarks.detect import DlibDetector, Face, box_iou, interocular, load_pts, pick_face
+from talkinghead.landmarks.track import VideoLandmarkTracker
+from talkinghead.media.images import from_uint8, to_uint8
 from talkinghead.landmarks.rasterize import PARTS, draw_landmarks, landmark_image_tensor, rasterize
-from talkinghead.video import iter_frames, read_image
+from talkinghead.media.video import iter_frames, read_image
 
 from conftest import MEDIA
 

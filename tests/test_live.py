@@ -15,14 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead import bundled, video
-from talkinghead.camera import Camera, DeviceCamera, FileCamera, FrameGrabber, open_camera
-from talkinghead.checkpoint import LoadedModel
+from talkinghead import bundled
+
+from talkinghead.media import video
+from talkinghead.live.camera import Camera, DeviceCamera, FileCamera, FrameGrabber, open_camera
+from talkinghead.persons.checkpoint import LoadedModel
 from talkinghead.cli import main
 from talkinghead.config import warp_tiny
 from talkinghead.errors import TalkingHeadError, Terminated
-from talkinghead.live import LivePuppet, run_live
-from talkinghead.live_outputs import FileOutput
+from talkinghead.live.puppet import LivePuppet
+from talkinghead.live.loop import run_live
+from talkinghead.live.outputs import FileOutput
 
 from model_files import random_model_file
 
@@ -43,7 +46,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def avatar(files):
-    from talkinghead.avatar import make_ff_avatar
+    from talkinghead.persons.avatar import make_ff_avatar
 
     model = LoadedModel.load(files["model"], with_discriminator=False)
     return make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1), model
@@ -96,7 +99,7 @@ def test_puppet_follows_the_face_and_holds_without_one(avatar):
 def test_frozen_generator_renders_what_the_eager_one_does(avatar):
     """Animator(freeze=True): G traced for one frame with the avatar baked in gives G's own output;
     mixed_precision (bfloat16 convolutions where the CPU has them) stays within a few grey levels."""
-    from talkinghead.animate import Animator
+    from talkinghead.inference.animator import Animator
 
     av, model = avatar
     eager = Animator(av, model=model)

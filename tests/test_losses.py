@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from talkinghead import losses
-from talkinghead.perceptual import FeatureBackbone
+from talkinghead.train import losses
+from talkinghead.backbones.perceptual import FeatureBackbone
 
 
 class _Toy(FeatureBackbone):
@@ -89,7 +89,7 @@ def test_content_losses_of_several_fakes_share_the_targets_features():
 
 
 def test_content_loss_with_real_backbone_grads_to_fake_only():
-    from talkinghead.perceptual import load_backbone
+    from talkinghead.backbones.perceptual import load_backbone
 
     net = load_backbone("dlib_resnet")
     fake = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)

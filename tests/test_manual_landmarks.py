@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from talkinghead import video
+from talkinghead.media import video
 from talkinghead.cli import main
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.detect import interocular, load_pts

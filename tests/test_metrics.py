@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.images import from_uint8
+from talkinghead.media.images import from_uint8
 from talkinghead.metrics import (
     PSNR_CAP, REGISTRY, FIDAccumulator, MetricSuite, akd, compute_pairwise, csim, fid, fid_from_features,
     get_metrics, higher_is_better, inception_features, label, lpips, psnr, ssim,
@@ -81,7 +81,7 @@ def test_lpips_identity_and_monotone():
 
 
 def test_lpips_uses_the_perceptual_inception_and_is_differentiable():
-    from talkinghead.perceptual import load_backbone
+    from talkinghead.backbones.perceptual import load_backbone
 
     x, y = smooth_images(2, 64), smooth_images(2, 64, seed=3)
     with torch.no_grad():  # the default backbone is L_CNT's Inception (one loader, one set of layers)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.checkpoint import load_training_state, read_model_file
+from talkinghead.persons.checkpoint import load_training_state, read_model_file
 from talkinghead.config import warp_tiny
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.rasterize import mouth_square

@@ -1,4 +1,4 @@
-"""Perceptual backbones (talkinghead.perceptual): input conventions, layer shapes, file validation, freezing.
+"""Perceptual backbones (talkinghead.backbones.perceptual): input conventions, layer shapes, file validation, freezing.
 
 A wrong input scale silently shrinks a loss term, so each backbone's conversion from [-1, 1] RGB is pinned here.
 The dlib port's convention is checked end to end against dlib itself in test_face_resnet.py.
@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from talkinghead import perceptual as P
+from talkinghead.backbones import perceptual as P
 from talkinghead.errors import CheckpointError
-from talkinghead.images import from_uint8
+from talkinghead.media.images import from_uint8
 
 
 def _random_vgg_state(cfg, last: int, names=None) -> dict[str, torch.Tensor]:

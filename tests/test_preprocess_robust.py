@@ -17,7 +17,7 @@ from talkinghead.cli import main as cli_main
 from talkinghead.data.preprocess import preprocess
 from talkinghead.data.shards import verify_shard
 from talkinghead.errors import TalkingHeadError
-from talkinghead.files import pid_alive
+from talkinghead.media.files import pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -269,7 +269,7 @@ def test_real_mouth_occlusion_keeps_the_face():
     0.1 inter-ocular of the detector's on the clean frames (measured: tracker 0.04–0.06, per-frame detection on
     the occluded frames 0.04–0.05)."""
     from talkinghead.landmarks.detect import DlibDetector, pick_face
-    from talkinghead.video import iter_frames
+    from talkinghead.media.video import iter_frames
 
     frames = list(iter_frames(MEDIA / "videos" / "pexels_woman.mp4", start=40, max_frames=20))
     det = DlibDetector(upsample=0, max_side=960)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.checkpoint import LoadedModel, load_training_state, save_model
+from talkinghead.persons.checkpoint import LoadedModel, load_training_state, save_model
 from talkinghead.config import tiny
 from talkinghead.errors import CheckpointError, TalkingHeadError, Terminated
 from talkinghead.train.meta import CHECKPOINT, MODEL_FILE, Trainer

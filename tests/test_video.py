@@ -1,4 +1,4 @@
-"""talkinghead.video: probing, frame iteration, atomic writer with audio, bad inputs."""
+"""talkinghead.media.video: probing, frame iteration, atomic writer with audio, bad inputs."""
 
 import os
 import time
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from talkinghead.errors import VideoError
-from talkinghead.video import (VideoWriter, is_video_path, iter_frames, iter_indexed_frames, probe_video,
+from talkinghead.media.video import (VideoWriter, is_video_path, iter_frames, iter_indexed_frames, probe_video,
                                read_image)
 
 DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
@@ -188,7 +188,7 @@ def test_killed_writer_process_leaves_no_partial_file(tmp_path, sig):
         import signal, sys
         import numpy as np
         from talkinghead.cli import _on_sigterm
-        from talkinghead.video import VideoWriter
+        from talkinghead.media.video import VideoWriter
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             with VideoWriter(sys.argv[1], 25) as w:

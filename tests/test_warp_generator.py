@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.baselines import warp_baseline
+from talkinghead.evaluation.baselines import warp_baseline
 from talkinghead.config import warp_tiny
 from talkinghead.landmarks.rasterize import landmark_image_tensor
 from talkinghead.landmarks.warp import flow_grid

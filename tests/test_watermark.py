@@ -1,4 +1,4 @@
-"""The invisible mark (talkinghead.watermark, DESIGN.md §2 responsible use): embed/detect round trip, survival
+"""The invisible mark (talkinghead.media.watermark, DESIGN.md §2 responsible use): embed/detect round trip, survival
 of what sharing does (JPEG, H.264 at CRF 28, half size, a 10 % crop), no detection in unmarked pictures, every
 output path marks (VideoWriter, write_image, save_png, an animate output) while preprocessing's crops of real
 footage stay unmarked, and `talkinghead verify`'s lines and exit codes."""
@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead import video, watermark
+from talkinghead.media import video
+
+from talkinghead.media import mark_files, watermark
 from talkinghead.cli import main
-from talkinghead.images import save_png
+from talkinghead.media.images import save_png
 
 from conftest import MEDIA
 from model_files import random_model_file
@@ -143,7 +145,7 @@ def test_output_writers_mark_and_dataset_writer_does_not(tmp_path, clip):
     for name in ("out.png", "out.jpg", "grid.png"):
         assert watermark.detect(video.read_image(tmp_path / name)).marked, name
     assert np.array_equal(video.read_image(tmp_path / "crop.png"), img)
-    assert watermark.detect_file(clip["path"]).marked
+    assert mark_files.detect_file(clip["path"]).marked
 
 
 @pytest.mark.media

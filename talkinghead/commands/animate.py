@@ -1,4 +1,4 @@
-"""`talkinghead animate SOURCE... DRIVING -o out.mp4`: a thin shell over talkinghead.pipeline (DESIGN.md §4).
+"""`talkinghead animate SOURCE... DRIVING -o out.mp4`: a thin shell over talkinghead.inference.pipeline (DESIGN.md §4).
 
 SOURCE: an .avatar file (from `talkinghead finetune`), or photo(s) of one person: a feed-forward avatar is
 made on the fly with the model (paper §3.3 FF), or a fine-tuned one with `--finetune [STEPS]` (FT).
@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _avatar_and_model(args: argparse.Namespace):
     """(avatar, model or None): the .avatar file given, or an FF avatar of the photos made with the model."""
     from talkinghead import bundled
-    from talkinghead.avatar import AVATAR_SUFFIX, Avatar, make_ff_avatar
-    from talkinghead.checkpoint import LoadedModel, resolve_model
+    from talkinghead.persons.avatar import AVATAR_SUFFIX, Avatar, make_ff_avatar
+    from talkinghead.persons.checkpoint import LoadedModel, resolve_model
 
     sources = list(args.sources)
     finetune = args.finetune
@@ -88,8 +88,8 @@ def _avatar_and_model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from talkinghead import video
-    from talkinghead.pipeline import animate_video
+    from talkinghead.media import video
+    from talkinghead.inference.pipeline import animate_video
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":

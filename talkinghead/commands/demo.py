@@ -25,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from talkinghead.bundled import DRIVING, PORTRAIT
-    from talkinghead.checkpoint import LoadedModel, resolve_model
+    from talkinghead.persons.checkpoint import LoadedModel, resolve_model
     from talkinghead.errors import TalkingHeadError
-    from talkinghead.pipeline import animate_video
+    from talkinghead.inference.pipeline import animate_video
     from talkinghead.train.finetune import make_avatar
 
     for f in (PORTRAIT, DRIVING):

@@ -14,7 +14,7 @@ MAX_SHOTS = 64
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from talkinghead.avatar import AVATAR_SUFFIX
+    from talkinghead.persons.avatar import AVATAR_SUFFIX
 
     p.description = ("Make an avatar of one person from 1..32 photos or a video (paper §3.3): feed-forward "
                      "(ff: the embedding only, instant) or fine-tuned (ft: G and D fine-tuned on the shots; "
@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from talkinghead.avatar import AVATAR_SUFFIX
-    from talkinghead.checkpoint import resolve_model
+    from talkinghead.persons.avatar import AVATAR_SUFFIX
+    from talkinghead.persons.checkpoint import resolve_model
     from talkinghead.landmarks.cascade import NoFaceFoundError
     from talkinghead.train.finetune import make_avatar
 

@@ -45,8 +45,8 @@ def overlay(image, points):
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from talkinghead import video
-    from talkinghead.files import atomic_write
+    from talkinghead.media import video
+    from talkinghead.media.files import atomic_write
     from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks

@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from talkinghead.camera import open_camera
-    from talkinghead.live import LivePuppet, run_live
-    from talkinghead.live_outputs import (FileOutput, VirtualCameraOutput, WindowOutput, check_display,
+    from talkinghead.live.camera import open_camera
+    from talkinghead.live.puppet import LivePuppet
+    from talkinghead.live.loop import run_live
+    from talkinghead.live.outputs import (FileOutput, VirtualCameraOutput, WindowOutput, check_display,
                                           check_virtual_camera)
 
     if not (args.window or args.out or args.virtual_camera is not None):

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from talkinghead.app import serve
+    from talkinghead.app.page import serve
 
     serve(args.host, args.port, model=args.model, device=args.device,
           on_ready=lambda url: print(f"talkinghead web app at {url} (Ctrl-C stops it)", flush=True))

@@ -1,4 +1,4 @@
-"""`talkinghead verify FILE...`: is the invisible mark of talkinghead.watermark in these images and videos?"""
+"""`talkinghead verify FILE...`: is the invisible mark of talkinghead.media.watermark in these images and videos?"""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ exit status: 0 every file is marked, 1 at least one file has no mark (and every 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from talkinghead.watermark import THRESHOLD
+    from talkinghead.media.watermark import THRESHOLD
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = ("Looks for the invisible mark that talkinghead puts in every video and image it writes:\n"
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from talkinghead.errors import TalkingHeadError
-    from talkinghead.watermark import detect_file
+    from talkinghead.media.mark_files import detect_file
 
     unmarked = errors = 0
     for path in args.files:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from talkinghead.data.shards import verify_shard
 from talkinghead.errors import TalkingHeadError
-from talkinghead.images import from_uint8
+from talkinghead.media.images import from_uint8
 from talkinghead.landmarks.rasterize import rasterize
 from talkinghead.landmarks.warp import flow_grid, nearest_pose
 

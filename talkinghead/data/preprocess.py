@@ -106,7 +106,7 @@ class _Landmarks:
 def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> dict:
     """Writes one shard; returns {"ok": True, "entry": manifest entry, "frames": n} or {"ok": False, "reason":
     ...} (with "retry": True when the failure is not the video's fault and a rerun should try again)."""
-    from talkinghead.video import probe_video
+    from talkinghead.media.video import probe_video
 
     t0 = time.perf_counter()
     tmp = None
@@ -148,8 +148,8 @@ def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOption
     the most face frames, so one shard never mixes scenes. A stream that stops well short of its header raises
     VideoError (truncated or corrupt)."""
     from talkinghead.data.cuts import ShotTracker, longest_shot
-    from talkinghead.landmarks.detect import VideoLandmarkTracker
-    from talkinghead.video import iter_indexed_frames
+    from talkinghead.landmarks.track import VideoLandmarkTracker
+    from talkinghead.media.video import iter_indexed_frames
 
     detector = _detector(opts)
     detector.reset()  # a new video: the cascade starts at its first stage again
@@ -180,7 +180,7 @@ def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptio
     (crop pixels) into landmarks.npy and its crop box (source pixels) into boxes.npy. Returns the number of
     distinct crops (segments)."""
     from talkinghead.landmarks.align import segment_crops
-    from talkinghead.video import iter_indexed_frames, write_dataset_image
+    from talkinghead.media.video import iter_indexed_frames, write_dataset_image
 
     pts = found.points
     seg_len = 0

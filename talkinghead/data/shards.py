@@ -38,7 +38,7 @@ import numpy as np
 
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
-from talkinghead.files import atomic_write
+from talkinghead.media.files import atomic_write
 
 FORMAT_VERSION = 1
 STALE_TMP_SECONDS = 3600.0  # a temporary shard folder untouched this long is abandoned, whoever made it
@@ -104,7 +104,7 @@ def move_into_place(tmp: Path, final: Path) -> None:
 
 def remove_stale_tmp(videos: Path) -> None:
     """Temporary shard folders `.tmp-<id>-<pid>` of processes that are gone (or untouched for an hour)."""
-    from talkinghead.files import pid_alive
+    from talkinghead.media.files import pid_alive
 
     for d in videos.glob(".tmp-*"):
         pid = d.name.rsplit("-", 1)[-1]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.video import VIDEO_EXTENSIONS
+from talkinghead.media.video import VIDEO_EXTENSIONS
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 

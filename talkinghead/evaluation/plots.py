@@ -1,4 +1,4 @@
-"""The evaluation's figures: metrics vs T (matplotlib) and example grids (talkinghead.images PNG grids, their
+"""The evaluation's figures: metrics vs T (matplotlib) and example grids (talkinghead.media.images PNG grids, their
 layout described by the caption each function returns, which report.md prints)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from talkinghead.evaluation.report import NAME
 from talkinghead.evaluation.settings import BASELINES
-from talkinghead.files import atomic_write
-from talkinghead.images import save_grid
+from talkinghead.media.files import atomic_write
+from talkinghead.media.images import save_grid
 from talkinghead.metrics import label
 
 

@@ -16,7 +16,7 @@ import torch
 from talkinghead import console
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
-from talkinghead.files import atomic_write
+from talkinghead.media.files import atomic_write
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
@@ -87,7 +87,7 @@ def render_modes(gens: dict, y: torch.Tensor, batch: int = 8, warp: WarpSources 
 def render_baselines(x_src: torch.Tensor, p_src: np.ndarray, p_targets: np.ndarray) -> dict:
     """Both baselines for n targets: {("copy", None): the source crop (3, S, S) unchanged n times,
     ("warp", None): it warped to each target's landmarks (n, 68, 2)}, each (n, 3, S, S) in [-1, 1]."""
-    from talkinghead.baselines import copy_source, warp_baseline
+    from talkinghead.evaluation.baselines import copy_source, warp_baseline
 
     n = len(p_targets)
     return {("copy", None): copy_source(x_src)[None].expand(n, -1, -1, -1).contiguous(),
@@ -166,7 +166,7 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 def start_run(model, data, out, settings: EvalSettings, show_progress: bool = True) -> Run:
     """Checks the settings, the model file, the device and the data, loads the model and writes config.json
     (nothing is loaded or written before every check has passed)."""
-    from talkinghead.checkpoint import LoadedModel, resolve_model
+    from talkinghead.persons.checkpoint import LoadedModel, resolve_model
 
     st = settings.checked()
     model_path = resolve_model(model)
@@ -260,7 +260,7 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
     """FF (ψ̂ = P·ê, ê = mean of E over the shots, paper eq. 1) and/or FT (G', ψ' fine-tuned on the shots,
     paper §3.3) from T shots x, y (T, 3, S, S); also ‖ê‖. points (T, 68, 2): the shots' landmarks, needed by
     the warp-guided G (its texture sources, and fine-tuning's flows)."""
-    from talkinghead.shots import embed_shots
+    from talkinghead.persons.shots import embed_shots
 
     dev, lm = run.device, run.lm
     warp = lm.cfg.model.generator == "warp"

@@ -1,6 +1,6 @@
 """Face detection and 68-point landmarks (iBUG markup, the paper's landmark source, §3.1).
 
-Backends sit behind one protocol (`LandmarkDetector.detect(image) -> list[Face]`). The default is dlib's HOG
+Every backend has `detect(image (H, W, 3) uint8 RGB) -> list[Face]`, all faces found in any order. The default is dlib's HOG
 frontal face detector + its 68-point shape predictor; the model files ship in the pip package
 face-recognition-models (located with importlib; nothing is downloaded). Video (detect, track, hold,
 smooth) is in track.py.
@@ -13,7 +13,6 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,12 +24,6 @@ class Face:
     box: np.ndarray  # (4,) float32 x0, y0, x1, y1 in pixels
     points: np.ndarray  # (68, 2) float32 x, y in pixels (pixel centres at integers)
     score: float = 0.0  # detector confidence; for tracked faces the score of the last detection
-
-
-@runtime_checkable
-class LandmarkDetector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """image (H, W, 3) uint8 RGB -> all faces found, any order."""
 
 
 def dlib_models_dir() -> Path:
@@ -50,7 +43,7 @@ def _model_file(name: str) -> str:
     return str(p)
 
 
-def _as_rgb_uint8(image) -> np.ndarray:
+def as_rgb_uint8(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
@@ -113,7 +106,7 @@ class DlibDetector:
 
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
         """(box (4,) float32, score) of each face, without landmarks."""
-        image, scale = self._resized(_as_rgb_uint8(image))
+        image, scale = self._resized(as_rgb_uint8(image))
         rects, scores, _ = self._detector.run(image, self.upsample, self.adjust_threshold)
         out = []
         for r, s in zip(rects, scores):
@@ -123,14 +116,14 @@ class DlibDetector:
 
     def predict(self, image, box, score: float = 0.0) -> Face:
         """68 landmarks inside a given box (x0, y0, x1, y1), no detection (used by tracking)."""
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         shape = self._predictor(image, self._dlib.rectangle(x0, y0, x1, y1))
         pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)  # (68, 2)
         return Face(box=np.array([x0, y0, x1, y1], np.float32), points=pts, score=float(score))
 
     def detect(self, image) -> list[Face]:
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         return [self.predict(image, box, s) for box, s in self.detect_boxes(image)]
 
 
@@ -159,7 +152,7 @@ class DlibCnnDetector(DlibDetector):
         self._cnn = _cnn_model()
 
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
-        image, scale = self._resized(_as_rgb_uint8(image))
+        image, scale = self._resized(as_rgb_uint8(image))
         dx, dy, s = _CNN_TO_HOG
         out = []
         for d in self._cnn(image, self.upsample):
@@ -224,11 +217,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
-
-
-def __getattr__(name):  # the tracker moved to track.py; `from ...detect import VideoLandmarkTracker` still works
-    if name in ("OneEuroFilter", "VideoLandmarkTracker"):
-        from talkinghead.landmarks import track
-
-        return getattr(track, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.landmarks.detect import Face, _as_rgb_uint8
+from talkinghead.landmarks.detect import Face, as_rgb_uint8
 
 MAP_FILE = Path(__file__).with_name("mesh_to_68.json")
 
@@ -81,7 +81,7 @@ class MeshDetector:
 
     def mesh_points(self, image) -> list[np.ndarray]:
         """(468, 2) float32 pixel points of each face found."""
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         h, w = image.shape[:2]
         graph = self._graph()
         with _quiet_stderr():  # a warning line on some images' sizes

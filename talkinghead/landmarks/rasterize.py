@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from talkinghead.images import from_uint8
+from talkinghead.media.images import from_uint8
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import numpy as np
 
 # Points that move little with expression (iBUG 68): jaw ends at the ears, nose bridge and tip, eye corners.
 RIGID = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
-IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def procrustes(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from talkinghead.landmarks.detect import Face, _as_rgb_uint8, box_iou, interocular, pick_face
+from talkinghead.landmarks.detect import Face, as_rgb_uint8, box_iou, interocular, pick_face
 from talkinghead.landmarks.retarget import procrustes
 
 PART_SLICES = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
@@ -299,7 +299,7 @@ class VideoLandmarkTracker:
 
     def update(self, frame: np.ndarray) -> Face | None:
         """The next frame of the sequence -> its Face or None (streaming use, e.g. a webcam); causal."""
-        return self._step(_as_rgb_uint8(frame))
+        return self._step(as_rgb_uint8(frame))
 
     def track_iter(self, frames: Iterable[np.ndarray], smooth: bool = True) -> Iterator[Face | None]:
         """update() over a sequence, from a fresh state (the same faces as update()); smooth=False: the raw
@@ -310,7 +310,7 @@ class VideoLandmarkTracker:
         if callable(getattr(self.detector, "reset", None)):
             self.detector.reset()
         for frame in frames:
-            yield self._step(_as_rgb_uint8(frame))
+            yield self._step(as_rgb_uint8(frame))
 
     def smooth_offline(self, faces: list[Face | None]) -> list[Face | None]:
         """Raw faces of a whole sequence (track_iter(smooth=False)) -> zero-lag smoothed (`smooth_faces` with

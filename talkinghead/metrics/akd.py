@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from talkinghead.images import to_uint8
+from talkinghead.media.images import to_uint8
 from talkinghead.metrics._faces import landmarks68
 
 EYE_OUTER = (36, 45)

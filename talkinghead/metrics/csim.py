@@ -8,7 +8,7 @@ padding 0.25). Alignment modes:
   is found the whole image is resized to 150² instead, and `no_face` marks it (reported, not hidden).
 - "resize": the images are already face-aligned crops — resize them to 150² and feed them as they are.
 Descriptor backend (same chips either way):
-- "torch" (default; "auto" is the same): talkinghead.face_resnet.face_descriptor, the PyTorch port of dlib's
+- "torch" (default; "auto" is the same): talkinghead.backbones.face_resnet.face_descriptor, the PyTorch port of dlib's
   ResNet — ~5× faster on CPU (~30-50 ms vs ~120-250 ms per pair here) and within ~3% L2 of dlib's
   descriptors; CSIM differs from dlib's by ≤ 0.002 on our real faces (capman/franck/pexels, measured).
 - "dlib": the C++ model itself (the reference).
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.images import from_uint8, to_uint8
+from talkinghead.media.images import from_uint8, to_uint8
 from talkinghead.metrics._faces import face_chip, face_recognizer, landmarks68
 
 CHIP = 150
@@ -63,7 +63,7 @@ def embed(images: torch.Tensor, align: str = "detect", backend: str = "auto") ->
         vecs = face_recognizer().compute_face_descriptor(list(chips))
         v = torch.tensor(np.array([np.asarray(x) for x in vecs]), dtype=torch.float32)
     elif backend == "torch":
-        from talkinghead.face_resnet import face_descriptor
+        from talkinghead.backbones.face_resnet import face_descriptor
 
         with torch.no_grad():
             v = face_descriptor(from_uint8(chips)).float()  # chips as (B, 3, 150, 150) in [-1, 1]

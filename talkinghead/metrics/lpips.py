@@ -7,7 +7,7 @@ i.e. channel-unit-normalised features of L layers, squared difference summed ove
 backbones, so this is **LPIPS-like and uncalibrated**: compare numbers only between runs with the same
 backbone, never with published LPIPS values. Lower is better; identical images give 0.
 
-Backbones are `talkinghead.perceptual`'s (weights from installed packages, nothing downloaded):
+Backbones are `talkinghead.backbones.perceptual`'s (weights from installed packages, nothing downloaded):
 - "inception" (default): early blocks of the ImageNet Inception-v3 of FID (`perceptual.InceptionBackbone`,
   the same network and layers as L_CNT's ImageNet term): Conv2d_2b (64 ch, ~H/2), Conv2d_4a (192 ch, ~H/4),
   Mixed_5b (256 ch, ~H/8), Mixed_5d (288 ch, ~H/8), run at the input resolution (no resize to 299).
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from talkinghead.perceptual import load_backbone
+from talkinghead.backbones.perceptual import load_backbone
 
 
 def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -32,7 +32,7 @@ def lpips(fake: torch.Tensor, real: torch.Tensor, backbone="inception", batch_si
     better. Differentiable w.r.t. the images (no torch.no_grad here; wrap the call for evaluation)."""
     if fake.shape != real.shape or fake.dim() != 4:
         raise ValueError(f"expected two (B, 3, H, W) batches of one shape, got {tuple(fake.shape)} and {tuple(real.shape)}")
-    net = load_backbone(backbone) if isinstance(backbone, str) else backbone  # frozen, cached per process
+    net = load_backbone(backbone, device=fake.device) if isinstance(backbone, str) else backbone  # frozen, cached
     out = []
     for i in range(0, fake.shape[0], batch_size):
         n = min(batch_size, fake.shape[0] - i)

@@ -36,7 +36,7 @@ def mouth_metrics(fake: torch.Tensor, real: torch.Tensor, real_points=None) -> d
     points = [None] * len(real) if real_points is None else list(real_points)
     for i, p in enumerate(points):
         if p is None:  # not given: detect on the real frame
-            from talkinghead.images import to_uint8
+            from talkinghead.media.images import to_uint8
             from talkinghead.metrics._faces import landmarks68
 
             points[i] = landmarks68(to_uint8(real[i]))

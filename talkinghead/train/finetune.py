@@ -21,13 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from talkinghead import images, losses
-from talkinghead.avatar import Avatar, avatar_from_shots
-from talkinghead.checkpoint import LoadedModel, as_model
+from talkinghead.media import images
+
+from talkinghead.train import losses
+from talkinghead.persons.avatar import Avatar, avatar_from_shots
+from talkinghead.persons.checkpoint import LoadedModel, as_model
 from talkinghead.config import FinetuneConfig
 from talkinghead.console import progress as progress_bar
 from talkinghead.errors import TalkingHeadError
-from talkinghead.shots import embed_person
+from talkinghead.persons.shots import embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
 

@@ -26,8 +26,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from talkinghead import images, losses
-from talkinghead.checkpoint import load_training_state, save_model, save_training_state
+from talkinghead.media import images
+
+from talkinghead.train import losses
+from talkinghead.persons.checkpoint import load_training_state, save_model, save_training_state
 from talkinghead.config import Config
 from talkinghead.console import log, progress
 from talkinghead.errors import CheckpointError, TalkingHeadError
@@ -124,7 +126,7 @@ def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
     """Starts a new run from a model file (e.g. the bundled one): its E, G and D trunk replace the fresh
     weights; W (one row per training video, not in model files) and the mouth D start fresh. The file's
     model config must equal the run's, apart from the number of training videos."""
-    from talkinghead.checkpoint import load_state, read_model_file
+    from talkinghead.persons.checkpoint import load_state, read_model_file
 
     saved, tensors, _meta = read_model_file(path)
     diff = model_differences(saved, trainer.cfg, " vs ")

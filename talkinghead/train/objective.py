@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from talkinghead import losses
+from talkinghead.train import losses
 from talkinghead.config import LossConfig
 
 
@@ -84,9 +84,9 @@ def build_content_terms(cfg, device) -> list:
     specs = [s for s in specs if s[0] and s[1] > 0]
     if not specs:
         return []
-    from talkinghead.perceptual import load_backbone
+    from talkinghead.backbones.perceptual import load_backbone
 
-    return [(load_backbone(name, path).to(device), weight) for name, weight, path in specs]
+    return [(load_backbone(name, path, device=device), weight) for name, weight, path in specs]
 
 
 def warp_terms(out, real: Tensor, target_points: Tensor, lc: LossConfig,

@@ -1,28 +1,19 @@
-"""The web app of `talkinghead serve` (DESIGN.md §4, layered inference): a Gradio page over the library.
-
-`Studio` holds what one server shares (the model, loaded once; a folder for outputs) and does each request
-with library calls only: the landmarks preview is `shots.prepare_shots` per photo drawn by
-`rasterize.draw_landmarks`, avatars are `avatar.make_ff_avatar` / `train.finetune.make_avatar`, the video is
-`pipeline.animate_video`. `build_app` lays out the page; its handlers turn every TalkingHeadError (no face, an
-unreadable video) into a message in the page (gr.Error) and the library's tqdm bars into the page's progress
-bar. The Live tab streams the browser's webcam through `live.LivePuppet`, each frame marked
-(`watermark.embed`). One job runs at a time per server, render jobs and live frames alike (the queue's
-concurrency limit), so visitors do not fight over the cores; each browser session keeps the avatars it made, to
-animate them again without the photos.
+"""The Gradio page of `talkinghead serve` over a `Studio` (talkinghead.app.studio): `build_app` lays out the
+page; its handlers turn every TalkingHeadError (no face, an unreadable video) into a message in the page
+(gr.Error) and the library's tqdm bars into the page's progress bar. The Live tab streams the browser's webcam
+through the studio's `LivePuppet`, each frame marked (`watermark.embed`). One job runs at a time per server,
+render jobs and live frames alike (the queue's concurrency limit), so visitors do not fight over the cores.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
-import tempfile
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from talkinghead.app.studio import Studio, file_label
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
@@ -32,152 +23,6 @@ RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (t
 PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
 MONA_LISA = "the Mona Lisa (feed-forward)"
 
-
-@dataclass
-class Job:
-    """What one Animate click produced."""
-
-    video: Path  # the mp4
-    avatar: Path  # the .avatar it was rendered with (new, or the session's one reused)
-    avatar_name: str | None  # the name of a new avatar (None: an existing one was reused)
-    summary: str  # one markdown line: frames, size, speed
-
-
-def _label(path) -> str:
-    return Path(path).name
-
-
-def _stem(path) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40] or "avatar"
-
-
-class Studio:
-    """The library behind the page: one model (the bundled one by default), outputs under `workdir`."""
-
-    def __init__(self, model=None, device: str = "cpu", workdir=None):
-        from talkinghead.checkpoint import LoadedModel, resolve_model
-
-        self.model = LoadedModel.load(resolve_model(model), device, with_discriminator=True)
-        self.device = device
-        self._own_workdir = workdir is None  # a temporary folder of ours: removed by close()
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="talkinghead-app-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._jobs = itertools.count(1)
-        self._lock = threading.Lock()  # the queue runs one job at a time; this keeps the library calls safe anyway
-
-    def close(self) -> None:
-        """Removes the outputs of this server's jobs when they live in a temporary folder of its own."""
-        if self._own_workdir:
-            import shutil
-
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def default_steps(self) -> int:
-        return int(self.model.cfg.finetune.steps)
-
-    # -- photos --------------------------------------------------------------------------------------------
-    def landmarks_preview(self, photo, landmarks_file=None) -> tuple[np.ndarray, str]:
-        """(the face in the photo with its 68 landmarks drawn, caption: the file name, and the landmarks file's
-        when it replaces detection). NoFaceError (one line) when no detector finds a usable face."""
-        from talkinghead.landmarks.rasterize import draw_landmarks
-        from talkinghead.shots import prepare_shots
-
-        sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
-                           detector=manual_landmarks(landmarks_file))
-        (x0, y0, x1, y1), pts = _around(sh.image_points, sh.image.shape), sh.image_points
-        caption = _label(photo) + (f" ({_label(landmarks_file)})" if landmarks_file else "")
-        return draw_landmarks(sh.image[y0:y1, x0:x1], pts - (x0, y0)), caption
-
-    def make_avatar(self, photos, landmarks_file=None, fine_tune: bool = False, steps: int | None = None):
-        """An FF or FT avatar of the person in `photos` (paths); landmarks_file (.pts or JSON, one photo only)
-        replaces the detected landmarks."""
-        from talkinghead.avatar import make_ff_avatar
-        from talkinghead.train.finetune import make_avatar
-
-        photos = [str(p) for p in photos]
-        detector = manual_landmarks(landmarks_file)
-        if fine_tune:
-            return make_avatar(photos, self.model, mode="ft", shots=len(photos), steps=steps, device=self.device,
-                               detector=detector)
-        return make_ff_avatar(photos, self.model, shots=len(photos), device=self.device, detector=detector)
-
-    # -- the job -------------------------------------------------------------------------------------------
-    def animate(self, driving, photos=None, landmarks_file=None, avatar_path=None, fine_tune: bool = False,
-                steps: int | None = None, absolute: bool = False, crop_only: bool = False,
-                side_by_side: bool = False) -> Job:
-        """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`."""
-        from talkinghead import video
-        from talkinghead.avatar import Avatar
-        from talkinghead.pipeline import animate_video
-
-        if not driving:
-            raise TalkingHeadError("no driving video: upload or record one, or use the bundled clip")
-        if avatar_path is None and not photos:
-            raise TalkingHeadError("no photo: upload photos of one person, or use the Mona Lisa")
-        video.probe_video(driving)  # an unreadable video fails here, before any expensive work
-        with self._lock:
-            folder = self.workdir / f"job{next(self._jobs):04d}"
-            folder.mkdir()
-            name = None
-            if avatar_path is not None:
-                avatar = Avatar.load(avatar_path)
-            else:
-                avatar = self.make_avatar(photos, landmarks_file, fine_tune, steps)
-                avatar_path = avatar.save(folder / f"{_stem(photos[0])}_{avatar.mode}.avatar")
-                name = f"{_stem(photos[0])}, {avatar.mode.upper()}, {len(photos)} photo{'s' * (len(photos) > 1)}"
-            out = folder / f"{Path(avatar_path).stem}_talking.mp4"
-            res = animate_video(avatar, driving, out, model=self.model, device=self.device, absolute=absolute,
-                                crop_only=crop_only, sbs=side_by_side, warn=_warn)
-        summary = (f"{res.frames} frames, {res.size[0]}×{res.size[1]}, {res.fps:.3g} fps; "
-                   f"{res.seconds_total:.1f} s ({res.frames_per_second:.1f} frames/s)")
-        if avatar.mode == "ft" and name is not None:
-            st = avatar.info["finetune"]
-            summary += f"; fine-tuned {st['steps']} steps in {st['seconds']:.0f} s"
-        return Job(video=out, avatar=Path(avatar_path), avatar_name=name, summary=summary)
-
-    # -- live ----------------------------------------------------------------------------------------------
-    def live_puppet(self, avatar_path=None, absolute: bool = False, crop_only: bool = False):
-        """A talkinghead.live.LivePuppet of the avatar at `avatar_path`, or of the Mona Lisa (FF)."""
-        from talkinghead import bundled
-        from talkinghead.avatar import Avatar, make_ff_avatar
-        from talkinghead.live import LivePuppet
-
-        with self._lock:
-            if avatar_path is not None:
-                avatar = Avatar.load(avatar_path)
-            else:
-                avatar = make_ff_avatar([str(bundled.PORTRAIT)], self.model, shots=1, device=self.device)
-            return LivePuppet(avatar, self.model, device=self.device, absolute=absolute, crop_only=crop_only)
-
-
-def _around(points: np.ndarray, shape, scale: float = 2.2) -> tuple[int, int, int, int]:
-    """A square box `scale` times the landmarks' extent around their centre, inside the image: what the
-    preview shows (the face, not the whole photo)."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    cx, cy = (lo + hi) / 2
-    half = scale * float(max(hi - lo)) / 2
-    h, w = shape[:2]
-    return (max(0, int(cx - half)), max(0, int(cy - half)), min(w, int(cx + half) + 1), min(h, int(cy + half) + 1))
-
-
-def _warn(message: str) -> None:
-    import gradio as gr
-
-    log.warning("warning: %s", message)
-    gr.Warning(message)
-
-
-def manual_landmarks(landmarks_file):
-    """The landmarks.manual.ManualLandmarks of a .pts/JSON file (None: detect), labelled with its name."""
-    if not landmarks_file:
-        return None
-    from talkinghead.landmarks.manual import ManualLandmarks, read_landmarks
-
-    return ManualLandmarks(read_landmarks(landmarks_file), f"the landmarks of {_label(landmarks_file)}")
-
-
-# -- the page --------------------------------------------------------------------------------------------------
 
 def _files(value) -> list[str]:
     """A gr.File value (None, a path, or a list of paths) -> paths."""
@@ -233,7 +78,7 @@ def build_app(studio: Studio):
 
     def previews(photos, landmarks_file, choice, avatars):
         if choice != NEW_AVATAR and choice in avatars:
-            from talkinghead.avatar import Avatar
+            from talkinghead.persons.avatar import Avatar
             from talkinghead.landmarks.rasterize import draw_landmarks
 
             av = Avatar.load(avatars[choice])
@@ -242,18 +87,18 @@ def build_app(studio: Studio):
             return [(draw_landmarks(crop, (av.source_points + 0.5) * k - 0.5), f"avatar: {choice}")]
         photos = _files(photos)
         if landmarks_file and len(photos) > 1:
-            gr.Warning(f"{_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
+            gr.Warning(f"{file_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
             landmarks_file = None
         shown, missing = [], []
         for photo in photos:
             try:
                 shown.append(studio.landmarks_preview(photo, landmarks_file))
             except TalkingHeadError as e:
-                from talkinghead.video import read_image
+                from talkinghead.media.video import read_image
 
                 missing.append(for_page(str(e), folders))
                 try:
-                    shown.append((read_image(photo), f"{_label(photo)}: no face"))
+                    shown.append((read_image(photo), f"{file_label(photo)}: no face"))
                 except TalkingHeadError:
                     pass
         if missing:
@@ -334,7 +179,7 @@ def build_app(studio: Studio):
         live = gr.State(None)  # this session's LivePuppet and the settings it was made for
 
         def live_frame(frame, choice, motion, framing, avatars, state):
-            from talkinghead.watermark import embed
+            from talkinghead.media.watermark import embed
 
             if frame is None:
                 return gr.skip(), state

@@ -10,7 +10,7 @@ face in it, the source crop and its 68 landmarks in crop pixels (for relative re
 File: one safetensors file whose metadata holds the format version, mode, T, source hashes, the model's
 sha256/version and the config. `Avatar.load` needs only this module, `talkinghead.nn` and safetensors (no
 training code). Making avatars: `make_ff_avatar` here; FT in `talkinghead.train.finetune.make_avatar`; the
-model file is `checkpoint.LoadedModel`, the shots are `talkinghead.shots`.
+model file is `checkpoint.LoadedModel`, the shots are `talkinghead.persons.shots`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from talkinghead import __version__
-from talkinghead.checkpoint import LoadedModel, as_model, read_safetensors
-from talkinghead.files import atomic_write
+from talkinghead.persons.checkpoint import LoadedModel, as_model, read_safetensors
+from talkinghead.media.files import atomic_write
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
-from talkinghead.images import png_bytes, png_decode
-from talkinghead.shots import Shots, embed_person
+from talkinghead.media.images import png_bytes, png_decode
+from talkinghead.persons.shots import Shots, embed_person
 
 AVATAR_FORMAT = "talkinghead-avatar"
 AVATAR_FORMAT_VERSION = 1

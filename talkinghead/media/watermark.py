@@ -8,7 +8,7 @@ cyclic correlation finds; mid-low frequencies survive H.264 at CRF 28 and halvin
 saturating uint8 operations per value against the pattern cached per frame size (~0.1 ms per 512² frame on
 one core, benchmarks/bench_watermark.py), so the live mode marks every frame too.
 
-Detection (`detect`, `detect_frames`, `detect_file`, `Detector`): the luma is high-passed and divided by its
+Detection (`detect`, `detect_frames`, `Detector`; files: talkinghead.media.mark_files): the luma is high-passed and divided by its
 local contrast (edges and texture, where the picture drowns the mark, count less than flat areas), folded to
 one period (every pixel added at (row mod p, column mod p)), whitened by keeping only the phase of its
 spectrum (symmetric phase-only matched filtering), restricted to the band and correlated cyclically with the
@@ -294,38 +294,6 @@ def detect_frames(frames: Iterable[np.ndarray]) -> Detection:
     d = Detector()
     for f in frames:
         d.add(f)
-    return d.result()
-
-
-def detect_file(path, max_frames: int = 100) -> Detection:
-    """Score and decision for an image or a video file; a video is judged on up to `max_frames` frames spread
-    evenly over it (a file cut short is judged on the frames before the cut). Raises VideoError (a
-    TalkingHeadError) for a missing or unreadable file."""
-    from talkinghead import video
-    from talkinghead.errors import VideoError
-
-    if video.is_image_path(path):
-        return detect(video.read_image(path))
-    if not video.is_video_path(path):  # no telling suffix: an image, a video or neither
-        try:
-            return detect(video.read_image(path))
-        except VideoError:
-            try:
-                video.probe_video(path)
-            except VideoError:
-                raise VideoError(f"cannot read {path}: neither an image nor a video") from None
-    info = video.probe_video(path)  # raises VideoError for a missing or unreadable file
-    n = max(1, info.num_frames)
-    indices = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
-    d = Detector()
-    try:
-        for _, frame in video.iter_indexed_frames(path, indices=indices):
-            d.add(frame)
-    except VideoError:
-        if d.frames == 0:
-            raise
-    if d.frames == 0:
-        raise VideoError(f"no frames could be decoded from {path}")
     return d.result()
 
 

@@ -20,15 +20,15 @@ from talkinghead.errors import TalkingHeadError
 
 
 class FileOutput:
-    """An H.264 mp4 at the camera's frame rate (talkinghead.video.VideoWriter: atomic, tagged as synthetic,
+    """An H.264 mp4 at the camera's frame rate (talkinghead.media.video.VideoWriter: atomic, tagged as synthetic,
     each frame marked by the writer). Camera frames that were dropped repeat the previous rendered frame, so
     the file runs in real time. x264's `preset` trades file size for CPU (ultrafast: least CPU per frame)."""
 
     marks_itself = True  # VideoWriter marks the frames it writes
 
     def __init__(self, path, fps: float, preset: str = "ultrafast"):
-        from talkinghead.pipeline import SYNTHETIC_TAG
-        from talkinghead.video import VideoWriter
+        from talkinghead.inference.pipeline import SYNTHETIC_TAG
+        from talkinghead.media.video import VideoWriter
 
         self.path = path
         self.writer = VideoWriter(path, fps, metadata=SYNTHETIC_TAG, preset=preset)

@@ -17,12 +17,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from talkinghead import video
-from talkinghead.animate import Animator
-from talkinghead.avatar import Avatar
-from talkinghead.images import to_uint8
-from talkinghead.console import log
-from talkinghead.console import progress as progress_bar
+from talkinghead.media import video
+from talkinghead.inference.animator import Animator
+from talkinghead.persons.avatar import Avatar
+from talkinghead.media.images import to_uint8
+from talkinghead.console import log, progress as progress_bar
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
 SYNTHETIC_TAG = {"comment": "synthetic video: made with talkinghead (few-shot neural talking head)"}

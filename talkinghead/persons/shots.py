@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead.checkpoint import file_sha256
+from talkinghead.persons.checkpoint import file_sha256
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
@@ -39,7 +39,7 @@ class Shots:
 
     def tensors(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y): frames and landmark images, each (T, 3, S, S) in [-1, 1]."""
-        from talkinghead.images import from_uint8
+        from talkinghead.media.images import from_uint8
         from talkinghead.landmarks.rasterize import landmark_image_tensor
 
         x = from_uint8(self.crops)  # (T, 3, S, S)
@@ -60,7 +60,7 @@ def _evenly(n: int, k: int) -> list[int]:
 def _load_inputs(inputs, shots: int) -> tuple[list[tuple[np.ndarray, str, str]], bool]:
     """inputs: image paths, (H, W, 3) arrays, or one video path -> ([(image, label, hash)], is_video): ≤ shots
     images evenly spaced over the inputs, or 2·shots candidate frames evenly spaced over the video."""
-    from talkinghead import video
+    from talkinghead.media import video
 
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
         inputs = [inputs]

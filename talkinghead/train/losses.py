@@ -3,7 +3,7 @@
 The Trainer owns the phases and the weights (LossConfig); here every function returns a scalar tensor:
 
 * L_CNT  — ``content_loss``: Σ_backbones w · Σ_layers mean|φ_l(x̂) − φ_l(x)| (VGG19 / VGGFace in the paper;
-  see talkinghead.perceptual for the bundled stand-ins).
+  see talkinghead.backbones.perceptual for the bundled stand-ins).
 * L_ADV  — ``generator_adv_loss`` (−D(x̂)) + λ_FM · ``feature_matching_loss`` (D's intermediate features).
 * L_MCH  — ``embedding_match_loss`` ‖W_i − ê_i‖₁ (mean over elements, before λ_MCH).
 * L_DSC  — ``hinge_d_loss``: max(0, 1 + D(x̂)) + max(0, 1 − D(x)).
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # losses stay importable without loading any backbone
-    from talkinghead.perceptual import FeatureBackbone
+    from talkinghead.backbones.perceptual import FeatureBackbone
 
 
 def _l1(a: Tensor, b: Tensor) -> Tensor:

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from talkinghead.errors import CheckpointError
-from talkinghead.images import resize_square, to_pixel_scale
-from talkinghead.face_resnet import _FACE_NET_CACHE, DLIB_WEIGHTS, DlibFaceResNet
+from talkinghead.media.images import resize_square, to_pixel_scale
+from talkinghead.backbones.face_resnet import DLIB_WEIGHTS, DlibFaceResNet
 
 
 BACKBONES = ("inception", "dlib_resnet", "vgg19", "vggface")
@@ -362,14 +362,16 @@ class VGGFaceBackbone(FeatureBackbone):
 _CACHE: dict[tuple, FeatureBackbone] = {}
 
 
-def load_backbone(name: str, path: str | Path = "", resolution: int | None = None) -> FeatureBackbone:
-    """Frozen backbone by name (``BACKBONES``), cached per process per (name, path, resolution).
+def load_backbone(name: str, path: str | Path = "", resolution: int | None = None,
+                  device: torch.device | str = "cpu") -> FeatureBackbone:
+    """Frozen backbone by name (``BACKBONES``) on `device`, cached per process per (name, path, resolution,
+    device): a caller never moves a shared instance to another device under another's feet.
 
     path: weights file — required for "vgg19"/"vggface"; optional override for "inception"/"dlib_resnet".
     resolution: side the images are resized to before the net (None: inception runs at the input size,
     dlib_resnet at its native 150).
     """
-    key = (name, str(path), resolution)
+    key = (name, str(path), resolution, str(torch.device(device)))
     if key not in _CACHE:
         if name == "inception":
             bb: FeatureBackbone = InceptionBackbone(path, resolution)
@@ -381,11 +383,5 @@ def load_backbone(name: str, path: str | Path = "", resolution: int | None = Non
             bb = VGGFaceBackbone(path, resolution)
         else:
             raise ValueError(f"unknown perceptual backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-        _CACHE[key] = bb
+        _CACHE[key] = bb.to(device)
     return _CACHE[key]
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
-    _INCEPTION_CACHE.clear()
-    _FACE_NET_CACHE.clear()

@@ -21,9 +21,9 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from talkinghead import watermark
+from talkinghead.media import watermark
 from talkinghead.errors import VideoError
-from talkinghead.files import partial_path, remove_stale_partials
+from talkinghead.media.files import partial_path, remove_stale_partials
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -57,7 +57,8 @@ def is_image_path(path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _open(path) -> av.container.InputContainer:
+def open_container(path) -> av.container.InputContainer:
+    """The PyAV container of a video file; VideoError (one line) when it is missing or unreadable."""
     p = Path(path)
     if not p.exists():
         raise VideoError(f"video not found: {p}")
@@ -71,7 +72,7 @@ def _open(path) -> av.container.InputContainer:
 
 def probe_video(path) -> VideoInfo:
     """Width, height, fps, frame count, audio presence and duration of a video file."""
-    with _open(path) as c:
+    with open_container(path) as c:
         if not c.streams.video:
             raise VideoError(f"no video stream in {path}")
         s = c.streams.video[0]
@@ -112,7 +113,7 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
         return
     count = 0
     decoded = 0
-    with _open(path) as c:
+    with open_container(path) as c:
         if not c.streams.video:
             raise VideoError(f"no video stream in {path}")
         s = c.streams.video[0]
@@ -208,7 +209,7 @@ def read_image(path) -> np.ndarray:
 
 
 def write_image(path, image: np.ndarray, quality: int = 95) -> None:
-    """Writes an output image, (H, W, 3) uint8 RGB, with the invisible mark of talkinghead.watermark (format
+    """Writes an output image, (H, W, 3) uint8 RGB, with the invisible mark of talkinghead.media.watermark (format
     from the suffix; JPEG at `quality`)."""
     write_dataset_image(path, watermark.embed(np.asarray(image)), quality=quality)
 
@@ -243,7 +244,7 @@ class VideoWriter:
     padded by one pixel (edge replicated). `audio_from`: a media file whose first audio stream is copied
     (or re-encoded to AAC where mp4 cannot carry it), trimmed to the video's duration. `metadata`: container
     tags (e.g. {"comment": "synthetic"}). Every frame written carries the invisible mark of
-    talkinghead.watermark (`talkinghead verify` finds it); there is no way to write one without it.
+    talkinghead.media.watermark (`talkinghead verify` finds it); there is no way to write one without it.
     """
 
     def __init__(self, path, fps, audio_from=None, crf: int = 18, metadata: dict | None = None,
@@ -367,7 +368,7 @@ class VideoWriter:
         ain = None
         try:
             if self.audio_from is not None:
-                ain = _open(self.audio_from)
+                ain = open_container(self.audio_from)
                 if not ain.streams.audio:
                     ain.close()
                     ain = None

@@ -1,5 +1,5 @@
 """Animator: an avatar + driving landmark images → frames (paper §3.3 inference). Tensors only, no file I/O
-(DESIGN.md §4, layered inference): the pipeline (talkinghead.pipeline), the CLI and the web app sit on top.
+(DESIGN.md §4, layered inference): the pipeline (talkinghead.inference.pipeline), the CLI and the web app sit on top.
 
 The person-specific AdaIN parameters ψ (ψ̂ = P·ê for FF, ψ' for FT) are computed once per avatar and cached;
 each frame is then one pass of G's landmark-to-image path. Spectral normalisation can be folded into plain
@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import torch
 
-from talkinghead.avatar import Avatar
+from talkinghead.persons.avatar import Avatar
 from talkinghead.console import log
 
 
@@ -60,7 +60,7 @@ class Animator:
         self.image_size = avatar.image_size
         self.warp = avatar.config.model.generator == "warp"
         if self.warp:  # the source's texture and its encoder features, once per avatar (DESIGN.md §2)
-            from talkinghead.images import from_uint8
+            from talkinghead.media.images import from_uint8
             from talkinghead.landmarks.rasterize import landmark_image_tensor
 
             self.source_x = from_uint8(avatar.source_crop)[None].to(self.device, dtype)  # (1, 3, S, S)
@@ -151,7 +151,7 @@ class Animator:
         exactly mask·warped + (1 − mask)·generated, since generated = warped + Δ)."""
         import torch.nn.functional as F
 
-        from talkinghead.images import from_uint8
+        from talkinghead.media.images import from_uint8
         from talkinghead.nn.motion import grid_at_size, warp
 
         r = self.output_size

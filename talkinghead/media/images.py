@@ -59,12 +59,12 @@ def grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]]) -> np.ndarray:
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Writes an (H, W, 3) uint8 image as PNG (atomically; parent folders created) with the invisible mark of
-    talkinghead.watermark: the grids of training, fine-tuning and evaluation hold generated faces too, and a
+    talkinghead.media.watermark: the grids of training, fine-tuning and evaluation hold generated faces too, and a
     cut-out tile of one is an output like any other."""
     from PIL import Image
 
-    from talkinghead import watermark
-    from talkinghead.files import atomic_write
+    from talkinghead.media import watermark
+    from talkinghead.media.files import atomic_write
 
     path = Path(path)
     marked = watermark.embed(np.asarray(image))

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from talkinghead import __version__
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
-from talkinghead.files import atomic_write
+from talkinghead.media.files import atomic_write
 
 MODEL_FORMAT = "talkinghead-model"
 MODEL_FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from talkinghead import video
+from talkinghead.media import video
 from talkinghead.errors import TalkingHeadError, VideoError
 
 
@@ -63,7 +63,7 @@ class FileCamera(Camera):
         period = 1.0 / self.fps
         i = 0
         while True:
-            with video._open(self.path) as c:  # noqa: SLF001 (the package's own one-line open)
+            with video.open_container(self.path) as c:
                 s = c.streams.video[0]
                 s.thread_type = "AUTO"
                 t = time.perf_counter()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from talkinghead.bundled import WEIGHTS
 from talkinghead.errors import CheckpointError
-from talkinghead.images import resize_square, to_pixel_scale
+from talkinghead.media.images import resize_square, to_pixel_scale
 
 DLIB_WEIGHTS = WEIGHTS / "dlib_face_resnet.safetensors"
 

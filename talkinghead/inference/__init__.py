@@ -1,0 +1,1 @@
+"""Inference: the Animator (tensors in, frames out) and the video pipeline (a video in, an mp4 out)."""

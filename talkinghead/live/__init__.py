@@ -1,0 +1,1 @@
+"""Live puppeteering: the per-frame puppet, the real-time loop, cameras and outputs."""
