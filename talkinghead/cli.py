@@ -4,8 +4,8 @@ Every command is one module in `talkinghead.commands` exposing `add_arguments(pa
 `talkinghead animate` is `talkinghead/commands/animate.py`, and so on. Only the chosen module is imported, so
 `talkinghead --help` is instant and a broken optional dependency only affects its own command.
 
-Exit codes: 0 success, 1 a one-line error about the user's input (TalkingHeadError), 2 a usage error
-(argparse), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM unwinds like Ctrl-C, so partial
+Exit codes (`errors.ExitStatus`): 0 success, 1 a one-line error about the user's input (TalkingHeadError), 2 a
+usage error (argparse), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM unwinds like Ctrl-C, so partial
 outputs are removed and training writes its checkpoint either way.
 """
 
@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from talkinghead.errors import TalkingHeadError, Terminated
+from talkinghead.errors import ExitStatus, TalkingHeadError, Terminated
 
 # name -> one-line help; the code of command NAME is talkinghead.commands.NAME
 COMMANDS: dict[str, str] = {
@@ -42,7 +42,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error: `talkinghead CMD: error: ... (see --help)`, exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def command_module(name: str):
@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(command)
     except ModuleNotFoundError as e:
         print(f"talkinghead: error: command {command!r} is not available ({e})", file=sys.stderr)
-        return 2
+        return ExitStatus.USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
     if args.command is None:
         parser.print_help()
-        return 0
+        return ExitStatus.SUCCESS
     from talkinghead.console import setup_logging
 
     setup_logging(args.verbose)
@@ -94,19 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return int(module.run(args) or 0)
+        return int(module.run(args) or ExitStatus.SUCCESS)
     except TalkingHeadError as e:
         print(f"talkinghead {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return ExitStatus.ERROR
     except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return ExitStatus.SUCCESS
     except Terminated:
         print(f"talkinghead {args.command}: terminated", file=sys.stderr)
-        return 143
+        return ExitStatus.ERROR43
     except KeyboardInterrupt:
         print(f"talkinghead {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return ExitStatus.ERROR30
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 from talkinghead.errors import TalkingHeadError
 
+# The face crop's framing (landmarks.align.landmark_box): the landmarks' extent grown by CROP_MARGIN of it on
+# each side and shifted up by CROP_SHIFT_Y of it. Preprocessing cuts the training crops so, a model records the
+# framing of its data (ModelConfig), and photos are cropped as its data was.
+CROP_MARGIN = 0.45
+CROP_SHIFT_Y = -0.2
+
 
 @dataclass
 class ModelConfig:
@@ -34,6 +40,8 @@ class ModelConfig:
     generator: str = "adain"
     motion_channels: int = 32  # warp: width of the motion refiner's first layer
     mask_bias: float = 0.0  # warp: initial blend-mask logit (the output starts as the classical warp anyway)
+    crop_margin: float = CROP_MARGIN  # the framing of the crops the model was trained on (see CROP_MARGIN)
+    crop_shift_y: float = CROP_SHIFT_Y
 
     @property
     def num_down(self) -> int:
@@ -201,6 +209,10 @@ def validate(cfg: Config) -> list[str]:
         problems.append(f"finetune.train_parts = {cfg.finetune.train_parts!r} (all, decoder, psi or auto)")
     if m.generator not in ("adain", "warp"):
         problems.append(f"model.generator = {m.generator!r} (adain or warp)")
+    if not (0.0 <= m.crop_margin <= 4.0):
+        problems.append(f"model.crop_margin = {m.crop_margin} (0 … 4)")
+    if not (-2.0 <= m.crop_shift_y <= 2.0):
+        problems.append(f"model.crop_shift_y = {m.crop_shift_y} (-2 … 2)")
     if m.image_size & (m.image_size - 1) or m.bottleneck_size > m.image_size:
         problems.append(f"model.image_size = {m.image_size} (a power of two ≥ bottleneck_size)")
     return problems

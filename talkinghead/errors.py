@@ -1,4 +1,20 @@
-"""User-facing errors: the CLI prints their message on one line and exits non-zero (no traceback)."""
+"""User-facing errors: the CLI prints their message on one line and exits non-zero (no traceback), with one of
+the `ExitStatus` codes."""
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """The exit codes of every `talkinghead` command."""
+
+    SUCCESS = 0
+    ERROR = 1  # a one-line error about the user's input (TalkingHeadError)
+    USAGE = 2  # a usage error (argparse), or a command that cannot start
+    INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM
+    # verify: 0 every file is marked, NOT_MARKED some file is not, UNREADABLE some file could not be read
+    NOT_MARKED = 1
+    UNREADABLE = 2
 
 
 class TalkingHeadError(Exception):

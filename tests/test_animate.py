@@ -249,15 +249,15 @@ def test_output_frame_rate_selects_driver_frames():
 
 @pytest.mark.slow
 def test_demo_with_a_tiny_model(tmp_path, capsys):
-    """`talkinghead demo` end to end on the bundled assets (tiny model, 2 fine-tuning steps)."""
+    """`talkinghead demo --mode ft` end to end on the bundled assets (tiny model, 2 fine-tuning steps)."""
     from talkinghead.bundled import DRIVING, PORTRAIT
 
     if not (PORTRAIT.is_file() and DRIVING.is_file()):
         pytest.skip("bundled demo assets missing")
     random_model_file(tmp_path / "tiny.safetensors")
     out = tmp_path / "demo"
-    rc = main(["demo", "--model", str(tmp_path / "tiny.safetensors"), "--steps", "2", "--out", str(out),
-               "--no-progress"])
+    rc = main(["demo", "--model", str(tmp_path / "tiny.safetensors"), "--mode", "ft", "--steps", "2", "--out",
+               str(out), "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "frames/s" in printed and "monalisa_side_by_side.mp4" in printed
@@ -282,13 +282,14 @@ def test_retargeting_is_invariant_to_a_tilted_driver():
 
 @pytest.mark.slow
 def test_demo_with_the_bundled_model(tmp_path, capsys):
-    """The README's demo on the shipped weights (fewer fine-tuning steps): a Mona Lisa video, not a flat one."""
+    """The README's demo on the shipped weights (feed-forward, as `make demo`): a Mona Lisa video, not a flat one."""
     from talkinghead.bundled import DRIVING, MODEL, PORTRAIT
 
     if not MODEL.is_file():
         pytest.skip("the bundled model is not in this checkout")
     out = tmp_path / "demo"
-    assert main(["demo", "--steps", "10", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert Avatar.load(out / "monalisa.avatar").mode == "ff"
     info = video.probe_video(out / "monalisa.mp4")
     assert info.num_frames == video.probe_video(DRIVING).num_frames and info.has_audio
     frames = list(video.iter_frames(out / "monalisa.mp4", max_frames=40))

@@ -244,7 +244,7 @@ def test_resume_keeps_the_model_and_takes_training_values_from_the_command_line(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "--batch-size"), (["--shots", "0"], "--shots"), (["--preset", "huge"], "--preset"),
+    (["--batch-size", "0"], "--batch-size"), (["--k-shots", "0"], "--k-shots"), (["--preset", "huge"], "--preset"),
     (["--steps", "0"], "--steps"), (["--workers", "-1"], "--workers"), (["--minutes", "0"], "--minutes"),
     (["--set", "train.batch_size=0"], "train.batch_size"), (["--set", "train.steps=abc"], "train.steps"),
     (["--set", "train.random_source=1.5"], "train.random_source = 1.5 (a probability"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from talkinghead.commands.options import (add_device, add_manual_landmarks, add_progress, float_range, int_range,
-                                          manual_detector)
-from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.commands.options import (add_device, add_face_index, add_manual_landmarks, add_model,
+                                          add_progress, add_shots, float_range, int_range, manual_detector,
+                                          param_default)
+from talkinghead.errors import ExitStatus, NoFaceError, TalkingHeadError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,23 +24,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one .avatar file (from `talkinghead finetune`), or one or more photos of one person")
     p.add_argument("driving", metavar="DRIVING", help="the driving video")
     p.add_argument("-o", "--out", required=True, help="output video (.mp4)")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
+    add_model(p)
     p.add_argument("--absolute", action="store_true",
                    help="use the driver's landmarks as they are (the paper's mode; leaks the driver's face shape)")
     p.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole image")
     p.add_argument("--side-by-side", action="store_true", help="driver | output side by side")
     p.add_argument("--frames", metavar="DIR", help="also write every output frame as a PNG into DIR")
-    p.add_argument("--face-index", type=int_range(0, 99),
-                   help="use the k-th largest face in the source photos (default: the largest, central one); "
-                   "the driver's face is its largest, then the one tracked")
+    add_face_index(p, extra="; the driver's face is its largest, then the one tracked")
     add_manual_landmarks(p)
-    p.add_argument("--shots", type=int_range(1, 64), default=8,
-                   help="photos used for an on-the-fly avatar [default: 8]")
+    add_shots(p, "photos used for an on-the-fly avatar")
     p.add_argument("--finetune", nargs="?", type=int_range(1, 100_000), const=0, metavar="STEPS",
                    help="fine-tune the model on the photos first (paper §3.3 FT: seconds on a CPU; the bundled model "
                    "gains with several photos, from one it adapts ψ' alone) [STEPS: the model's default]; without "
                    "it the avatar is feed-forward (instant)")
-    p.add_argument("--batch-size", type=int_range(1, 256), default=8, help="frames rendered per batch [default: 8]")
+    from talkinghead.inference.pipeline import render_stream
+
+    batch = param_default(render_stream, "batch_size")
+    p.add_argument("--batch-size", type=int_range(1, 256), default=batch,
+                   help=f"frames rendered per batch [default: {batch}]")
     p.add_argument("--fps", type=float_range(0, 240, lo_open=True),
                    help="output frame rate, at most the driver's (default: the driver's)")
     add_device(p)
@@ -117,4 +119,4 @@ def run(args: argparse.Namespace) -> int:
           + (f", PNGs in {res.frames_dir}" if res.frames_dir else ""))
     print(f"{res.frames_per_second:.1f} frames/s ({res.seconds_total:.1f} s: landmarks "
           f"{res.seconds_landmarks:.1f} s, render + write {res.seconds_render:.1f} s)")
-    return 0
+    return ExitStatus.SUCCESS

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, add_progress, default_of, int_list, int_range, name_list
+from talkinghead.commands.options import (add_device, add_model, add_progress, default_of, int_list, int_range,
+                                          name_list)
 from talkinghead.evaluation import ALL_METRICS, MODES, EvalSettings
 from talkinghead.evaluation.settings import QUICK_FT_STEPS, check_modes
+from talkinghead.errors import ExitStatus
 
 _QUICK = EvalSettings.preset(quick=True)
 
@@ -38,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "self-reenactment with T shots (FF and FT) against the copy-source and landmark-warp "
                      "baselines (SSIM, PSNR, LPIPS-like, CSIM, FID, AKD), plus cross-identity reenactment. "
                      "Writes results.jsonl (appended), report.md and PNG plots into --out.")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
+    add_model(p)
     p.add_argument("--data", required=True, help="folder of raw videos (e.g. ../shared/data/videos)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
     g = p.add_mutually_exclusive_group()
@@ -91,4 +93,4 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(args.model, args.data, args.out, st, cache=args.cache, progress=not args.no_progress)
     report = Path(args.out) / "report.md"
     print(f"evaluate: {len(res['videos'])} video(s) in {res['seconds']['total']:.0f} s -> {report}")
-    return 0
+    return ExitStatus.SUCCESS

@@ -7,8 +7,9 @@ import argparse
 import time
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, add_manual_landmarks, add_progress, int_range, manual_detector
-from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.commands.options import (add_device, add_face_index, add_manual_landmarks, add_model,
+                                          add_progress, add_shots, int_range, manual_detector)
+from talkinghead.errors import ExitStatus, NoFaceError, TalkingHeadError
 
 MAX_SHOTS = 64
 
@@ -20,14 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(ff: the embedding only, instant) or fine-tuned (ft: G and D fine-tuned on the shots; "
                      "looks more like the person). The .avatar file is what `talkinghead animate` takes.")
     p.add_argument("sources", nargs="+", metavar="IMAGES_OR_VIDEO", help="photos of one person, or one video")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
+    add_model(p)
     p.add_argument("--out", "-o", required=True, help=f"avatar file to write (*{AVATAR_SUFFIX})")
     p.add_argument("--mode", choices=("ff", "ft"), default="ft", help="ff or ft [default: ft]")
-    p.add_argument("--shots", type=int_range(1, MAX_SHOTS), default=8,
-                   help="T, frames used (evenly spread) [default: 8]")
+    add_shots(p, "frames used (evenly spread)", hi=MAX_SHOTS)
     p.add_argument("--steps", type=int_range(1, 100_000),
                    help="fine-tuning steps (default: the model config's finetune.steps)")
-    p.add_argument("--face-index", type=int_range(0, 99), help="use the k-th largest face (default: largest, central)")
+    add_face_index(p, "in the photos or video")
     add_manual_landmarks(p)
     p.add_argument("--run", metavar="DIR", help="also write a run folder: config.json, log.jsonl, samples.png")
     add_device(p)
@@ -62,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
         msg += (f"; content loss on the shots {st['ff']['content']:.4g} (FF) -> {st['ft']['content']:.4g} (FT) "
                 f"after {st['steps']} steps")
     print(msg)
-    return 0
+    return ExitStatus.SUCCESS

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from talkinghead.commands.options import int_range
-from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.commands.options import add_face_index
+from talkinghead.errors import ExitStatus, NoFaceError, TalkingHeadError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="landmarks file to write (.pts or .json)")
     p.add_argument("--points", metavar="X1,Y1,...",
                    help=f"instead of detecting: fit the mean 68-point shape to 5 points, {POINTS_HELP}")
-    p.add_argument("--face-index", type=int_range(0, 99),
-                   help="the k-th largest face (default: the largest, central one)")
+    add_face_index(p, "in the photo")
 
 
 def overlay(image, points):
@@ -79,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(out, lambda tmp: write_landmarks(tmp, points, fmt=out.suffix.lower().lstrip(".")))
     print(f"wrote {out} (68 points, {how}) and the overlay {png}; correct the points in any editor, then "
           f"`talkinghead animate {args.image} DRIVER.mp4 -o OUT.mp4 --landmarks {out}`")
-    return 0
+    return ExitStatus.SUCCESS

@@ -10,8 +10,9 @@ import argparse
 import re
 from pathlib import Path
 
-from talkinghead.commands.options import add_device, float_range, int_range
-from talkinghead.errors import TalkingHeadError
+from talkinghead.commands.options import (add_device, add_face_index, add_model, float_range, int_range,
+                                          param_default)
+from talkinghead.errors import ExitStatus, TalkingHeadError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,14 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virtual-camera", nargs="?", const="", metavar="DEVICE",
                    help="send the frames to a virtual webcam (optional package pyvirtualcam; Linux: "
                    "v4l2loopback), optionally a given DEVICE")
-    p.add_argument("--model", help="model file for a photo or an FF avatar (default: the bundled model)")
-    p.add_argument("--max-size", type=int_range(64, 8192), default=720,
-                   help="longest side of the output frames: the photo is scaled down to it [default: 720]")
+    add_model(p, "model file for a photo or an FF avatar")
+    from talkinghead.live.puppet import LivePuppet
+
+    max_size = param_default(LivePuppet.__init__, "max_size")
+    p.add_argument("--max-size", type=int_range(64, 8192), default=max_size,
+                   help=f"longest side of the output frames: the photo is scaled down to it [default: {max_size}]")
     p.add_argument("--crop-only", action="store_true", help="output the face box, not the whole photo")
     p.add_argument("--absolute", action="store_true",
                    help="use the driver's landmarks as they are (leaks the driver's face shape)")
-    p.add_argument("--face-index", type=int_range(0, 99),
-                   help="with a photo: its k-th largest face (default: the largest, central one)")
+    add_face_index(p, "of a photo")
     p.add_argument("--loop", action="store_true", help="with a video file as the camera: start again at its end")
     p.add_argument("--threads", type=int_range(1, 256), default=1,
                    help="torch threads for the generator; the camera and the encoder have threads of their own "
@@ -102,4 +105,4 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if args.out:
         print(f"wrote {args.out}")
-    return 0
+    return ExitStatus.SUCCESS

@@ -100,6 +100,36 @@ def default_of(dataclass_type, field_name: str):
     raise KeyError(f"{dataclass_type.__name__} has no field {field_name!r}")
 
 
+def param_default(fn, name: str):
+    """The default of one parameter of a library function (so the CLI never repeats a default)."""
+    import inspect
+
+    value = inspect.signature(fn).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise KeyError(f"{fn.__qualname__} has no default for {name!r}")
+    return value
+
+
+def add_model(p: argparse.ArgumentParser, what: str = "model file") -> None:
+    """--model FILE: the model file (default: the bundled one)."""
+    p.add_argument("--model", metavar="FILE", help=f"{what} (default: the bundled "
+                   "talkinghead/weights/model_warp.safetensors)")
+
+
+def add_face_index(p: argparse.ArgumentParser, where: str = "in the source photos", extra: str = "") -> None:
+    """--face-index K: which face of a photo with several."""
+    p.add_argument("--face-index", type=int_range(0, 99), metavar="K",
+                   help=f"use the K-th largest face {where} (default: the largest, central one){extra}")
+
+
+def add_shots(p: argparse.ArgumentParser, what: str, hi: int = 64) -> None:
+    """--shots T: photos or video frames an avatar is made from (paper §3.3's T; K in `train` is --k-shots)."""
+    from talkinghead.persons.shots import DEFAULT_SHOTS
+
+    p.add_argument("--shots", type=int_range(1, hi), default=DEFAULT_SHOTS, metavar="T",
+                   help=f"T, {what} [default: {DEFAULT_SHOTS}]")
+
+
 def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1, ... [default: {default}]")
 

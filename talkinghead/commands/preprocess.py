@@ -13,7 +13,7 @@ from pathlib import Path
 from talkinghead.commands.options import default_of, float_range, int_range
 from talkinghead.data.options import IMAGE_FORMATS, PreprocessOptions, option_range
 from talkinghead.data.preprocess import preprocess
-from talkinghead.errors import TalkingHeadError
+from talkinghead.errors import ExitStatus, TalkingHeadError
 
 # option -> (PreprocessOptions field, argparse type maker, help)
 _NUMERIC = {
@@ -57,4 +57,4 @@ def run(args) -> int:
                          retry_failed=args.retry_failed, progress=not args.no_progress, require_usable=True,
                          image_format=args.image_format, **options)
     print(summary)
-    return 0
+    return ExitStatus.SUCCESS

@@ -1,4 +1,4 @@
-"""`talkinghead serve [--host 127.0.0.1] [--port 7860]`: the web app (talkinghead/app.py), a thin shell over the
+"""`talkinghead serve [--host 127.0.0.1] [--port 7860]`: the web app (talkinghead/app/), a thin shell over the
 library: photos (or the bundled Mona Lisa) and a driving video (or the bundled clip) in, the animated video and
 the avatar out, one job at a time."""
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from talkinghead.commands.options import add_device, int_range
+from talkinghead.commands.options import add_device, add_model, int_range, param_default
+from talkinghead.errors import ExitStatus
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,10 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "video (or record one), see the landmarks found, and get the animated video and the "
                      "avatar back. Needs gradio (pip install 'talkinghead[app]'). One job renders at a time; "
                      "the others wait in a queue.")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (0.0.0.0: every network interface) [default: 127.0.0.1]")
-    p.add_argument("--port", type=int_range(1, 65535), default=7860, help="port [default: 7860]")
-    p.add_argument("--model", help="model file (default: the bundled talkinghead/weights/model_warp.safetensors)")
+    from talkinghead.app.page import serve
+
+    host, port = param_default(serve, "host"), param_default(serve, "port")
+    p.add_argument("--host", default=host,
+                   help=f"address to listen on (0.0.0.0: every network interface) [default: {host}]")
+    p.add_argument("--port", type=int_range(1, 65535), default=port, help=f"port [default: {port}]")
+    add_model(p)
     add_device(p)
 
 
@@ -26,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
 
     serve(args.host, args.port, model=args.model, device=args.device,
           on_ready=lambda url: print(f"talkinghead web app at {url} (Ctrl-C stops it)", flush=True))
-    return 0
+    return ExitStatus.SUCCESS

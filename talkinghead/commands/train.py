@@ -15,9 +15,9 @@ from pathlib import Path
 from talkinghead.commands.options import add_progress, float_range, int_range
 from talkinghead.config import PRESETS, Config, preset, set_value, validate
 from talkinghead.console import log
-from talkinghead.errors import TalkingHeadError
+from talkinghead.errors import ExitStatus, TalkingHeadError
 
-DEFAULT_PRESET = "small"
+DEFAULT_PRESET = "warp"  # the bundled model's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "checkpoint and stops; --resume continues exactly. Multi-GPU: torchrun "
                      "--nproc_per_node=N -m talkinghead train ...")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help=f"tiny (tests, 64²), small (128², CPU hours), paper (256², the paper's widths) "
+                   help=f"tiny (tests, 64²), small (128², CPU hours), warp (the bundled model's: the warp-guided G at "
+                   f"128²), paper (256², the paper's widths) "
                    f"[default: {DEFAULT_PRESET}; on --resume: the run's]")
     p.add_argument("--data", help="preprocessed training set (folder with manifest.json)")
     p.add_argument("--run", help="run folder (created; holds checkpoints and logs); not needed with --dry-run")
@@ -39,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", metavar="MODEL", help="start a new run from a model file's E, G and D trunk (e.g. "
                    "talkinghead/weights/model_warp.safetensors with --preset warp) instead of fresh weights")
     p.add_argument("--batch-size", type=int_range(1, 4096), help="episodes per step and process")
-    p.add_argument("--shots", type=int_range(1, 64), help="K, frames per episode used by the embedder")
+    p.add_argument("--k-shots", dest="shots", type=int_range(1, 64), metavar="K",
+                   help="K, frames per episode used by the embedder (T, the photos of an avatar, is --shots "
+                   "of finetune and animate)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda [default: auto]")
     p.add_argument("--workers", type=int_range(0, 64), help="data loader worker processes")
@@ -56,7 +59,7 @@ def _flat(cfg: Config) -> dict[str, object]:
 
 
 def apply_overrides(cfg: Config, args: argparse.Namespace) -> list[str]:
-    """Applies the options given (--steps, --batch-size, --shots, --amp, --workers, --set) to cfg in place;
+    """Applies the options given (--steps, --batch-size, --k-shots, --amp, --workers, --set) to cfg in place;
     returns the changes as "section.key: old -> new". TalkingHeadError for an unknown key or a bad value."""
     before = _flat(cfg)
     t = cfg.train
@@ -120,10 +123,14 @@ def run(args: argparse.Namespace) -> int:
         apply_overrides(cfg, args)
     if args.dry_run:
         print(cfg.to_json())
-        return 0
+        return ExitStatus.SUCCESS
     if run_dir is None:
         raise TalkingHeadError("--run DIR is required (the run folder for checkpoints and logs)")
     data = _data_root(args, run_dir)
+    if not args.resume:  # the model records the framing of its data: photos are cropped the same way
+        from talkinghead.data.shards import dataset_framing
+
+        cfg.model.crop_margin, cfg.model.crop_shift_y = dataset_framing(data)
 
     from talkinghead.train.meta import MODEL_FILE, Trainer
 
@@ -142,4 +149,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"model: {run_dir / MODEL_FILE}")
     finally:
         trainer.close()
-    return 0
+    return ExitStatus.SUCCESS

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from talkinghead.config import CROP_MARGIN
 from talkinghead.errors import TalkingHeadError
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -27,7 +28,7 @@ class PreprocessOptions:
     image_format: str = "jpg"  # "jpg" (q95) | "png"
     quality: int = _opt(95, 1, 100)  # JPEG quality
     min_frames: int = _opt(2, 1)  # fewer frames with a face than this -> the video is skipped (K+1 needs several)
-    margin: float = _opt(0.45, 0.0, 4.0)  # crop margin around the landmark extent (landmarks.align.landmark_box)
+    margin: float = _opt(CROP_MARGIN, 0.0, 4.0)  # crop margin around the landmark extent (config.CROP_MARGIN)
     upsample: int = _opt(0, 0, 4)  # first HOG up-sampling tried (landmarks/cascade.py: more for small frames)
     workers: int = _opt(1, 1, 1024)  # parallel processes (one video each)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkinghead.config import CROP_SHIFT_Y
 from talkinghead.console import log, progress as progress_bar
 from talkinghead.data.shards import (FORMAT_VERSION, append_jsonl, check_dataset_info, check_shards, list_shard,
                                      lock_out, manifest_entry, move_into_place, read_jsonl, remove_stale_tmp,
@@ -300,7 +301,7 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
          require_usable: bool, t0: float) -> Summary:
     check_dataset_info(out, {"format_version": FORMAT_VERSION, "resolution": opts.resolution,
                              "every": opts.every, "frames_per_video": opts.frames_per_video,
-                             "image_format": opts.image_format})
+                             "image_format": opts.image_format, "margin": opts.margin, "shift_y": CROP_SHIFT_Y})
     remove_stale_tmp(out / "videos")
     manifest_jsonl = out / "manifest.jsonl"
     summary = Summary(out=str(out), videos=len(records))

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkinghead.config import CROP_MARGIN, CROP_SHIFT_Y
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 from talkinghead.media.files import atomic_write
@@ -127,6 +128,17 @@ def check_dataset_info(out: Path, info: dict) -> None:
     if old.get("resolution") != info["resolution"]:
         raise TalkingHeadError(f"{out} holds {old.get('resolution')}² crops; use another --out for "
                                f"{info['resolution']}²")
+    if "margin" in info and old.get("margin", CROP_MARGIN) != info["margin"]:
+        raise TalkingHeadError(f"{out} holds crops with margin {old.get('margin', CROP_MARGIN)}; use another --out "
+                               f"for margin {info['margin']}")
+
+
+def dataset_framing(root) -> tuple[float, float]:
+    """(margin, shift_y) of a preprocessed set's crops (config.CROP_MARGIN's framing; sets written before the
+    framing was recorded used the defaults)."""
+    path = Path(root) / "manifest.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    return float(info.get("margin", CROP_MARGIN)), float(info.get("shift_y", CROP_SHIFT_Y))
 
 
 def check_shards(out: Path, manifest_jsonl: Path) -> list[dict]:

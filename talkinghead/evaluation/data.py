@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talkinghead.config import CROP_MARGIN
 from talkinghead.errors import NoFaceError, TalkingHeadError
 from talkinghead.evaluation.settings import SHOT_PART, TARGET_PART, EvalSettings
 
@@ -94,9 +95,10 @@ def _skip_reasons(cache: Path) -> dict[str, str]:
     return reasons
 
 
-def prepare_videos(records, data, cache: Path, size: int, st: EvalSettings, progress: bool = True) -> tuple[list, list]:
-    """Preprocesses the chosen records into `cache` (resumable) at the model's resolution; returns the
-    VideoShards found and the skipped videos [{video_id, reason}]; NoFaceError when none is usable."""
+def prepare_videos(records, data, cache: Path, size: int, st: EvalSettings, progress: bool = True,
+                   margin: float = CROP_MARGIN) -> tuple[list, list]:
+    """Preprocesses the chosen records into `cache` (resumable) at the model's resolution and crop margin;
+    returns the VideoShards found and the skipped videos [{video_id, reason}]; NoFaceError when none is usable."""
     from talkinghead.data.dataset import VideoShard
     from talkinghead.data.preprocess import preprocess
 
@@ -105,7 +107,7 @@ def prepare_videos(records, data, cache: Path, size: int, st: EvalSettings, prog
         {"path": Path(r.path).relative_to(root).as_posix(), "id": r.video_id, "identity": r.identity,
          "split": "val", "frames": [r.frame_start, r.frame_stop]} for r in records]}
     summary = preprocess(root, cache, resolution=size, frames_per_video=st.frames_per_video, every=st.every,
-                         split=spec, progress=progress)
+                         margin=margin, split=spec, progress=progress)
     shards, skipped = [], [dict(s) for s in summary.skipped]
     reasons = _skip_reasons(cache)
     for r in records:

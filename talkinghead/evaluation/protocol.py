@@ -16,6 +16,7 @@ import torch
 from talkinghead import console
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
+from talkinghead.config import CROP_MARGIN
 from talkinghead.media.files import atomic_write
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
@@ -201,8 +202,10 @@ def load_run_videos(run: Run, data, cache=None) -> tuple[list[EvalVideo], list[d
     """The split's validation videos, preprocessed into the cache (resumable), as EvalVideos; what was skipped."""
     st = run.st
     cache_dir = Path(cache) if cache else run.out / "cache"
-    cache_dir = cache_dir / f"val_{run.size}px_every{st.every}_max{st.frames_per_video or 'all'}"
-    shards, skipped = prepare_videos(run.records, data, cache_dir, run.size, st, run.progress)
+    margin = run.lm.cfg.model.crop_margin  # the crops framed as the model's training data
+    framing = "" if margin == CROP_MARGIN else f"_margin{margin:g}"
+    cache_dir = cache_dir / f"val_{run.size}px_every{st.every}_max{st.frames_per_video or 'all'}{framing}"
+    shards, skipped = prepare_videos(run.records, data, cache_dir, run.size, st, run.progress, margin=margin)
     videos, too_short = load_videos(shards, st.shots, st.targets, run.size)
     skipped += too_short
     for s in skipped:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from talkinghead.config import CROP_MARGIN, CROP_SHIFT_Y
+
 
 _PASTE_ROWS = 256  # rows blended at a time by paste_back
 
@@ -130,9 +132,9 @@ class CropTransform:
         return out
 
 
-def landmark_box(points: np.ndarray, margin: float = 0.45, shift_y: float = -0.2) -> tuple[float, float, float]:
+def landmark_box(points: np.ndarray, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y) -> tuple[float, float, float]:
     """(cx, cy, side) of the VoxCeleb-style square box for one face: the landmarks' extent grown by `margin`
-    of it on each side (default side = 1.9 × extent), shifted up by `shift_y` × extent for forehead and hair."""
+    of it on each side (by default side = 1.9 × extent), shifted up by `shift_y` × extent for forehead and hair."""
     pts = np.asarray(points, np.float32)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     ext = float(max(hi[0] - lo[0], hi[1] - lo[1], 1.0))
@@ -140,13 +142,13 @@ def landmark_box(points: np.ndarray, margin: float = 0.45, shift_y: float = -0.2
     return cx, cy, ext * (1 + 2 * margin)
 
 
-def crop_from_landmarks(points: np.ndarray, out_size: int, margin: float = 0.45, shift_y: float = -0.2) -> CropTransform:
+def crop_from_landmarks(points: np.ndarray, out_size: int, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y) -> CropTransform:
     """The crop of one face from its (68, 2) landmarks (see landmark_box)."""
     cx, cy, side = landmark_box(points, margin, shift_y)
     return CropTransform(cx, cy, side, int(out_size))
 
 
-def clip_crop(points_seq, out_size: int, margin: float = 0.45, shift_y: float = -0.2,
+def clip_crop(points_seq, out_size: int, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y,
               max_growth: float = 1.3, coverage: float = 0.95, image_shape=None) -> CropTransform:
     """One stable crop for a whole clip (as in VoxCeleb-style preprocessing): the box covering the per-frame
     boxes of (nearly) all frames (`coverage` quantile, robust to outliers), made square, its side capped at

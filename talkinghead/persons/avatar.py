@@ -29,7 +29,7 @@ from talkinghead.media.files import atomic_write
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
 from talkinghead.media.images import png_bytes, png_decode
-from talkinghead.persons.shots import Shots, embed_person
+from talkinghead.persons.shots import DEFAULT_SHOTS, Shots, embed_person
 
 AVATAR_FORMAT = "talkinghead-avatar"
 AVATAR_FORMAT_VERSION = 1
@@ -166,7 +166,7 @@ def avatar_from_shots(mode: str, model: LoadedModel, shots: Shots, embedding: to
                   source_hashes=list(shots.hashes), **kw)
 
 
-def make_ff_avatar(inputs, model, shots: int = 8, face_index: int | None = None, device="cpu",
+def make_ff_avatar(inputs, model, shots: int = DEFAULT_SHOTS, face_index: int | None = None, device="cpu",
                    detector=None) -> Avatar:
     """Feed-forward avatar (paper §3.3): ê = mean E(x_t, y_t) over the T shots; no training.
     inputs: image paths/arrays or one video path; model: model file path or LoadedModel."""

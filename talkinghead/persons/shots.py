@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead.persons.checkpoint import file_sha256
+from talkinghead.config import CROP_MARGIN, CROP_SHIFT_Y
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.persons.checkpoint import file_sha256
 
+DEFAULT_SHOTS = 8  # T: the photos or video frames an avatar is made from by default (paper §3.3)
 LARGE_SIDE = 4096  # photos with a larger side are "very large": prepare_shots says how it handles them
 
 
@@ -90,10 +92,11 @@ def _load_inputs(inputs, shots: int) -> tuple[list[tuple[np.ndarray, str, str]],
     return out, False
 
 
-def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | None = None,
-                  detector=None) -> Shots:
+def prepare_shots(inputs, image_size: int, shots: int = DEFAULT_SHOTS, face_index: int | None = None,
+                  detector=None, framing: tuple[float, float] = (CROP_MARGIN, CROP_SHIFT_Y)) -> Shots:
     """Detect the face (largest/central, or the `face_index`-th largest) in each input and crop it the way
-    the training data is cropped (`landmarks.align.crop_from_landmarks`). Images without a face raise
+    the training data is cropped (`landmarks.align.crop_from_landmarks` with `framing` = (margin, shift_y),
+    a model's `model_framing`). Images without a face raise
     NoFaceError (NoFaceFoundError when no detector stage found one); for a video, frames without a face are
     skipped and the T shots are spread over it. The default detector is the face-finding cascade
     (landmarks/cascade.py); `detector` may be a landmarks.manual.ManualLandmarks (the points of one photo)."""
@@ -139,7 +142,7 @@ def prepare_shots(inputs, image_size: int, shots: int = 8, face_index: int | Non
     found = [found[i] for i in _evenly(len(found), shots)]
     crops, points, transforms = [], [], []
     for image, pts, _ in found:
-        ct = crop_from_landmarks(pts, image_size)
+        ct = crop_from_landmarks(pts, image_size, *framing)
         crops.append(ct.crop(image))
         points.append(ct.points_to_crop(pts))
         transforms.append(ct)
@@ -156,10 +159,16 @@ def embed_shots(E: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int
     return torch.cat(es).mean(dim=0)
 
 
-def embed_person(inputs, model, shots: int = 8, face_index: int | None = None, detector=None,
+def model_framing(model_cfg) -> tuple[float, float]:
+    """(margin, shift_y) of the crops a model (its config.ModelConfig) was trained on."""
+    return model_cfg.crop_margin, model_cfg.crop_shift_y
+
+
+def embed_person(inputs, model, shots: int = DEFAULT_SHOTS, face_index: int | None = None, detector=None,
                  device="cpu") -> tuple[Shots, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shots of the person in `inputs` and their embedding: (shots, x, y, ê) with x, y (T, 3, S, S) and
     ê (N,) from `model` (a checkpoint.LoadedModel) — the start of every avatar (paper §3.3)."""
-    sh = prepare_shots(inputs, model.cfg.model.image_size, shots, face_index, detector)
+    sh = prepare_shots(inputs, model.cfg.model.image_size, shots, face_index, detector,
+                       model_framing(model.cfg.model))
     x, y = sh.tensors(device)
     return sh, x, y, embed_shots(model.E, x, y)

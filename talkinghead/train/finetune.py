@@ -29,7 +29,7 @@ from talkinghead.persons.checkpoint import LoadedModel, as_model
 from talkinghead.config import FinetuneConfig
 from talkinghead.console import progress as progress_bar
 from talkinghead.errors import TalkingHeadError
-from talkinghead.persons.shots import embed_person
+from talkinghead.persons.shots import DEFAULT_SHOTS, embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
 
@@ -208,7 +208,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     return G, psi.detach(), stats
 
 
-def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, steps: int | None = None,
+def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = DEFAULT_SHOTS, steps: int | None = None,
                 face_index: int | None = None, device="cpu", progress: bool = True, detector=None,
                 finetune: FinetuneConfig | None = None, seed: int = 0, run_dir=None, **overrides) -> Avatar:
     """An avatar of the person in `images_or_video` (paths/arrays of images, or one video path).
