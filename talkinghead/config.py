@@ -276,7 +276,7 @@ def warp() -> Config:
     (teaches the flow), residual-flow smoothness and extra L1 on the mouth box (where a warp cannot help).
     The mouth discriminator (nn/mouth.py) is off: `--set loss.mouth_adv_weight=1 --set loss.mouth_fm_weight=10`
     turns it on (3,614 CPU steps from the bundled model gave open mouths a better LPIPS-like but the
-    mouth L1 worse than the warp's, README)."""
+    mouth L1 worse than the warp's, docs/experiments.md)."""
     return Config(
         name="warp",
         model=ModelConfig(image_size=128, embed_dim=256, base_channels=16, max_channels=128,

@@ -1,5 +1,6 @@
 """The package's layer order (DESIGN.md §3): every `talkinghead` import, at the top of a module or inside a
-function, goes to the importer's own wing or to a lower layer. The README's layout section is this table."""
+function, goes to the importer's own wing or to a lower layer. The README's Layout section and
+docs/architecture.md show this table."""
 
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ class EpisodeDataset(Dataset):
     random_source: the probability that an episode's texture shot is one of its K shots drawn at random
     instead of the nearest in pose. The nearest shot needs only small corrections; a random one is what a
     user's single photo is to the driving frames (any head pose, the mouth closed while the driver's opens),
-    so the generator is asked to fill what the photo cannot show (README: 5,166 steps at 0.5 changed nothing yet).
+    so the generator is asked to fill what the photo cannot show (docs/experiments.md: 5,166 steps at 0.5
+    changed nothing yet).
 
     verify: check every shard of the split on disk first (`verify_shard`: meta, every frame file, landmarks;
     file headers and a directory listing per shard), so a broken shard is a one-line TalkingHeadError here
