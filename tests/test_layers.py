@@ -121,3 +121,27 @@ def test_a_downward_import_passes(tmp_path):
     (tmp_path / "inference" / "animator.py").write_text(
         "from talkinghead.persons.avatar import Avatar\nfrom talkinghead import bundled\nfrom . import pipeline\n")
     assert upward_imports(tmp_path) == []
+
+
+def _readme_layers() -> list[tuple[str, ...]]:
+    """The Layout table of the README as LAYERS: [(wing, ...)] lowest first (rows of one layer merged)."""
+    text = (PACKAGE.parent / "README.md").read_text()
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows: dict[int, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            names = [w.strip(" `/") for w in cells[1].split(",")]
+            rows.setdefault(int(cells[0]), []).extend(names)
+    return [tuple(rows[k]) for k in sorted(rows)]
+
+
+def test_the_readme_layout_is_the_layer_table():
+    assert [set(layer) for layer in _readme_layers()] == [set(layer) for layer in LAYERS]
+
+
+def test_the_readme_opens_with_the_two_commands_and_stays_short():
+    lines = (PACKAGE.parent / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    opening = "\n".join(lines[:6])
+    assert "```bash\nmake demo" in opening and "\nmake test" in opening
