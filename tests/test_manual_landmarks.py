@@ -73,6 +73,45 @@ def test_landmark_files_round_trip_and_bad_ones_are_one_line(tmp_path):
         read_landmarks(tmp_path / "missing.pts")
 
 
+def _pts_text(points) -> str:
+    return "version: 1\nn_points: 68\n{\n" + "".join(f"{x} {y}\n" for x, y in points) + "}\n"
+
+
+def _far_point(value: str) -> list:
+    pts = (mean_shape() * 90 + 200).tolist()
+    pts[30] = [value, value]
+    return pts
+
+
+HOSTILE_LANDMARKS = {
+    "huge.pts": _pts_text(_far_point("1e30")),
+    "huge.json": json.dumps(_far_point(1e30)),
+    "inf.pts": _pts_text(_far_point("1e39")),  # inf as float32
+    "long_int.json": json.dumps(_far_point(0)).replace("0, 0", "1" + "0" * 400 + ", 0", 1),
+    "nested.json": "[" * 100_000 + "]" * 100_000,
+    "nested_points.json": json.dumps({"points": [[[[[[[[1.0]]]]]]]]}),
+    "object.json": json.dumps({"points": {"x": 1}}),
+    "strings.json": json.dumps([["a", "b"]] * 68),
+    "big.pts": "version: 1\n{\n" + "1 2\n" * 400_000 + "}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_LANDMARKS))
+def test_hostile_landmark_files_are_one_line(tmp_path, name):
+    (tmp_path / name).write_text(HOSTILE_LANDMARKS[name])
+    with pytest.raises(TalkingHeadError) as e:
+        read_landmarks(tmp_path / name)
+    assert "\n" not in str(e.value) and name in str(e.value), str(e.value)
+
+
+def test_points_far_beyond_the_image_are_refused():
+    """A file whose points lie mostly on the image but a few very far off is refused before any crop."""
+    pts = mean_shape() * 30 + 60
+    pts[:5] = 9e4
+    with pytest.raises(TalkingHeadError, match="5 points lie far outside the 120x120 image"):
+        ManualLandmarks(pts).detect(np.zeros((120, 120, 3), np.uint8))
+
+
 def test_points_option_parsing():
     assert parse_points("1,2, 3,4,5,6,7,8,9,10").shape == (5, 2)
     for text in ("1,2,3", "a,b,c,d,e,f,g,h,i,j", "1,1,1,1,5,6,7,8,9,10", "1,2,3,4,5,6,7,8,9,inf"):

@@ -71,27 +71,44 @@ def parse_points(text: str) -> np.ndarray:
     return five
 
 
+MAX_COORDINATE = 1e5  # pixels: no image has a point this far from its corner
+_MAX_FILE_BYTES = 1 << 20  # 68 points need a few kilobytes
+
+
 def read_landmarks(path) -> np.ndarray:
     """68 points (68, 2) float32 in 0-based pixels from an iBUG .pts file (1-based, as 300-W writes them) or
-    a JSON file ([[x, y] * 68] or {"points": [...]}, 0-based); a one-line TalkingHeadError otherwise."""
+    a JSON file ([[x, y] * 68] or {"points": [...]}, 0-based); a one-line TalkingHeadError otherwise: a file
+    too large, malformed or too deeply nested, of another number of points, with values that are not finite
+    or farther than MAX_COORDINATE pixels from the image's corner."""
     from talkinghead.landmarks.detect import load_pts
 
     path = Path(path)
     if not path.is_file():
         raise TalkingHeadError(f"landmarks file not found: {path}")
+    if path.stat().st_size > _MAX_FILE_BYTES:
+        raise TalkingHeadError(f"{path}: not a landmarks file ({path.stat().st_size} bytes; 68 points take a few "
+                               "kilobytes)")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text())
             pts = np.asarray(data["points"] if isinstance(data, dict) else data, np.float64)
         else:
-            pts = load_pts(path).astype(np.float64)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise TalkingHeadError(f"{path}: cannot read landmarks ({type(e).__name__}: {e}); expected an iBUG .pts "
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+                pts = load_pts(path).astype(np.float64)
+    except RecursionError:
+        raise TalkingHeadError(f"{path}: cannot read landmarks (JSON nested too deeply); expected an iBUG .pts "
                                "file or JSON with 68 [x, y] points") from None
+    except (ValueError, KeyError, TypeError, OverflowError, UnicodeDecodeError, OSError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise TalkingHeadError(f"{path}: cannot read landmarks ({type(e).__name__}: {reason}); expected an iBUG "
+                               ".pts file or JSON with 68 [x, y] points") from None
     if pts.shape != (68, 2):
         raise TalkingHeadError(f"{path}: expected 68 points (iBUG markup), got {pts.size // 2 if pts.ndim else 0}")
     if not np.isfinite(pts).all():
         raise TalkingHeadError(f"{path}: the landmarks contain values that are not numbers")
+    if np.abs(pts).max() > MAX_COORDINATE:
+        raise TalkingHeadError(f"{path}: the landmarks lie far outside any image (a coordinate of "
+                               f"{np.abs(pts).max():.3g} pixels; at most {MAX_COORDINATE:.0f})")
     return pts.astype(np.float32)
 
 
@@ -112,11 +129,16 @@ def write_landmarks(path, points: np.ndarray, fmt: str | None = None) -> None:
 
 
 def check_inside(points: np.ndarray, image_shape, what: str) -> None:
-    """A one-line error when the points are not (mostly) on the image: a file for another photo, say."""
+    """A one-line error when the points are not (mostly) on the image (a file for another photo, say), or when
+    any lies farther outside it than the image is large."""
     h, w = image_shape[:2]
     inside = (points[:, 0] >= -0.5) & (points[:, 0] <= w - 0.5) & (points[:, 1] >= -0.5) & (points[:, 1] <= h - 0.5)
     if inside.mean() < 0.5:
         raise TalkingHeadError(f"{what}: most points lie outside the {w}x{h} image (landmarks of another image?)")
+    reach = max(h, w)  # a face cut by the border lies partly outside, never farther out than the image is large
+    far = (points[:, 0] < -reach) | (points[:, 0] > w + reach) | (points[:, 1] < -reach) | (points[:, 1] > h + reach)
+    if far.any():
+        raise TalkingHeadError(f"{what}: {int(far.sum())} points lie far outside the {w}x{h} image")
 
 
 class ManualLandmarks:

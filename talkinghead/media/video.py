@@ -276,11 +276,21 @@ class VideoWriter:
         if not self._closed and self._tmp is not None:
             self.abort()
 
+    def _fail(self, e: BaseException) -> VideoError:
+        """Drops the partial file and returns the one-line error for a failed open, write or close."""
+        self.abort()
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _short(e)
+        return VideoError(f"cannot write video {self.path}: {reason}")
+
     def _open(self, w: int, h: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(self.path.parent)
-        self._tmp = partial_path(self.path)
-        os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # reserve the name now
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.path.parent)
+            self._tmp = partial_path(self.path)
+            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # reserve the name now
+        except OSError as e:
+            self._tmp = None  # the name was not reserved: nothing of ours to remove
+            raise self._fail(e) from None
         try:
             self._container = av.open(str(self._tmp), "w", format="mp4")
             s = self._container.add_stream("libx264", rate=self.fps)
@@ -290,8 +300,7 @@ class VideoWriter:
             s.codec_context.time_base = 1 / self.fps
             self._stream = s
         except _AV_ERRORS as e:
-            self.abort()
-            raise VideoError(f"cannot write video {self.path}: {_short(e)}") from None
+            raise self._fail(e) from None
         self._size = (w, h)
 
     def write(self, frame: np.ndarray) -> None:
@@ -314,8 +323,11 @@ class VideoWriter:
         vf = av.VideoFrame.from_ndarray(watermark.embed(frame), format="rgb24")
         vf.pts = self.num_frames
         vf.time_base = 1 / self.fps
-        for packet in self._stream.encode(vf):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+        except _AV_ERRORS as e:
+            raise self._fail(e) from None
         self.num_frames += 1
 
     def close(self) -> None:
@@ -337,10 +349,10 @@ class VideoWriter:
             if final_tmp != self._tmp:
                 self._tmp.unlink(missing_ok=True)
             self._tmp = None
-        except BaseException as e:
+        except _AV_ERRORS as e:
+            raise self._fail(e) from None
+        except BaseException:
             self.abort()
-            if isinstance(e, _AV_ERRORS):
-                raise VideoError(f"cannot write video {self.path}: {_short(e)}") from None
             raise
         finally:
             self._closed = True
@@ -355,9 +367,11 @@ class VideoWriter:
                 pass
             self._container = None
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            for extra in self._tmp.parent.glob(self._tmp.name + ".mux.mp4"):
-                extra.unlink(missing_ok=True)
+            for p in (self._tmp, Path(str(self._tmp) + ".mux.mp4")):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:  # best effort: the folder may have become unwritable
+                    pass
             self._tmp = None
 
     def _remux_with_audio(self) -> Path:

@@ -28,8 +28,10 @@ from talkinghead.persons.checkpoint import LoadedModel, as_model, read_safetenso
 from talkinghead.media.files import atomic_write
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
-from talkinghead.media.images import png_bytes, png_decode
+from talkinghead.media.images import png_bytes
 from talkinghead.persons.shots import DEFAULT_SHOTS, Shots, embed_person
+from talkinghead.persons.validation import (Invalid, check_config, check_crop, check_state, check_tensor,
+                                            decode_png, parse_json)
 
 AVATAR_FORMAT = "talkinghead-avatar"
 AVATAR_FORMAT_VERSION = 1
@@ -100,6 +102,10 @@ class Avatar:
                                       f"(sha256 {self.model.get('sha256', '?')[:12]}); pass it with --model")
             model = LoadedModel.load(path, device, with_discriminator=False)
             self.check_model(model)
+        theirs, ours = model.cfg.model, self.config.model
+        if (theirs.image_size, theirs.embed_dim) != (ours.image_size, self.embedding.numel()):
+            raise CheckpointError(f"avatar's config ({ours.image_size}², embedding {self.embedding.numel()}) does not "
+                                  f"match its model's ({theirs.image_size}², {theirs.embed_dim}); make it again")
         G = model.G.to(device).eval()
         with torch.no_grad():
             psi = G.project(self.embedding.view(1, -1).to(device))  # (1, P)
@@ -140,22 +146,50 @@ class Avatar:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Avatar":
-        """Reads an avatar file; CheckpointError (one line) if it is missing, corrupt or of another version."""
-        from talkinghead.landmarks.align import CropTransform
-
+        """Reads an avatar file; CheckpointError (one line) if it is missing, corrupt, of another version, or
+        holds anything the checks of talkinghead.persons.validation refuse (before anything is rendered)."""
         tensors, meta = read_safetensors(path, AVATAR_FORMAT, AVATAR_FORMAT_VERSION, "avatar")
         try:
-            cfg = Config.from_json(meta["config"])
-            mode = meta["mode"]
-            gstate = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")} if mode == "ft" else None
-            return cls(mode=mode, config=cfg, embedding=tensors["embedding"], model=json.loads(meta["model"]),
-                       source_image=png_decode(tensors["source_image_png"].numpy().tobytes()),
-                       crop=CropTransform.from_dict(json.loads(meta["crop"])),
-                       source_crop=tensors["source_crop"].numpy(), source_points=tensors["source_points"].numpy(),
-                       shots=int(meta["shots"]), source_hashes=json.loads(meta.get("source_hashes", "[]")),
-                       psi=tensors.get("psi"), generator_state=gstate, info=json.loads(meta.get("info", "{}")))
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: broken avatar file ({type(e).__name__}: {e})") from None
+            return cls(**_checked_fields(tensors, meta))
+        except (KeyError, ValueError) as e:  # Invalid is a ValueError
+            reason = str(e) if isinstance(e, Invalid) else f"{type(e).__name__}: {e}"
+            raise CheckpointError(f"{path}: broken avatar file ({' '.join(reason.split())[:200]})") from None
+
+
+def _checked_fields(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict:
+    """Avatar's fields from a file's tensors and metadata, each checked (validation.Invalid otherwise)."""
+    cfg = check_config(meta.get("config"))
+    mode = meta["mode"]
+    if mode not in MODES:
+        raise Invalid(f"mode {mode[:20]!r} (one of {', '.join(MODES)})")
+    model = parse_json(meta["model"], "model")
+    if not isinstance(model, dict) or not all(isinstance(model.get(k, ""), str) for k in ("path", "sha256")):
+        raise Invalid("model is not an object with a path and a sha256")
+    hashes = parse_json(meta.get("source_hashes", "[]"), "source_hashes")
+    info = parse_json(meta.get("info", "{}"), "info")
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes) or not isinstance(info, dict):
+        raise Invalid("source_hashes is not a list of strings or info not an object")
+    shots = int(meta["shots"])
+    if not 1 <= shots <= 100_000:
+        raise Invalid(f"shots = {shots} (at least 1)")
+    m, s = cfg.model, cfg.model.image_size
+    image = decode_png(tensors.get("source_image_png"), "source_image_png")
+    fields = dict(mode=mode, config=cfg, model=model, shots=shots, source_hashes=hashes, info=info,
+                  source_image=image, crop=check_crop(parse_json(meta["crop"], "crop"), image.shape, s),
+                  embedding=check_tensor(tensors.get("embedding"), "embedding", (m.embed_dim,)),
+                  source_crop=check_tensor(tensors.get("source_crop"), "source_crop", (s, s, 3), "uint8").numpy(),
+                  source_points=check_tensor(tensors.get("source_points"), "source_points", (68, 2),
+                                             bound=10.0 * s).numpy())
+    if mode == "ft":
+        from talkinghead.nn import build_generator
+
+        gstate = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
+        G = build_generator(Config.from_dict(cfg.to_dict()).model)
+        check_state(G.state_dict(), gstate, "the generator's weights")
+        with torch.no_grad():
+            p = G.project(torch.zeros(1, m.embed_dim)).shape[1]
+        fields.update(psi=check_tensor(tensors.get("psi"), "psi", (p,)), generator_state=gstate)
+    return fields
 
 
 def avatar_from_shots(mode: str, model: LoadedModel, shots: Shots, embedding: torch.Tensor, **kw) -> Avatar:

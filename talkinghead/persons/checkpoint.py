@@ -26,6 +26,7 @@ from talkinghead import __version__
 from talkinghead.config import Config
 from talkinghead.errors import CheckpointError
 from talkinghead.media.files import atomic_write
+from talkinghead.persons.validation import Invalid, check_config, check_state
 
 MODEL_FORMAT = "talkinghead-model"
 MODEL_FORMAT_VERSION = 1
@@ -121,22 +122,28 @@ def read_model_file(path: str | os.PathLike) -> tuple[Config, dict[str, torch.Te
     """Reads a model file: (config, tensors, metadata), validating its format."""
     tensors, meta = read_safetensors(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, "model file")
     try:
-        cfg = Config.from_json(meta["config"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: broken model file config ({type(e).__name__}: {e})") from None
+        cfg = check_config(meta.get("config"))
+    except Invalid as e:
+        raise CheckpointError(f"{path}: broken model file: {e}") from None
     return cfg, tensors, meta
 
 
 def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path="model") -> None:
-    """Loads the tensors under `prefix` into module (cast to the module's dtypes); W rows may be absent."""
+    """Loads the tensors under `prefix` into module (cast to the module's dtypes); a one-line CheckpointError
+    unless their names and shapes are the module's (W rows may be absent)."""
     sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
-    sub = {k: v.to(own[k].dtype) if k in own else v for k, v in sub.items()}
-    missing, unexpected = module.load_state_dict(sub, strict=False)
-    missing = [k for k in missing if not (prefix + k).startswith(W_PREFIX)]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the networks its config builds "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    optional = (W_PREFIX[len(prefix):],) if W_PREFIX.startswith(prefix) else ()
+    try:
+        check_state(own, sub, "weights", optional)
+    except Invalid as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    sub = {k: v.to(own[k].dtype) for k, v in sub.items()}
+    try:
+        module.load_state_dict(sub, strict=False)
+    except RuntimeError as e:
+        reason = " ".join(str(e).split())[:150]
+        raise CheckpointError(f"{path}: weights do not fit the networks its config builds: {reason}") from None
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -192,7 +199,10 @@ class LoadedModel:
         path = Path(path)
         cfg, tensors, meta = read_model_file(path)
         cfg.model.num_videos = 1
-        E, G, D = build_models(cfg.model)
+        try:
+            E, G, D = build_models(cfg.model)
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its config builds no networks: {' '.join(str(e).split())[:150]}") from None
         load_state(E, tensors, "E.", path)
         load_state(G, tensors, "G.", path)
         if with_discriminator and meta.get("has_discriminator") == "True":
