@@ -34,7 +34,7 @@ from talkinghead.data.shards import (FORMAT_VERSION, append_jsonl, check_dataset
                                      temp_shard_dir, verify_shard, write_json, write_manifest)
 from talkinghead.data.options import PreprocessOptions, make_options
 from talkinghead.data.sources import VideoRecord, apply_split, find_videos
-from talkinghead.errors import TalkingHeadError, VideoError
+from talkinghead.errors import TalkingHeadError
 
 @dataclass
 class Summary:
@@ -131,7 +131,7 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
         if result["ok"]:
             tmp = None
         return result
-    except VideoError as e:
+    except TalkingHeadError as e:  # the video's fault (unreadable, frames too small to search): not retried
         return {"ok": False, "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - one broken video must not stop a VoxCeleb-scale run
         # not remembered in skipped.jsonl: a bug or a transient failure, retried by the next run
