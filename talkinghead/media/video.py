@@ -94,6 +94,23 @@ def probe_video(path) -> VideoInfo:
                          duration=duration, rotation=90 * turns)
 
 
+def count_frames(path) -> int:
+    """The frames of a video's first video stream, counted from its packets (demuxed, not decoded): for
+    containers whose header gives no count, or a count not to be trusted."""
+    with open_container(path) as c:
+        if not c.streams.video:
+            raise VideoError(f"no video stream in {path}")
+        s = c.streams.video[0]
+        n = 0
+        try:
+            for packet in c.demux(s):
+                n += packet.size > 0
+        except _AV_ERRORS as e:
+            if not n:
+                raise VideoError(f"cannot read video {path}: {_short(e)}") from None
+        return n
+
+
 def _first_frame_turns(c, s) -> int:
     """Quarter turns of the stream's display matrix, read off its first frame (PyAV gives a frame's, not a
     stream's); 0 when no frame decodes."""
