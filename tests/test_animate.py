@@ -5,6 +5,7 @@ one-line errors without partial outputs for bad inputs. Tiny model built in the 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +404,19 @@ def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
                        capsys)
     assert rc != 0 and len(err) == 1 and "--finetune" in err[0]
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_an_output_naming_an_input_is_refused_before_any_work(tmp_path, capsys):
+    driver = tmp_path / "driver.mp4"
+    with video.VideoWriter(driver, 10) as w:
+        for _ in range(3):
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    photo = tmp_path / "photo.jpg"
+    video.write_image(photo, np.zeros((32, 32, 3), np.uint8))
+    os.link(driver, tmp_path / "hard.mp4")
+    (tmp_path / "photo.mp4").symlink_to(photo)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for out in (driver, tmp_path / "hard.mp4", tmp_path / "photo.mp4"):
+        rc, err = _run_cli(["animate", str(photo), str(driver), "-o", str(out), "--no-progress"], capsys)
+        assert rc == 1 and len(err) == 1 and "is the input" in err[0], (out, err)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -214,3 +214,64 @@ def test_video_cascade_counts_the_winning_stage():
     c.detect(blank)
     assert c.tried == ["hog0", "hog1", "hog2"]
     assert cascade_mod.STAGE_NAMES["hog2"] == "dlib HOG up-sampled x4"
+
+
+class _NoDlib:
+    """Stands in for a dlib model that must not be reached."""
+
+    def __call__(self, *a, **k):
+        raise AssertionError("a detector ran on an image the guard should refuse")
+
+    run = __call__
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (8, 8), (31, 200), (100, 7000), (2000, 30), (40, 400)])
+def test_images_too_small_or_elongated_are_refused_before_any_detector_runs(shape, monkeypatch):
+    from talkinghead.landmarks.detect import UnsearchableImageError
+    from talkinghead.landmarks.mesh import MeshDetector
+
+    img = np.zeros((*shape, 3), np.uint8)
+    monkeypatch.setattr(FaceCascade, "_detector", _NoDlib())
+    for cascade in (photo_cascade(), video_cascade(), FaceCascade(max_side=0)):
+        with pytest.raises(UnsearchableImageError, match=r"cannot search a \d+x\d+-pixel image"):
+            cascade.detect(img)
+        with pytest.raises(UnsearchableImageError):
+            cascade.detect_boxes(img)
+    hog, cnn, mesh = DlibDetector(), DlibCnnDetector(), MeshDetector()
+    hog._detector = hog._predictor = cnn._cnn = cnn._predictor = _NoDlib()
+    mesh._graph = _NoDlib()
+    for call in (hog.detect, hog.detect_boxes, cnn.detect, cnn.detect_boxes, mesh.detect):
+        with pytest.raises(UnsearchableImageError):
+            call(img)
+
+
+def test_the_guard_error_names_the_photo_and_is_one_line():
+    from talkinghead.errors import NoFaceError
+    from talkinghead.persons.shots import prepare_shots
+
+    with pytest.raises(NoFaceError) as e:
+        prepare_shots([np.zeros((8, 8, 3), np.uint8)], image_size=64, shots=1)
+    assert str(e.value).startswith("image: cannot search a 8x8-pixel image") and "\n" not in str(e.value)
+
+
+def test_a_huge_image_is_searched_on_a_shrunk_copy_with_boxes_in_full_size_pixels():
+    import dlib
+
+    from talkinghead.landmarks.detect import MAX_SIDE
+
+    seen = []
+
+    class Hog:
+        def run(self, image, upsample, threshold):
+            seen.append(image.shape)
+            return [dlib.rectangle(10, 20, 110, 120)], [1.5], [0]
+
+    det = DlibDetector(max_side=0)  # no max_side of its own: the ceiling still holds
+    det._detector = Hog()
+    img = np.zeros((MAX_SIDE // 4, MAX_SIDE * 2, 3), np.uint8)
+    (box, score), = det.detect_boxes(img)
+    assert seen == [(MAX_SIDE // 8, MAX_SIDE, 3)] and score == 1.5
+    assert np.allclose(box, [20, 40, 220, 240])
+    small = np.zeros((300, 400, 3), np.uint8)  # within the ceiling: searched as it is
+    det.detect_boxes(small)
+    assert seen[-1] == small.shape

@@ -54,3 +54,23 @@ def test_image_conversions_round_trip():
     assert torch.equal(from_uint8(ro), t[0])
     g = grid([[t[0], a[1]], [t[1]]])
     assert g.shape == (10, 14, 3) and np.array_equal(g[5:, 7:], np.zeros((5, 7, 3), np.uint8))
+
+
+def test_same_file_sees_through_relative_paths_symlinks_and_hard_links(tmp_path, monkeypatch):
+    from talkinghead.media.files import refuse_overwriting_inputs, same_file
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"video")
+    (tmp_path / "sym.mp4").symlink_to(clip)
+    os.link(clip, tmp_path / "hard.mp4")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    for other in ("../clip.mp4", tmp_path / "sym.mp4", tmp_path / "hard.mp4", str(tmp_path / "sub" / ".." / "clip.mp4")):
+        assert same_file(other, clip), other
+        with pytest.raises(TalkingHeadError, match="is the input") as e:
+            refuse_overwriting_inputs([None, other], [None, clip])
+        assert "\n" not in str(e.value)
+    (tmp_path / "other.mp4").write_bytes(b"video")  # equal bytes, another file
+    assert not same_file(tmp_path / "other.mp4", clip)
+    assert not same_file(tmp_path / "new.mp4", clip) and same_file("new.mp4", tmp_path / "sub" / "new.mp4")
+    refuse_overwriting_inputs([tmp_path / "out.mp4"], [clip, None])  # a new file: fine

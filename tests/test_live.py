@@ -320,3 +320,15 @@ def test_device_camera_reads_a_live_pyav_input():
     assert all(f is not None and f.image.shape == (240, 320, 3) for f in got + [newest])
     assert [f.index for f in got] == sorted(f.index for f in got) and newest.index > got[-1].index + 3
     assert grabber.dropped >= 3 and grabber.error is None
+
+
+def test_live_out_naming_the_camera_file_is_refused(tmp_path, capsys):
+    clip = tmp_path / "camera.mp4"
+    with video.VideoWriter(clip, 10) as w:
+        for _ in range(3):
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    data = clip.read_bytes()
+    rc, _, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--camera", str(clip), "--out", str(clip)],
+                      capsys)
+    assert rc == 1 and len(err) == 1 and "is the input" in err[0]
+    assert clip.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["camera.mp4"]

@@ -210,3 +210,21 @@ def test_finetune_takes_landmarks_and_refuses_them_where_they_cannot_apply(tmp_p
         assert main(argv + ["--no-progress"]) == 1
         err = capsys.readouterr().err.strip()
         assert want in err and "\n" not in err, err
+
+
+def test_landmarks_and_finetune_refuse_to_write_over_their_photos(tmp_path, capsys):
+    photo = tmp_path / "face.png"
+    video.write_image(photo, np.zeros((64, 64, 3), np.uint8))
+    data = photo.read_bytes()
+    (tmp_path / "face.avatar").symlink_to(photo)
+    five = "20,24,44,24,32,36,24,46,40,46"
+    runs = [["landmarks", str(photo), "-o", str(tmp_path / "face.pts"), "--points", five],  # the overlay: face.png
+            ["finetune", str(photo), "--out", str(tmp_path / "face.avatar"), "--no-progress"],
+            ["finetune", str(photo), "--out", str(tmp_path / "x.avatar"), "--run", str(tmp_path), "--no-progress"]]
+    (tmp_path / "samples.png").symlink_to(photo)
+    for argv in runs:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert "is the input" in err and "\n" not in err, (argv, err)
+    assert photo.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.avatar", "face.png", "samples.png"]

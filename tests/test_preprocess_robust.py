@@ -79,8 +79,8 @@ def test_pool_workers_die_with_their_parent(tmp_path):
         import sys, time
         from talkinghead.data.preprocess import _start_pool
         pool = _start_pool(2)
-        assert pool.apply(sum, ([1, 2],)) == 3  # workers are up and initialised
-        pool.apply_async(time.sleep, (60,))  # one worker busy (a long video), one idle
+        assert list(pool.map(sum, [[1, 2], [3]])) == [3, 3]  # workers are up and initialised
+        pool.submit(time.sleep, 60)  # one worker busy (a long video), one idle
         time.sleep(1)
         print("ready", flush=True)
         time.sleep(60)
@@ -133,3 +133,68 @@ def test_verify_shard(tmp_path):
     (d / "boxes.npy").unlink()
     assert "boxes" in verify_shard(d)
     assert "meta.json" in verify_shard(tmp_path / "videos" / "nothing")
+
+
+# -- containers without a frame count, workers that die ---------------------------------------------------
+def test_sampling_lists_only_the_frames_it_picks():
+    from talkinghead.data.preprocess import sample_indices
+
+    t0 = time.perf_counter()
+    assert sample_indices(0, 10**12, 4, 5) == [0, 250_000_000_000, 500_000_000_000, 749_999_999_996,
+                                               999_999_999_996]
+    assert time.perf_counter() - t0 < 1
+    assert sample_indices(3, 20, 5, 0) == [3, 8, 13, 18] and sample_indices(0, 10, 1, 3) == [0, 4, 9]
+
+
+def test_a_jpeg_named_mp4_finishes_quickly_reported_as_skipped(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(src / "photo.mp4", format="JPEG")
+    t0 = time.perf_counter()
+    summary = preprocess(src, tmp_path / "out", progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert summary.processed == 0 and [s["video_id"] for s in summary.skipped] == ["photo"]
+    assert summary.skipped[0]["reason"] == "no face: found in 0 of 1 sampled frames"
+
+
+def test_a_header_frame_count_the_duration_does_not_bear_out_is_counted(tmp_path, monkeypatch):
+    from talkinghead.data import preprocess as pre
+    from talkinghead.media.video import VideoInfo, VideoWriter
+
+    clip = tmp_path / "c.mp4"
+    with VideoWriter(clip, 10) as w:
+        for _ in range(5):
+            w.write(np.zeros((16, 16, 3), np.uint8))
+    info = VideoInfo(16, 16, 10.0, 10**9, False, 0.5)  # an absurd header
+    assert pre._frame_count(clip, info) == 5
+    assert pre._frame_count(clip, VideoInfo(16, 16, 10.0, 0, False, 0.0)) == 5
+    assert pre._frame_count(clip, VideoInfo(16, 16, 10.0, 7, False, 0.7)) == 7  # a plausible one is trusted
+
+
+def test_a_job_whose_worker_dies_fails_alone_and_the_run_goes_on():
+    import functools
+    import operator
+
+    from talkinghead.data.workers import run_pooled
+
+    jobs = [functools.partial(abs, -1), functools.partial(os._exit, 3), functools.partial(abs, -2),
+            functools.partial(abs, -3), functools.partial(abs, -4)]
+    t0 = time.perf_counter()
+    results = list(run_pooled(operator.call, jobs, 2, on_dead=lambda job: ("died", job.args)))
+    assert sorted(map(str, results)) == ["('died', (3,))", "1", "2", "3", "4"]
+    assert time.perf_counter() - t0 < 60
+
+
+def test_pooled_preprocess_reports_every_video(tmp_path, monkeypatch):
+    from talkinghead.data import preprocess as pre
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(src / f"{name}.mp4", format="JPEG")
+    died, dead_result = [], pre._worker_died
+    monkeypatch.setattr(pre, "_worker_died", lambda args: died.append(args) or dead_result(args))
+    summary = preprocess(src, tmp_path / "out", progress=False, workers=2)
+    assert sorted(s["video_id"] for s in summary.skipped) == ["a", "b", "c"] and not died
+    assert dead_result(({"video_id": "a", "identity": "a", "path": "/x/a.mp4"}, "", {}))["reason"] == \
+        "its worker process died (out of memory, or a crash decoding it)"

@@ -215,3 +215,45 @@ def test_killed_writer_process_leaves_no_partial_file(tmp_path, sig):
         assert len(list(tmp_path.iterdir())) == 1  # nothing can run on SIGKILL ...
         _levels_video(tmp_path / "next.mp4", n=2)  # ... so the next run's write removes it
         assert [p.name for p in tmp_path.iterdir()] == ["next.mp4"]
+
+
+def _sideways_video(path, degrees, n=4, size=(32, 64)):
+    """A small mp4 whose frames are stored H×W with a display matrix turning them by `degrees`
+    counter-clockwise (a phone held upright records -90: turned clockwise); the stored top-left corner is
+    white."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.height, s.width = size
+        s.pix_fmt = "yuv420p"
+        s.set_display_rotation(degrees)
+        for _ in range(n):
+            a = np.zeros((*size, 3), np.uint8)
+            a[:8, :8] = 255
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.mark.parametrize("degrees, corner", [(-90, (0, -1)), (90, (-1, 0)), (180, (-1, -1))])
+def test_a_video_stored_sideways_is_read_upright(tmp_path, degrees, corner):
+    path = tmp_path / "phone.mp4"
+    _sideways_video(path, degrees)
+    info = probe_video(path)
+    turned = degrees % 180 != 0
+    assert (info.width, info.height) == ((32, 64) if turned else (64, 32))
+    assert info.rotation == degrees % 360
+    frames = list(iter_frames(path))
+    assert len(frames) == 4
+    indexed = [f for _, f in iter_indexed_frames(path, indices=[1, 3])]
+    for f in frames + indexed:
+        assert f.shape == (info.height, info.width, 3) and f.flags.c_contiguous
+        y, x = corner  # the stored top-left corner, where it stands once upright (clockwise for -90)
+        assert f[y, x].mean() > 200 and f[0 if y else -1, 0 if x else -1].mean() < 50
+
+
+def test_an_unturned_video_reports_no_rotation(tmp_path):
+    path = tmp_path / "plain.mp4"
+    _levels_video(path, n=3)
+    info = probe_video(path)
+    assert info.rotation == 0 and (info.width, info.height) == (64, 48)

@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     for s in (*args.sources, args.driving):
         if not Path(s).exists():
             raise TalkingHeadError(f"file not found: {s}")
+    from talkinghead.media.files import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([out], [*args.sources, args.driving, args.landmarks, args.model])
     info = video.probe_video(args.driving)  # check the driver before any expensive work (one-line VideoError)
     if args.fps and args.fps > info.fps:
         raise TalkingHeadError(f"--fps {args.fps:g} is above the driver's {info.fps:g} frames/s: the output can "

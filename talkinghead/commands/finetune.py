@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     for s in args.sources:
         if not Path(s).exists():
             raise TalkingHeadError(f"file not found: {s}")
+    from talkinghead.media.files import refuse_overwriting_inputs
+
+    run_files = [Path(args.run) / n for n in ("config.json", "log.jsonl", "samples.png")] if args.run else []
+    refuse_overwriting_inputs([out, *run_files], [*args.sources, args.landmarks, args.model])
     manual = manual_detector(args)
     model = resolve_model(args.model)
     t0 = time.time()

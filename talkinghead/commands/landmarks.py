@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from talkinghead.media import video
-    from talkinghead.media.files import atomic_write
+    from talkinghead.media.files import atomic_write, refuse_overwriting_inputs
     from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
     if not Path(args.image).is_file():
         raise TalkingHeadError(f"file not found: {args.image}")
+    refuse_overwriting_inputs([out, out.with_suffix(".png")], [args.image])
     image = video.read_image(args.image)
     if args.points:
         points = points_from_five(parse_points(args.points))

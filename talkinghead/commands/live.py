@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         raise TalkingHeadError("nothing to show the frames on: give --window, --out FILE.mp4 and/or --virtual-camera")
     if args.out and Path(args.out).suffix.lower() != ".mp4":
         raise TalkingHeadError(f"--out should be an .mp4 file (got {Path(args.out).name})")
+    if args.out:
+        from talkinghead.media.files import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs([args.out], [args.camera, args.avatar, args.model])
     if args.window:
         check_display()  # before the slow start
     if args.virtual_camera is not None:

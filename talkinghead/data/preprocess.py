@@ -16,11 +16,8 @@ race the next one).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -35,7 +32,12 @@ from talkinghead.data.shards import (FORMAT_VERSION, append_jsonl, check_dataset
                                      temp_shard_dir, verify_shard, write_json, write_manifest)
 from talkinghead.data.options import PreprocessOptions, make_options
 from talkinghead.data.sources import VideoRecord, apply_split, find_videos
-from talkinghead.errors import TalkingHeadError, VideoError
+from talkinghead.data.workers import orphaned, run_pooled, start_pool
+from talkinghead.errors import TalkingHeadError
+
+# a header count above this (or above what the duration allows) is checked by counting the packets
+MAX_HEADER_FRAMES = 200_000
+
 
 @dataclass
 class Summary:
@@ -85,12 +87,13 @@ def _detector(opts: PreprocessOptions):
 
 
 def sample_indices(start: int, stop: int, every: int, frames_per_video: int) -> list[int]:
-    """Frame indices in [start, stop): every n-th, then at most frames_per_video of them, evenly spaced."""
-    idx = list(range(start, stop, max(1, every)))
+    """Frame indices in [start, stop): every n-th, then at most frames_per_video of them, evenly spaced (only
+    those picked are listed)."""
+    idx = range(start, stop, max(1, every))
     if frames_per_video and len(idx) > frames_per_video:
         pick = np.linspace(0, len(idx) - 1, frames_per_video).round().astype(int)
-        idx = [idx[i] for i in pick]
-    return idx
+        return [idx[int(i)] for i in pick]
+    return list(idx)
 
 
 @dataclass
@@ -113,9 +116,8 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
     tmp = None
     try:
         info = probe_video(rec.path)
-        stop = info.num_frames if rec.frame_stop is None else min(rec.frame_stop, info.num_frames)
-        if rec.frame_stop is None and not info.num_frames:
-            stop = 10**9  # unknown length: decode to the end
+        frames = _frame_count(rec.path, info)
+        stop = frames if rec.frame_stop is None else min(rec.frame_stop, frames)
         indices = sample_indices(rec.frame_start, stop, opts.every, opts.frames_per_video)
         if not indices:
             return {"ok": False, "reason": f"no frames in range [{rec.frame_start}, {stop})"}
@@ -132,7 +134,7 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
         if result["ok"]:
             tmp = None
         return result
-    except VideoError as e:
+    except TalkingHeadError as e:  # the video's fault (unreadable, frames too small to search): not retried
         return {"ok": False, "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - one broken video must not stop a VoxCeleb-scale run
         # not remembered in skipped.jsonl: a bug or a transient failure, retried by the next run
@@ -141,6 +143,17 @@ def process_video(rec: VideoRecord, out_dir: Path, opts: PreprocessOptions) -> d
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _frame_count(path, info) -> int:
+    """The frames to sample from: the header's count where the duration bears it out, else the video packets
+    counted (a missing or absurd count never sizes the work)."""
+    from talkinghead.media.video import count_frames
+
+    n = info.num_frames
+    if 0 < n <= MAX_HEADER_FRAMES and n <= info.duration * info.fps * 1.5 + 25:
+        return n
+    return count_frames(path)
 
 
 def _find_landmarks(path, indices: list[int], fps: float, opts: PreprocessOptions) -> _Landmarks:
@@ -226,7 +239,7 @@ def _finish_shard(tmp: Path, meta: dict, final: Path) -> dict:
     problem = verify_shard(tmp)
     if problem:  # e.g. the video changed between the passes
         return {"ok": False, "reason": f"incomplete shard: {problem}", "retry": True}
-    if _orphaned():  # the run is gone: never rename into a folder a newer run may own
+    if orphaned():  # the run is gone: never rename into a folder a newer run may own
         shutil.rmtree(tmp, ignore_errors=True)
         os._exit(1)
     move_into_place(tmp, final)
@@ -234,42 +247,28 @@ def _finish_shard(tmp: Path, meta: dict, final: Path) -> dict:
             "no_face_frames": meta["no_face_frames"], "shots": meta["shots"], "trimmed": meta["trimmed_frames"]}
 
 
-# -- worker processes ---------------------------------------------------------------------------------------
-_PARENT_PID: int | None = None  # set in pool workers: the run's process
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Pool initializer: the worker dies with the run. On Linux the kernel kills it when its parent exits
-    (PR_SET_PDEATHSIG, even on kill -9); elsewhere `_orphaned` checks before a shard is renamed into place."""
-    global _PARENT_PID
-    _PARENT_PID = parent_pid
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
-    if _orphaned():  # the parent died before the death signal was armed
-        os._exit(1)
-
-
-def _orphaned() -> bool:
-    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
-
-
+# -- worker processes (talkinghead.data.workers) -------------------------------------------------------------
 def _start_pool(workers: int):
-    return mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
+    """A pool of spawn-started workers that die with the run."""
+    return start_pool(workers)
 
 
 def _worker(args):
     rec_dict, out_dir, opts_dict = args
-    if _orphaned():
+    if orphaned():
         os._exit(1)
     rec = VideoRecord(**rec_dict)
     res = process_video(rec, Path(out_dir), PreprocessOptions(**opts_dict))
     res["video_id"], res["path"] = rec.video_id, rec.path
     return res
+
+
+def _worker_died(args) -> dict:
+    """The result of a video whose worker process died (killed for its memory, a crash in native code):
+    remembered as skipped, since it would kill the next run's worker too."""
+    rec = VideoRecord(**args[0])
+    return {"ok": False, "video_id": rec.video_id, "path": rec.path,
+            "reason": "its worker process died (out of memory, or a crash decoding it)"}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -318,12 +317,11 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
             todo.append(r)
 
     jobs = ((r.to_dict(), str(out), asdict(opts)) for r in todo)
-    pool = None
+    results = None
     try:
         with progress_bar(len(todo), desc="preprocess", unit="video", enabled=progress and bool(todo)) as bar:
             if opts.workers > 1 and len(todo) > 1:
-                pool = _start_pool(min(opts.workers, len(todo)))
-                results = pool.imap_unordered(_worker, jobs, chunksize=1)
+                results = run_pooled(_worker, jobs, min(opts.workers, len(todo)), on_dead=_worker_died)
             else:
                 results = map(_worker, jobs)
             for res in results:
@@ -345,12 +343,9 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
                         log.debug("%s", res["detail"])
                 bar.update(1)
                 bar.set_postfix(frames=summary.frames, skipped=len(summary.skipped))
-            if pool is not None:
-                pool.close()
-                pool.join()
     finally:
-        if pool is not None:
-            pool.terminate()
+        if hasattr(results, "close"):  # run_pooled's workers are stopped
+            results.close()
         summary.shards = len(write_manifest(out))
         summary.seconds = time.perf_counter() - t0
         write_json(out / "summary.json", summary.to_dict())

@@ -10,6 +10,7 @@ renders in batches and writes frames as they come. Output files appear only when
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from talkinghead.media import video
+from talkinghead.media.files import refuse_overwriting_inputs
 from talkinghead.inference.animator import Animator
 from talkinghead.persons.avatar import Avatar
 from talkinghead.media.images import to_uint8
@@ -250,10 +252,13 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     source's face was chosen when the avatar was made.
 
     Frames without a driving face hold the last pose (one warning with the counts). Errors leave no partial
-    output: the mp4 is written atomically and PNGs written so far are removed.
+    output: the mp4 is written atomically and PNGs written so far are removed. An output that is the driving
+    video is refused before any work (TalkingHeadError).
     """
     if out is None and frames_dir is None and sbs_out is None:
         raise TalkingHeadError("nothing to write: give an output video and/or a frames folder")
+    if isinstance(driving, (str, os.PathLike)):
+        refuse_overwriting_inputs([out, sbs_out], [driving])
     warn = warn or (lambda msg: log.warning("warning: %s", msg))
     t0 = time.time()
     animator = animator or Animator(avatar, model=model, device=device)

@@ -31,7 +31,8 @@ import numpy as np
 
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError
-from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, Face, box_iou, interocular
+from talkinghead.landmarks.detect import (DlibCnnDetector, DlibDetector, Face, box_iou, check_searchable,
+                                          interocular)
 
 UPSAMPLED_SIDE = 2048  # HOG up-samples an image only while its longer side (after max_side) stays within this
 # dlib's points vs the mesh's mapped ones on 364 real upright frames: median 0.03, max 0.26 of the eye distance
@@ -134,8 +135,10 @@ class FaceCascade:
 
     def detect(self, image) -> list[Face]:
         """image (H, W, 3) uint8 RGB -> the faces of the first stage that finds `min_faces` of them (else the
-        most any stage found, possibly none)."""
+        most any stage found, possibly none). UnsearchableImageError (detect.check_searchable) before any stage
+        runs for an image too small or too elongated to search; each stage searches a large one shrunk."""
         image = np.asarray(image)
+        check_searchable(image.shape)
         self.tried, best, best_stage = [], [], None
         for name in self.stages(image.shape):
             t0 = time.perf_counter()

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.errors import TalkingHeadError
+from talkinghead.errors import NoFaceError, TalkingHeadError
+
+# What any detector is given (`searchable`): dlib's detectors fail on images a few pixels wide and its CNN
+# corrupts memory on strips (a 100x7000 photo), so smaller or more elongated images are refused before any
+# detector runs; larger ones are searched on a shrunk copy.
+MIN_SIDE = 32  # pixels, the shorter side
+MAX_ASPECT = 8.0  # longer side / shorter side
+MAX_SIDE = 4096  # pixels, the longer side of the copy detectors search
 
 
 @dataclass
@@ -54,6 +61,38 @@ def as_rgb_uint8(image) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
     return np.ascontiguousarray(image)
+
+
+class UnsearchableImageError(NoFaceError):
+    """An image too small or too elongated for the face detectors to search."""
+
+
+def check_searchable(shape) -> None:
+    """UnsearchableImageError (one line) for an image of this shape (H, W, ...) that is below MIN_SIDE on a
+    side or more elongated than MAX_ASPECT."""
+    h, w = (int(v) for v in shape[:2])
+    if min(h, w) < MIN_SIDE:
+        raise UnsearchableImageError(f"cannot search a {w}x{h}-pixel image for a face: both sides need at least "
+                                     f"{MIN_SIDE} pixels")
+    if max(h, w) / min(h, w) > MAX_ASPECT:
+        raise UnsearchableImageError(f"cannot search a {w}x{h}-pixel image for a face: one side is more than "
+                                     f"{MAX_ASPECT:g} times the other")
+
+
+def searchable(image, max_side: int = 0) -> tuple[np.ndarray, float]:
+    """The copy of an (H, W, 3) uint8 image that detectors search, and the factor from its pixels back to the
+    image's: the image itself when its longer side is within max_side (MAX_SIDE when 0 or larger), else a
+    shrunk copy. UnsearchableImageError before anything else for an image `check_searchable` refuses."""
+    image = as_rgb_uint8(image)
+    check_searchable(image.shape)
+    limit = min(int(max_side), MAX_SIDE) if max_side and max_side > 0 else MAX_SIDE
+    if max(image.shape[:2]) <= limit:
+        return image, 1.0
+    from PIL import Image
+
+    scale = max(image.shape[:2]) / limit
+    h, w = (max(1, round(s / scale)) for s in image.shape[:2])
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)), scale
 
 
 _LOADED = threading.local()
@@ -95,14 +134,9 @@ class DlibDetector:
         self.__init__(**state)
 
     def _resized(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """The image the detector sees (at most max_side) and the factor back to full-size pixels."""
-        if not self.max_side or max(image.shape[:2]) <= self.max_side:
-            return image, 1.0
-        from PIL import Image
-
-        scale = max(image.shape[:2]) / self.max_side
-        h, w = (round(s / scale) for s in image.shape[:2])
-        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)), scale
+        """The image the detector sees (at most max_side, see `searchable`) and the factor back to full-size
+        pixels; UnsearchableImageError for an image too small or elongated to search."""
+        return searchable(image, self.max_side)
 
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float]]:
         """(box (4,) float32, score) of each face, without landmarks."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.landmarks.detect import Face, as_rgb_uint8
+from talkinghead.landmarks.detect import Face, searchable
 
 MAP_FILE = Path(__file__).with_name("mesh_to_68.json")
 
@@ -80,13 +80,14 @@ class MeshDetector:
         return self._mesh
 
     def mesh_points(self, image) -> list[np.ndarray]:
-        """(468, 2) float32 pixel points of each face found."""
-        image = as_rgb_uint8(image)
+        """(468, 2) float32 pixel points of each face found (searched on detect.searchable's copy: an image
+        too small or elongated raises UnsearchableImageError, a large one is searched shrunk)."""
+        image, scale = searchable(image)
         h, w = image.shape[:2]
         graph = self._graph()
         with _quiet_stderr():  # a warning line on some images' sizes
             res = graph.process(image)
-        return [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
+        return [np.array([(p.x * w * scale, p.y * h * scale) for p in f.landmark], np.float32)
                 for f in (res.multi_face_landmarks or [])]
 
     def detect(self, image) -> list[Face]:

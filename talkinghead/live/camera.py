@@ -75,7 +75,7 @@ class FileCamera(Camera):
                             i += 1
                             t = time.perf_counter()
                             continue
-                        image = frame.to_ndarray(format="rgb24")
+                        image = video.frame_rgb(frame)
                         decode_s = time.perf_counter() - t
                         wait = due - time.perf_counter()
                         if wait > 0:

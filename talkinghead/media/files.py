@@ -101,3 +101,26 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
 def _remove(tmp: Path | None) -> None:
     if tmp is not None and os.path.exists(tmp):
         os.remove(tmp)
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name one file: the same file on disk where both exist (symlinks and hard links
+    included), else the same path once resolved."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        pass
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def refuse_overwriting_inputs(outputs, inputs) -> None:
+    """TalkingHeadError (one line) when one of the paths a command is about to write names the same file as
+    one of its inputs; None entries are ignored on both sides."""
+    for out in outputs:
+        for given in inputs:
+            if out is not None and given is not None and same_file(out, given):
+                raise TalkingHeadError(f"the output {out} is the input {given}: writing it would destroy the "
+                                       "input; choose another output name")

@@ -1,7 +1,8 @@
-"""Video and image I/O with PyAV (its bundled ffmpeg) and PIL: probe, frame iterators, an atomic mp4 writer
+"""Video I/O with PyAV (its bundled ffmpeg) (image files: media/image_files.py, their functions also here): probe, frame iterators, an atomic mp4 writer
 that can carry the driver's audio over (DESIGN.md §2 "video in, video out with the driver's audio kept").
 
-Frames are numpy arrays (H, W, 3) uint8 RGB everywhere. Unreadable, corrupt or missing files raise
+Frames are numpy arrays (H, W, 3) uint8 RGB everywhere, upright: a video's display matrix (a phone video
+stored sideways) is honoured as an image's EXIF orientation is, in the sizes `probe_video` gives too. Unreadable, corrupt or missing files raise
 `talkinghead.errors.VideoError` with a one-line message.
 """
 
@@ -9,9 +10,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
-import struct
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,11 +17,11 @@ from typing import Iterator
 
 import av
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from talkinghead.media import watermark
 from talkinghead.errors import VideoError
 from talkinghead.media.files import partial_path, remove_stale_partials
+from talkinghead.media.image_files import read_image, write_dataset_image, write_image  # noqa: F401 - their home was here
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -47,6 +45,7 @@ class VideoInfo:
     num_frames: int  # from the container; estimated from duration × fps where the container has no count
     has_audio: bool
     duration: float  # seconds
+    rotation: int = 0  # degrees counter-clockwise the stored frames are turned to stand upright (0, 90, 180, 270)
 
 
 def is_video_path(path) -> bool:
@@ -88,8 +87,54 @@ def probe_video(path) -> VideoInfo:
         w, h = s.codec_context.width, s.codec_context.height
         if not w or not h:
             raise VideoError(f"cannot read video {path}: no frame size")
+        turns = _first_frame_turns(c, s)
+        if turns % 2:
+            w, h = h, w
         return VideoInfo(width=w, height=h, fps=fps, num_frames=n, has_audio=bool(c.streams.audio),
-                         duration=duration)
+                         duration=duration, rotation=90 * turns)
+
+
+def count_frames(path) -> int:
+    """The frames of a video's first video stream, counted from its packets (demuxed, not decoded): for
+    containers whose header gives no count, or a count not to be trusted."""
+    with open_container(path) as c:
+        if not c.streams.video:
+            raise VideoError(f"no video stream in {path}")
+        s = c.streams.video[0]
+        n = 0
+        try:
+            for packet in c.demux(s):
+                n += packet.size > 0
+        except _AV_ERRORS as e:
+            if not n:
+                raise VideoError(f"cannot read video {path}: {_short(e)}") from None
+        return n
+
+
+def _first_frame_turns(c, s) -> int:
+    """Quarter turns of the stream's display matrix, read off its first frame (PyAV gives a frame's, not a
+    stream's); 0 when no frame decodes."""
+    try:
+        for frame in c.decode(s):
+            return _quarter_turns(frame)
+    except _AV_ERRORS:
+        pass
+    return 0
+
+
+def _quarter_turns(frame) -> int:
+    """The frame's display rotation (counter-clockwise) in quarter turns, 0-3."""
+    try:
+        return int(round(float(frame.rotation or 0) / 90)) % 4
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return 0
+
+
+def frame_rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as (H, W, 3) uint8 RGB, turned upright by its display matrix."""
+    a = frame.to_ndarray(format="rgb24")
+    k = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(a, k)) if k else a
 
 
 def iter_frames(path, start: int = 0, step: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -106,7 +151,7 @@ def iter_frames(path, start: int = 0, step: int = 1, max_frames: int | None = No
 def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = None, step: int = 1,
                         max_frames: int | None = None, indices=None) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (frame_index, frame) for the frames in range(range_start, range_stop, step), or for the sorted
-    `indices` when given. Only the frames yielded are converted to RGB."""
+    `indices` when given. Only the frames yielded are converted to RGB (upright, see `frame_rgb`)."""
     wanted = None if indices is None else iter(sorted(set(int(i) for i in indices)))
     next_wanted = None if wanted is None else next(wanted, None)
     if wanted is not None and next_wanted is None:
@@ -131,7 +176,7 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
                         return
                     if i < range_start or (i - range_start) % step:
                         continue
-                yield i, frame.to_ndarray(format="rgb24")
+                yield i, frame_rgb(frame)
                 count += 1
                 if (max_frames is not None and count >= max_frames) or (wanted is not None and next_wanted is None):
                     return
@@ -145,80 +190,6 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
 def _truncated(path, decoded: int, header_frames: int) -> str:
     of = f" of {header_frames}" if header_frames else ""
     return f"{Path(path).name} is truncated or corrupt: decoded {decoded}{of} frames"
-
-
-_ROWS = 512  # rows per band when copying pixels out of PIL
-
-
-def _oriented(im: Image.Image) -> Image.Image:
-    """The image turned upright by its EXIF orientation tag, in place (no copy when there is none); a broken
-    EXIF block leaves it as stored."""
-    try:
-        ImageOps.exif_transpose(im, in_place=True)
-    except (SyntaxError, ValueError, KeyError, TypeError, struct.error):
-        pass
-    return im
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) uint8 RGB: 16-bit and 32-bit greyscale scaled to 8 bits (PIL's own conversion
-    clips them: a white image), transparency composited onto white, CMYK/palette/greyscale/YCbCr converted."""
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        a = np.asarray(im)
-        if im.mode == "F":
-            a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
-        elif im.mode == "I" and a.max(initial=0) <= 255:  # an 8-bit image stored as 32-bit integers
-            pass
-        else:
-            a = np.clip(a, 0, 65535) / 257.0
-        g = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.new("RGB", im.size, (255, 255, 255))
-        im.paste(rgba, mask=rgba.getchannel("A"))
-        del rgba
-    elif im.mode != "RGB":
-        im = im.convert("RGB")
-    # copied in bands of rows: np.asarray(im) goes through im.tobytes(), two more copies of the whole image
-    a = np.empty((im.height, im.width, 3), np.uint8)
-    for y in range(0, im.height, _ROWS):
-        a[y:y + _ROWS] = np.asarray(im.crop((0, y, im.width, min(y + _ROWS, im.height))))
-    return a
-
-
-def read_image(path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB, upright by its EXIF orientation: 8- and 16-bit, palette,
-    greyscale, CMYK and transparent (composited onto white) images alike."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"image not found: {p}")
-    try:
-        with warnings.catch_warnings():  # a photo the user gives is not a decompression bomb below PIL's hard limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                im.load()
-                return _to_rgb(_oriented(im))
-    except Image.DecompressionBombError as e:
-        n = [int(v) for v in re.findall(r"\d+", str(e))[:2]]
-        size = f"{n[0] / 1e6:.0f} megapixels, above the decoder's limit of {n[1] / 1e6:.0f}" if len(n) == 2 else \
-            "too many pixels"
-        raise VideoError(f"cannot read image {p}: {size}; downscale it first") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise VideoError(f"cannot read image {p}: {_short(e)}") from None
-
-
-def write_image(path, image: np.ndarray, quality: int = 95) -> None:
-    """Writes an output image, (H, W, 3) uint8 RGB, with the invisible mark of talkinghead.media.watermark (format
-    from the suffix; JPEG at `quality`)."""
-    write_dataset_image(path, watermark.embed(np.asarray(image)), quality=quality)
-
-
-def write_dataset_image(path, image: np.ndarray, quality: int = 95) -> None:
-    """Writes (H, W, 3) uint8 RGB as it is, unmarked: only for crops of real footage (preprocessing's training
-    data), which are no output of the model — a marked training set would teach the model the mark and blur
-    what `talkinghead verify` means."""
-    Image.fromarray(np.ascontiguousarray(image)).save(str(path), quality=quality)
 
 
 def _fps_fraction(fps) -> Fraction:

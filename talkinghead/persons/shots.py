@@ -102,7 +102,7 @@ def prepare_shots(inputs, image_size: int, shots: int = DEFAULT_SHOTS, face_inde
     (landmarks/cascade.py); `detector` may be a landmarks.manual.ManualLandmarks (the points of one photo)."""
     from talkinghead.landmarks.align import crop_from_landmarks
     from talkinghead.landmarks.cascade import STAGE_NAMES, NoFaceFoundError, photo_cascade, video_cascade
-    from talkinghead.landmarks.detect import MIN_INTEROCULAR, interocular, pick_face
+    from talkinghead.landmarks.detect import MIN_INTEROCULAR, UnsearchableImageError, interocular, pick_face
     from talkinghead.landmarks.manual import ManualLandmarks
 
     shots = max(1, int(shots))
@@ -121,7 +121,10 @@ def prepare_shots(inputs, image_size: int, shots: int = DEFAULT_SHOTS, face_inde
                  "the full size", label, w, h, more, detector.max_side)
     found, small = [], None
     for image, label, digest in items:
-        faces = detector.detect(image)
+        try:
+            faces = detector.detect(image)
+        except UnsearchableImageError as e:  # too small or elongated: say which input
+            raise UnsearchableImageError(f"{label}: {e}") from None
         face = pick_face(faces, image.shape, face_index)
         if face is not None and getattr(detector, "last_stage", None):
             log.debug("%s: face found by %s", label, STAGE_NAMES.get(detector.last_stage, detector.last_stage))
