@@ -209,3 +209,41 @@ def test_a_stopped_job_stops_and_a_session_keeps_its_last_outputs(studio, clip, 
     assert not folder.exists()
     with pytest.raises(Stopped):
         studio.animate(str(clip), avatar_path=first.avatar, session="v")
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_servers_upload_folder(tmp_path):
+    """`talkinghead serve` keeps gradio's files in a folder of its own under $GRADIO_TEMP_DIR; SIGTERM stops
+    it (exit 143) and removes that folder."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    random_model_file(tmp_path / "warp.safetensors", warp_tiny())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "talkinghead", "serve", "--port", str(port), "--model",
+                             str(tmp_path / "warp.safetensors")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=5).read(100)
+                break
+            except OSError:
+                assert time.time() < deadline, "no answer within 120 s"
+                time.sleep(0.5)
+        (own,) = (tmp_path / "gradio").iterdir()
+        assert own.name.startswith("talkinghead-gradio-")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    assert not any((tmp_path / "gradio").iterdir())
