@@ -33,5 +33,9 @@ class CheckpointError(TalkingHeadError):
     """A missing, corrupt or incompatible checkpoint / avatar file."""
 
 
+class Stopped(TalkingHeadError):
+    """Work stopped on request (console.stoppable: the web app's Stop button, a visitor gone)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs (exit code 143)."""

@@ -5,6 +5,8 @@ bundled clip. The page itself is tested in a real browser in test_app_browser.py
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,3 +116,134 @@ def test_serve_on_a_taken_port_is_a_one_line_error(capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and err == [f"talkinghead serve: error: cannot serve at 127.0.0.1:{port}: Address already in use "
                                "(try another --port or --host)"]
+
+
+def test_serve_limit_options_default_to_app_limits():
+    """`talkinghead serve`'s limit options take their defaults from AppLimits; each sets its field."""
+    import argparse
+
+    from talkinghead.app.limits import AppLimits
+    from talkinghead.commands import serve
+
+    p = argparse.ArgumentParser()
+    serve.add_arguments(p)
+    assert serve.limits_of(p.parse_args([])) == AppLimits()
+    got = serve.limits_of(p.parse_args(["--max-driver-seconds", "5", "--max-photos", "2", "--max-upload-mb", "1"]))
+    assert (got.driver_seconds, got.photos, got.upload_bytes) == (5.0, 2, 1024 * 1024)
+
+
+def test_stoppable_bars_raise_once_the_event_is_set():
+    import threading
+
+    from talkinghead.console import progress, stoppable
+    from talkinghead.errors import Stopped
+
+    stop = threading.Event()
+    with stoppable(stop), progress(3, enabled=False) as bar:
+        bar.update(1)
+        stop.set()
+        with pytest.raises(Stopped):
+            bar.update(1)
+    with stoppable(stop), pytest.raises(Stopped):
+        progress(3, enabled=False)
+    with progress(3, enabled=False) as bar:  # outside stoppable: nothing to stop
+        bar.update(1)
+
+
+def test_photos_over_the_limits_are_refused_from_their_header_or_shrunk(studio, tmp_path, monkeypatch):
+    from talkinghead.app.limits import AppLimits
+
+    monkeypatch.setattr(studio, "limits", AppLimits(photo_megapixels=0.05, photo_side=64, photos=2))
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")  # 0.06 megapixels
+    with pytest.raises(TalkingHeadError, match=r"^big.png is 300×200 \(0 megapixels\): .* up to 0.05 megapixels"):
+        studio.photos([tmp_path / "big.png"], "s1")
+    Image.new("RGB", (128, 96)).save(tmp_path / "wide.jpg")
+    (small,) = studio.photos([tmp_path / "wide.jpg"], "s1")
+    assert small != str(tmp_path / "wide.jpg") and small.endswith("wide.jpg")
+    assert Image.open(small).size == (64, 48)
+    assert studio.photos([small], "s1") == [small]  # within the limits: itself
+    with pytest.raises(TalkingHeadError, match="3 photos: this server makes an avatar of up to 2"):
+        studio.photos([small] * 3, "s1")
+    studio.end_session("s1")
+    assert not Path(small).exists()
+
+
+def test_long_or_large_drivers_are_refused_before_any_work(studio, clip, monkeypatch):
+    from talkinghead.app.limits import AppLimits
+
+    monkeypatch.setattr(studio, "limits", AppLimits(driver_seconds=0.1))
+    with pytest.raises(TalkingHeadError, match=r"^drive.mp4 is 0 s long: .* up to 0.1 s; trim it"):
+        studio.animate(str(clip), photos=[str(bundled.PORTRAIT)])
+    monkeypatch.setattr(studio, "limits", AppLimits(driver_side=100))
+    info = video.probe_video(clip)
+    with pytest.raises(TalkingHeadError, match=f"drive.mp4 is {info.width}×{info.height}: .* up to 100 pixels a side"):
+        studio.animate(str(clip), photos=[str(bundled.PORTRAIT)])
+
+
+@pytest.mark.slow
+def test_a_stopped_job_stops_and_a_session_keeps_its_last_outputs(studio, clip, monkeypatch):
+    """stop() ends the running job at its next bar step (Stopped, its folder gone); a session keeps its last
+    `outputs` jobs; end_session removes its files and refuses its queued jobs."""
+    from talkinghead.app.limits import AppLimits
+    from talkinghead.errors import Stopped
+
+    monkeypatch.setattr(studio, "limits", AppLimits(outputs=1))
+    make = studio.make_avatar
+
+    def make_then_stop(*a, **kw):
+        avatar = make(*a, **kw)
+        assert studio.stop("v")  # the job is running: the landmarks bar stops it
+        return avatar
+
+    monkeypatch.setattr(studio, "make_avatar", make_then_stop)
+    with pytest.raises(Stopped):
+        studio.animate(str(clip), photos=[str(bundled.PORTRAIT)], session="v")
+    monkeypatch.setattr(studio, "make_avatar", make)
+    folder = studio.workdir / "v"
+    assert not list(folder.glob("job*")) and not list(folder.glob("avatars/*"))
+    first = studio.animate(str(clip), photos=[str(bundled.PORTRAIT)], session="v")
+    second = studio.animate(str(clip), avatar_path=first.avatar, session="v")
+    assert first.avatar.exists() and second.video.exists() and not first.video.exists()
+    assert not studio.stop("v")  # nothing runs
+    studio.end_session("v")
+    assert not folder.exists()
+    with pytest.raises(Stopped):
+        studio.animate(str(clip), avatar_path=first.avatar, session="v")
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_servers_upload_folder(tmp_path):
+    """`talkinghead serve` keeps gradio's files in a folder of its own under $GRADIO_TEMP_DIR; SIGTERM stops
+    it (exit 143) and removes that folder."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    random_model_file(tmp_path / "warp.safetensors", warp_tiny())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "talkinghead", "serve", "--port", str(port), "--model",
+                             str(tmp_path / "warp.safetensors")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=5).read(100)
+                break
+            except OSError:
+                assert time.time() < deadline, "no answer within 120 s"
+                time.sleep(0.5)
+        (own,) = (tmp_path / "gradio").iterdir()
+        assert own.name.startswith("talkinghead-gradio-")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    assert not any((tmp_path / "gradio").iterdir())

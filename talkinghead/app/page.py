@@ -3,16 +3,20 @@ page; its handlers turn every TalkingHeadError (no face, an unreadable video) in
 (gr.Error) and the library's tqdm bars into the page's progress bar. The Live tab streams the browser's webcam
 through the studio's `LivePuppet`, each frame marked (`watermark.embed`). One job runs at a time per server,
 render jobs and live frames alike (the queue's concurrency limit), so visitors do not fight over the cores.
+Each visitor is a studio session (gradio's session hash): Stop, or leaving the page, stops its job and removes
+its files. `serve` keeps gradio's uploads in a folder of its own, removed when the server stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from talkinghead.app.limits import AppLimits
 from talkinghead.app.studio import Studio, file_label
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
@@ -68,6 +72,19 @@ def _page_errors(fn, folders: list[str]):
     return wrapped
 
 
+def _with_request(fn):
+    """fn, its `request` parameter typed as gradio's gr.Request so that gradio passes the request in (the
+    string annotations of this module name nothing gradio can resolve)."""
+    import gradio as gr
+
+    fn.__annotations__["request"] = gr.Request
+    return fn
+
+
+def _session(request) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
 def build_app(studio: Studio):
     """The gr.Blocks page over `studio` (not launched)."""
     import gradio as gr
@@ -76,7 +93,8 @@ def build_app(studio: Studio):
 
     folders = _server_folders(studio)
 
-    def previews(photos, landmarks_file, choice, avatars):
+    @_with_request
+    def previews(photos, landmarks_file, choice, avatars, request=None):
         if choice != NEW_AVATAR and choice in avatars:
             from talkinghead.persons.avatar import Avatar
             from talkinghead.landmarks.rasterize import draw_landmarks
@@ -85,14 +103,14 @@ def build_app(studio: Studio):
             k = max(1, 384 // av.source_crop.shape[0])  # the S² crop enlarged, so that the points stay apart
             crop = np.kron(av.source_crop, np.ones((k, k, 1), np.uint8))
             return [(draw_landmarks(crop, (av.source_points + 0.5) * k - 0.5), f"avatar: {choice}")]
-        photos = _files(photos)
+        photos = studio.photos(_files(photos), _session(request))
         if landmarks_file and len(photos) > 1:
             gr.Warning(f"{file_label(landmarks_file)} holds the landmarks of one photo: upload only that photo with it")
             landmarks_file = None
         shown, missing = [], []
         for photo in photos:
             try:
-                shown.append(studio.landmarks_preview(photo, landmarks_file))
+                shown.append(studio.landmarks_preview(photo, landmarks_file, _session(request)))
             except TalkingHeadError as e:
                 from talkinghead.media.video import read_image
 
@@ -106,22 +124,32 @@ def build_app(studio: Studio):
                        "FILE.pts` writes one to correct)")
         return shown
 
+    @_with_request
     def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
-                progress=gr.Progress(track_tqdm=True)):
+                request=None, progress=gr.Progress(track_tqdm=True)):
         reuse = avatars.get(choice) if choice != NEW_AVATAR else None
         progress(0, desc="loading the avatar" if reuse else "finding the face")
         job = studio.animate(driving, photos=_files(photos), landmarks_file=None if reuse else landmarks_file,
                              avatar_path=reuse, fine_tune=mode == FINE_TUNE, steps=int(steps),
-                             absolute=motion == ABSOLUTE, crop_only=framing == CROP, side_by_side=bool(sbs))
-        avatars = dict(avatars)
+                             absolute=motion == ABSOLUTE, crop_only=framing == CROP, side_by_side=bool(sbs),
+                             session=_session(request))
+        avatars = {k: v for k, v in avatars.items() if Path(v).exists()}  # the studio keeps the last few
         if job.avatar_name:
             avatars[job.avatar_name] = str(job.avatar)
         choices = [NEW_AVATAR, *avatars]
         return (str(job.video), [str(job.video), str(job.avatar)], job.summary, avatars,
                 gr.Dropdown(choices=choices, value=choice))
 
-    # gradio's copies of uploads and results older than a day are deleted every hour
-    with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+    @_with_request
+    def stop(request=None):
+        studio.stop(_session(request))
+
+    @_with_request
+    def leave(request=None):
+        studio.end_session(_session(request))
+
+    age = 60 * studio.limits.cache_minutes  # gradio's copies of uploads and results this old are deleted
+    with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(max(60, age // 4), age)) as app:
         avatars = gr.State({})  # this browser session's avatars: name -> .avatar path
         gr.Markdown("## talkinghead — make a portrait talk like the person in a driving video\n"
                     "Every video it makes is marked as synthetic. Use faces you have the right to use.")
@@ -150,7 +178,9 @@ def build_app(studio: Studio):
                     motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion", elem_id="motion")
                     framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output", elem_id="framing")
                     sbs = gr.Checkbox(label="side by side: driver | result", elem_id="sbs")
-                    go = gr.Button("Animate", variant="primary", elem_id="animate")
+                    with gr.Row():
+                        go = gr.Button("Animate", variant="primary", elem_id="animate")
+                        halt = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Column():
                     gr.Markdown("**Result**")
                     result = gr.Video(label="Result", interactive=False, autoplay=True, elem_id="result",
@@ -209,10 +239,13 @@ def build_app(studio: Studio):
         for trigger in (photos.change, landmarks_file.change, choice.change):
             trigger(_page_errors(previews, folders), inputs=[photos, landmarks_file, choice, avatars],
                     outputs=preview, concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
-        go.click(_page_errors(animate, folders),
-                 inputs=[photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars],
-                 outputs=[result, downloads, summary, avatars, choice],
-                 concurrency_limit=1, concurrency_id="render", scroll_to_output=True, show_progress_on=[result])
+        job = go.click(_page_errors(animate, folders),
+                       inputs=[photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars],
+                       outputs=[result, downloads, summary, avatars, choice],
+                       concurrency_limit=1, concurrency_id="render", scroll_to_output=True,
+                       show_progress_on=[result])
+        halt.click(stop, cancels=[job], queue=False)
+        app.unload(leave)
     app.queue(default_concurrency_limit=1)
     return app
 
@@ -230,11 +263,34 @@ def _check_address(host: str, port: int) -> None:
             from None
 
 
+@contextlib.contextmanager
+def _own_upload_folder():
+    """gradio's uploads and copies of results in a new folder for this server (under $GRADIO_TEMP_DIR, or the
+    system's temporary folder), removed with everything in it when the server stops."""
+    import shutil
+    import tempfile
+
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    base = Path(previous or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="talkinghead-gradio-", dir=base)
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+
+
 def serve(host: str = "127.0.0.1", port: int = 7860, model=None, device: str = "cpu", block: bool = True,
-          on_ready=None):
-    """Loads the model, builds the page and serves it at http://host:port; on_ready(url) once it answers.
-    block: serve until Ctrl-C/SIGTERM (then the server is closed and the interrupt goes on); else return the
-    running gr.Blocks app at once (app.close() stops it)."""
+          on_ready=None, limits: AppLimits | None = None):
+    """Loads the model, builds the page and serves it at http://host:port, each visitor held to `limits`;
+    on_ready(url) once it answers. block: serve until Ctrl-C/SIGTERM (then the running jobs stop, the server
+    is closed, its visitors' files are removed and the interrupt goes on); else return the running gr.Blocks
+    app at once (app.close() stops it; the files go at exit)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or update checks
     import importlib.util
     import time
@@ -244,26 +300,31 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model=None, device: str = "
 
     from talkinghead import bundled
 
+    limits = limits or AppLimits()
     _check_address(host, port)  # before the model loads
     log.info("loading the model ...")
-    studio = Studio(model, device)
-    app = build_app(studio)
+    cleanup = contextlib.ExitStack()
+    cleanup.enter_context(_own_upload_folder())  # before gradio is imported: it reads the folder then
     try:
-        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
-                   allowed_paths=[str(bundled.ASSETS), str(studio.workdir)], footer_links=[], show_error=False)
-    except OSError as e:  # taken since the check
-        studio.close()
-        raise TalkingHeadError(f"cannot serve at {host}:{port}: {str(e).split('. ')[0]}") from None
+        studio = cleanup.enter_context(contextlib.closing(Studio(model, device, limits=limits)))
+        app = build_app(studio)
+        try:
+            app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                       allowed_paths=[str(bundled.ASSETS), str(studio.workdir)], footer_links=[],
+                       show_error=False, max_file_size=limits.upload_bytes)
+        except OSError as e:  # taken since the check
+            raise TalkingHeadError(f"cannot serve at {host}:{port}: {str(e).split('. ')[0]}") from None
+        cleanup.callback(app.close)  # first: no new requests while the jobs stop
+    except BaseException:
+        cleanup.close()
+        raise
     if on_ready is not None:
         on_ready(f"http://{host}:{port}")
     if not block:
         import atexit
 
-        atexit.register(studio.close)
+        atexit.register(cleanup.close)
         return app
-    try:
+    with cleanup:
         while True:
             time.sleep(0.5)
-    finally:
-        app.close()
-        studio.close()

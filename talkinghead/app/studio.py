@@ -2,24 +2,30 @@
 once; a folder for outputs) and each request done with library calls only: the landmarks preview is
 `shots.prepare_shots` per photo drawn by `rasterize.draw_landmarks`, avatars are `avatar.make_ff_avatar` /
 `train.finetune.make_avatar`, the video is `pipeline.animate_video`, the live tab's frames a `LivePuppet`.
-Each browser session keeps the avatars it made, to animate them again without the photos. The page over it is
-talkinghead.app.page.
+Each browser session keeps the avatars it made, to animate them again without the photos, and its last few
+outputs, in a folder of its own that `end_session` removes. `AppLimits` bounds what one visitor may ask (checked
+from file headers before any decoding); a job stops at its next frame or step when its visitor stops it or
+leaves (`stop`, `end_session`). Photos are checked by `limits.check_photo` (talkinghead.app.limits). The page over
+it is talkinghead.app.page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from talkinghead.console import log
-from talkinghead.errors import TalkingHeadError
-
+from talkinghead.app.limits import AppLimits, check_driver, check_photo, release_memory
+from talkinghead.console import log, stoppable
+from talkinghead.errors import Stopped, TalkingHeadError
 
 
 @dataclass
@@ -32,6 +38,17 @@ class Job:
     summary: str  # one markdown line: frames, size, speed
 
 
+@dataclass
+class _Session:
+    """What the studio keeps for one browser session: its folder, its running job's stop event, its photos
+    shrunk to the limits (upload path -> copy)."""
+
+    folder: Path
+    stop: threading.Event | None = None
+    ended: bool = False
+    photos: dict[str, str] = field(default_factory=dict)
+
+
 def file_label(path) -> str:
     return Path(path).name
 
@@ -40,38 +57,124 @@ def _stem(path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40] or "avatar"
 
 
-class Studio:
-    """The library behind the page: one model (the bundled one by default), outputs under `workdir`."""
+LOCAL = "local"  # the session of a caller that names none (a script, a test)
+_ENDED_KEPT = 4096  # ended sessions remembered, so that a job of theirs still queued does not start
 
-    def __init__(self, model=None, device: str = "cpu", workdir=None):
+
+class Studio:
+    """The library behind the page: one model (the bundled one by default), outputs under `workdir`, one
+    folder per session, requests bounded by `limits`."""
+
+    def __init__(self, model=None, device: str = "cpu", workdir=None, limits: AppLimits | None = None):
         from talkinghead.persons.checkpoint import LoadedModel, resolve_model
 
         self.model = LoadedModel.load(resolve_model(model), device, with_discriminator=True)
         self.device = device
+        self.limits = limits or AppLimits()
         self._own_workdir = workdir is None  # a temporary folder of ours: removed by close()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="talkinghead-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._jobs = itertools.count(1)
         self._lock = threading.Lock()  # the queue runs one job at a time; this keeps the library calls safe anyway
+        self._state = threading.Lock()  # guards the sessions
+        self._sessions: dict[str, _Session] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     def close(self) -> None:
-        """Removes the outputs of this server's jobs when they live in a temporary folder of its own."""
+        """Stops every running job, then removes the outputs of this server's jobs when they live in a
+        temporary folder of its own."""
+        for session in list(self._sessions):
+            self.end_session(session)
+        if self._lock.acquire(timeout=30):  # the running job's next frame or step stops it
+            self._lock.release()
         if self._own_workdir:
-            import shutil
-
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    def _session(self, session: str) -> _Session:
+        with self._state:
+            if session in self._ended:
+                raise Stopped("this session has ended")
+            if session not in self._sessions:
+                folder = self.workdir / (re.sub(r"[^A-Za-z0-9_-]+", "_", session)[:64] or LOCAL)
+                self._sessions[session] = _Session(folder)
+            return self._sessions[session]
+
+    def stop(self, session: str = LOCAL) -> bool:
+        """Stops the session's running job at its next frame or step; False when none runs."""
+        s = self._sessions.get(session)
+        if s is None or s.stop is None:
+            return False
+        s.stop.set()
+        return True
+
+    def end_session(self, session: str = LOCAL) -> None:
+        """The visitor has gone: its running job stops, its files are removed, a job of it still queued will
+        not start."""
+        with self._state:
+            s = self._sessions.pop(session, None)
+            self._ended[session] = None
+            while len(self._ended) > _ENDED_KEPT:
+                self._ended.popitem(last=False)
+        if s is None:
+            return
+        s.ended = True
+        if s.stop is not None:
+            s.stop.set()  # the job removes the folder when it stops
+        else:
+            shutil.rmtree(s.folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _job(self, s: _Session):
+        """A new job folder of the session, its work stoppable; on failure the folder goes; afterwards only
+        the session's last `limits.outputs` job folders and `limits.avatars` avatars stay."""
+        folder = s.folder / f"job{next(self._jobs):04d}"
+        folder.mkdir(parents=True)
+        s.stop = threading.Event()
+        try:
+            with stoppable(s.stop):
+                yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(s.folder / "avatars" / folder.name, ignore_errors=True)
+            raise
+        finally:
+            s.stop = None
+            if s.ended:
+                shutil.rmtree(s.folder, ignore_errors=True)
+            else:
+                _keep_last(s.folder.glob("job*"), self.limits.outputs)
+                _keep_last((s.folder / "avatars").glob("job*"), self.limits.avatars)
+            release_memory()
+
+    def photos(self, photos, session: str = LOCAL) -> list[str]:
+        """`photos` (paths) within the limits: at most `limits.photos` of them, each checked from its header
+        (too many pixels: refused) and shrunk to `limits.photo_side` when larger (a copy in the session's
+        folder, made once per upload)."""
+        photos = [str(p) for p in photos]
+        if len(photos) > self.limits.photos:
+            raise TalkingHeadError(f"{len(photos)} photos: this server makes an avatar of up to "
+                                   f"{self.limits.photos}; upload fewer")
+        s = self._session(session)
+        out = []
+        for photo in photos:
+            if photo not in s.photos:
+                s.photos[photo] = check_photo(photo, self.limits, s.folder / "photos" / str(len(s.photos)))
+            out.append(s.photos[photo])
+        return out
 
     @property
     def default_steps(self) -> int:
         return int(self.model.cfg.finetune.steps)
 
     # -- photos --------------------------------------------------------------------------------------------
-    def landmarks_preview(self, photo, landmarks_file=None) -> tuple[np.ndarray, str]:
+    def landmarks_preview(self, photo, landmarks_file=None, session: str = LOCAL) -> tuple[np.ndarray, str]:
         """(the face in the photo with its 68 landmarks drawn, caption: the file name, and the landmarks file's
         when it replaces detection). NoFaceError (one line) when no detector finds a usable face."""
         from talkinghead.landmarks.rasterize import draw_landmarks
         from talkinghead.persons.shots import prepare_shots
 
+        (photo,) = self.photos([photo], session)
         sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
                            detector=manual_landmarks(landmarks_file))
         (x0, y0, x1, y1), pts = _around(sh.image_points, sh.image.shape), sh.image_points
@@ -94,8 +197,9 @@ class Studio:
     # -- the job -------------------------------------------------------------------------------------------
     def animate(self, driving, photos=None, landmarks_file=None, avatar_path=None, fine_tune: bool = False,
                 steps: int | None = None, absolute: bool = False, crop_only: bool = False,
-                side_by_side: bool = False) -> Job:
-        """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`."""
+                side_by_side: bool = False, session: str = LOCAL) -> Job:
+        """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`, for
+        `session` (stopped by `stop(session)` / `end_session(session)` with Stopped)."""
         from talkinghead.media import video
         from talkinghead.persons.avatar import Avatar
         from talkinghead.inference.pipeline import animate_video
@@ -104,16 +208,18 @@ class Studio:
             raise TalkingHeadError("no driving video: upload or record one, or use the bundled clip")
         if avatar_path is None and not photos:
             raise TalkingHeadError("no photo: upload photos of one person, or use the Mona Lisa")
-        video.probe_video(driving)  # an unreadable video fails here, before any expensive work
-        with self._lock:
-            folder = self.workdir / f"job{next(self._jobs):04d}"
-            folder.mkdir()
+        check_driver(video.probe_video(driving), driving, self.limits)  # before any expensive work
+        if avatar_path is None:
+            photos = self.photos(photos, session)
+        s = self._session(session)
+        with self._lock, self._job(s) as folder:
             name = None
             if avatar_path is not None:
                 avatar = Avatar.load(avatar_path)
             else:
                 avatar = self.make_avatar(photos, landmarks_file, fine_tune, steps)
-                avatar_path = avatar.save(folder / f"{_stem(photos[0])}_{avatar.mode}.avatar")
+                avatar_path = avatar.save(s.folder / "avatars" / folder.name /
+                                          f"{_stem(photos[0])}_{avatar.mode}.avatar")
                 name = f"{_stem(photos[0])}, {avatar.mode.upper()}, {len(photos)} photo{'s' * (len(photos) > 1)}"
             out = folder / f"{Path(avatar_path).stem}_talking.mp4"
             res = animate_video(avatar, driving, out, model=self.model, device=self.device, absolute=absolute,
@@ -138,6 +244,13 @@ class Studio:
             else:
                 avatar = make_ff_avatar([str(bundled.PORTRAIT)], self.model, shots=1, device=self.device)
             return LivePuppet(avatar, self.model, device=self.device, absolute=absolute, crop_only=crop_only)
+
+
+def _keep_last(folders, n: int) -> None:
+    """Removes all but the last `n` of the job folders `folders` (job0001, job0002, …, in any order)."""
+    folders = sorted(folders, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    for path in folders[:max(0, len(folders) - n)]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _around(points: np.ndarray, shape, scale: float = 2.2) -> tuple[int, int, int, int]:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,8 @@ class MeshDetector:
                 self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
                                                 refine_landmarks=False, min_detection_confidence=self.min_confidence)
                 self._mesh.process(np.zeros((64, 64, 3), np.uint8))  # starts the graph (and its log lines)
+                # a graph not closed keeps its memory after the detector is gone: close it with the detector
+                weakref.finalize(self, self._mesh.close)
         return self._mesh
 
     def mesh_points(self, image) -> list[np.ndarray]:
