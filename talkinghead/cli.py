@@ -65,11 +65,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before torch loads: idle OpenMP workers sleep instead of spinning. On a busy CPU spinning workers made
-    # every parallel op wait ~13 ms (the small generator ran 10-40x slower); on an idle one it costs little.
+    # Before torch loads: idle OpenMP workers sleep instead of spinning (on a busy CPU spinning workers make
+    # every parallel op wait for the others; docs/benchmarks.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # numpy's BLAS only sees small matrices here (landmark warps, Procrustes): a thread pool of its own spins
-    # against torch's threads; one thread made a 128² landmark flow grid 79 -> 2.7 ms on 2 busy cores
+    # numpy's BLAS only sees small matrices here (landmark warps, Procrustes): a thread pool of its own would
+    # spin against torch's threads
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -196,8 +196,8 @@ class InceptionBackbone(FeatureBackbone):
 
     def extract(self, x: Tensor) -> list[Tensor]:
         # TorchScript's profiling executor re-profiles when calls alternate between no-grad (real) and grad
-        # (fake) inputs or change shape; plain interpretation skips those warm-up runs, same steady-state
-        # speed on CPU (measured).
+        # (fake) inputs or change shape; plain interpretation skips those warm-up runs at the same
+        # steady-state speed.
         with torch.jit.optimized_execution(False):
             return self._extract(x)
 

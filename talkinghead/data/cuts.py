@@ -1,4 +1,4 @@
-"""Shot changes in a video (issue: cut-aways in real talking-head clips): a frame whose colour histogram
+"""Shot changes in a video (cut-aways in real talking-head clips): a frame whose colour histogram
 differs from the previous sampled frame's by more than a threshold starts a new shot.
 
 A talking head moves, blinks and turns between frames, but its colours stay: the histogram intersection of

@@ -1,4 +1,4 @@
-"""One face-finding cascade for every command (issue 11; DESIGN.md §2 "any portrait"): dlib HOG at the image's
+"""One face-finding cascade for every command (DESIGN.md §2 "any portrait"): dlib HOG at the image's
 size → HOG on the image up-sampled ×2, ×4 (small faces) → dlib's CNN detector → MediaPipe's face mesh (the
 optional extra `mesh`). The first stage that finds a face wins; manual landmarks (landmarks/manual.py) are
 what a user gives when none does, and the command line's error says how (`NoFaceFoundError`). `detect`,
@@ -10,7 +10,7 @@ first, up-sampled only when that finds nothing and only while the up-sampled fra
 `UPSAMPLED_SIDE` (a 176×144 frame gets ×2 and ×4, a 960-px one ×2); no CNN (~50× HOG's time). They start at
 the stage that found the previous face, so a small video does not pay for the failing stage on every frame;
 after `MISSES` face-less frames in a row (a cut-away) the other stages run on every `MISSES`-th frame only
-(face-less 960×540 frames: 449 ms with every HOG stage, ~200 ms so, 109 ms for HOG ×1 alone).
+(benchmarks/bench_detectors.py measures what each stage costs).
 
 Photos (`photo_cascade`) are searched once, so:
 - the first stage is HOG ×1 and ×2 together, faces merged: either alone picks the wrong face on one of the 37

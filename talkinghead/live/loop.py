@@ -210,9 +210,8 @@ def run_live(puppet: LivePuppet, camera: Camera, outputs: Sequence = (), *, stop
 
     pipeline: poses (tracking, retarget, G's inputs) are found in a second thread, on the camera's newest frames,
     while this one renders (G, paste-back): for more than two free cores. It spends the CPU time of tracking
-    frames that are not rendered when the render cannot keep up: on this project's 2-core machine it gained
-    nothing with the cores to itself and halved the frame rate when they were shared (benchmarks/bench_live.py),
-    hence off by default."""
+    frames that are not rendered when the render cannot keep up, and on two cores it gains nothing
+    (benchmarks/bench_live.py), hence off by default."""
     report = report or (lambda line: log.info("%s", line))
     grabber = FrameGrabber(camera)
     poser = _PoseThread(puppet, grabber) if pipeline else None

@@ -5,8 +5,8 @@ the frame from its top-left corner and added to the luma — the same integer of
 untouched and 4:2:0 subsampling loses nothing — at an RMS of AMPLITUDE grey levels (PSNR ≈ 40.5 dB). Spread
 spectrum (Cox et al. 1997) with a periodic pattern (Kutter 1999): cropping only shifts the tile's phase, which a
 cyclic correlation finds; mid-low frequencies survive H.264 at CRF 28 and halving the size. Cost: two
-saturating uint8 operations per value against the pattern cached per frame size (~0.1 ms per 512² frame on
-one core, benchmarks/bench_watermark.py), so the live mode marks every frame too.
+saturating uint8 operations per value against the pattern cached per frame size (benchmarks/bench_watermark.py),
+so the live mode marks every frame too.
 
 Detection (`detect`, `detect_frames`, `Detector`; files: talkinghead.media.mark_files): the luma is high-passed and divided by its
 local contrast (edges and texture, where the picture drowns the mark, count less than flat areas), folded to

@@ -9,8 +9,8 @@ padding 0.25). Alignment modes:
 - "resize": the images are already face-aligned crops — resize them to 150² and feed them as they are.
 Descriptor backend (same chips either way):
 - "torch" (default; "auto" is the same): talkinghead.backbones.face_resnet.face_descriptor, the PyTorch port of dlib's
-  ResNet — ~5× faster on CPU (~30-50 ms vs ~120-250 ms per pair here) and within ~3% L2 of dlib's
-  descriptors; CSIM differs from dlib's by ≤ 0.002 on our real faces (capman/franck/pexels, measured).
+  ResNet — faster than the C++ model on a CPU and close to dlib's descriptors (benchmarks/bench_metrics.py
+  compares the two).
 - "dlib": the C++ model itself (the reference).
 Note: dlib descriptors are not zero-centred, so even different people score ~0.8 (same person ~0.98 on our
 videos); read CSIM relative to the baselines of the same run, not as an absolute.

@@ -1,4 +1,4 @@
-"""Mouth-region metric (issue: a warp cannot open a mouth, a model must win there): the box around the
+"""Mouth-region metric (a warp cannot open a mouth, a model must win there): the box around the
 *target's* lips (landmarks/rasterize.mouth_box, grown by a quarter of the lips' width), cut out of the fake and
 the real frame at the same place, resized to 64², and compared by L1 and by the LPIPS-like distance.
 """

@@ -100,8 +100,8 @@ class SelfAttention(nn.Module):
 
     Without autograd (inference) and above ``chunk`` positions, the queries go ``chunk`` at a time: the same
     rows of the same softmax and products (same outputs), but the (chunk × HW) block of attention weights
-    stays in cache instead of a 64 MB (4096 × 4096) matrix at 64² — ~1.7× faster there on a 2-core CPU
-    (benchmarks/bench_generator.py). Training keeps the one-shot form.
+    stays in cache instead of a (HW × HW) matrix (benchmarks/bench_generator.py measures the gain). Training
+    keeps the one-shot form.
     """
 
     chunk = 512  # query positions per block at inference

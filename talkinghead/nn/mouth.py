@@ -1,7 +1,7 @@
 """Mouth discriminator (DESIGN.md §2; not in the paper): an adversary that looks only at the mouth.
 
 The warp-guided G's frames are the source's own texture moved by a flow, so the paper's whole-image D finds
-almost nothing to tell them from real frames (its real−fake margin stayed ≈ 0.005 over 5,500 steps) and the
+almost nothing to tell them from real frames (docs/experiments.md) and the
 mouth — where a warp cannot show teeth or the mouth's interior — gets no adversarial signal; the L1 on the
 mouth box alone pulls towards the mean, a dark gap. This D sees a square crop around the target's lips of the
 image and of the driving landmark image (where the inner lips say how far the mouth is open) and scores
@@ -44,10 +44,8 @@ class MouthDiscriminator(nn.Module):
     stride-2 convolutions (c, 2c, 4c) with leaky ReLU, a 3×3 conv to one score per patch.
 
     No spectral normalisation by default (unlike the paper's D): the output's mouth differs from the real one
-    by little (mean |Δ| 0.064 on [-1, 1] crops), and a 1-Lipschitz D can only score such close inputs a little
-    apart. Trained D-only on 192 (real, bundled model) crop pairs of the training set, 600 steps: the plain D
-    ranks 70 % of 64 held-out pairs right (held-out margin 0.39), the spectral-normalised one 55 % (0.06).
-    The hinge loss stops pushing scores past ±1, which keeps them bounded without it.
+    by little, and a 1-Lipschitz D can only score such close inputs a little apart (docs/experiments.md
+    compares the two). The hinge loss stops pushing scores past ±1, which keeps them bounded without it.
 
     ``forward(x, y) -> (scores (B, (size/8)²), [block features])``; x, y: (B, 3, size, size) crops in [-1, 1].
     """
