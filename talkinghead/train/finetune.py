@@ -29,59 +29,62 @@ from talkinghead.persons.checkpoint import LoadedModel, as_model
 from talkinghead.config import FinetuneConfig
 from talkinghead.console import progress as progress_bar
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.warp import texture_sources
+from talkinghead.nn import GenInputs, Texture, needs_texture
 from talkinghead.persons.shots import embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
 
 
 class ShotRenderer:
-    """Renders shot i of the T shots (x, y: (T, 3, S, S)) from ψ — the training pairs of fine-tuning.
+    """G's inputs for shot i of the T shots (x, y: (T, 3, S, S)) from ψ — the training pairs of fine-tuning.
 
-    The paper's G draws shot i from its landmark image y_i. The warp-guided G (DESIGN.md §2) moves the texture
-    of another shot j — the one nearest in pose (itself when T = 1) — with the landmark flow from shot i's
-    landmarks to shot j's; `points` (T, 68, 2) are needed then. With one shot, the training pairs
-    (`train=True`) take a randomly deformed copy of the shot as the source instead (train/augment.py), so
-    fine-tuning learns to move this face rather than to copy it."""
+    The paper's G draws shot i from its landmark image y_i. A G that needs a texture (the warp-guided G,
+    DESIGN.md §2) moves that of another shot j — the one nearest in pose (itself when T = 1,
+    `landmarks.warp.texture_sources`) — along the landmark flow from shot i's landmarks to shot j's; `points`
+    (T, 68, 2) are needed then. With one shot, the training pairs (`train=True`) take a randomly deformed copy
+    of the shot as the source instead (train/augment.py), so fine-tuning learns to move this face rather than
+    to copy it."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, warp: bool = False, seed: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, texture: bool = False, seed: int = 0):
         self.x, self.y = x, y
         self.source = self.grids = None
         self.points = None
         self.rng = np.random.default_rng(seed)
-        if warp:
-            from talkinghead.landmarks.warp import flow_grid, nearest_pose
-
+        if texture:
             if points is None:
                 raise ValueError("the warp generator needs the shots' landmarks")
             pts = self.points = np.asarray(points, np.float32)
-            T, S = len(pts), x.shape[-1]
-            self.source = []
-            for i in range(T):
-                others = [j for j in range(T) if j != i] or [i]
-                self.source.append(others[nearest_pose(pts[others], pts[i])])
-            self.grids = torch.stack([flow_grid(pts[j], pts[i], S) for i, j in enumerate(self.source)]).to(x.device)
+            self.source, grids = texture_sources(pts, pts, x.shape[-1], exclude_self=True)  # (T,), (T, S, S, 2)
+            self.grids = grids.to(x.device)
 
     @property
     def one_shot(self) -> bool:
-        """One photo and the warp-guided G: pairs are deformed copies of the photo."""
+        """One photo and a G that needs a texture: pairs are deformed copies of the photo."""
         return self.points is not None and len(self.x) == 1
 
-    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False,
-                 rng: np.random.Generator | None = None) -> torch.Tensor:
-        """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S). train: a fine-tuning step's pairs
-        (one shot: from a deformed copy of itself, drawn from `rng`, default the renderer's own)."""
+    def inputs(self, psi: torch.Tensor, idx, train: bool = False,
+               rng: np.random.Generator | None = None) -> GenInputs:
+        """G's inputs for the shots `idx` (a list/tensor of B indices); ψ (1, P). train: a fine-tuning step's
+        pairs (one shot: from a deformed copy of itself, drawn from `rng`, default the renderer's own)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
+        y, psi = self.y[idx], psi.expand(len(idx), -1)  # (B, 3, S, S), (B, P)
         if self.source is None:
-            return G(self.y[idx], psi.expand(len(idx), -1))
+            return GenInputs(y, psi)
         if train and self.one_shot:
             from talkinghead.landmarks.rasterize import landmark_image_tensor
             from talkinghead.train.augment import deformed_sources
 
             src_x, src_pts, grids = deformed_sources(self.x[idx], self.points[idx.numpy()], rng or self.rng)
             src_y = landmark_image_tensor(src_pts, self.x.shape[-1]).to(self.x.device, self.x.dtype)
-            return G(self.y[idx], psi.expand(len(idx), -1), src_x, src_y, grids)
-        src = torch.as_tensor([self.source[int(i)] for i in idx], dtype=torch.long)
-        return G(self.y[idx], psi.expand(len(idx), -1), self.x[src], self.y[src], self.grids[idx])
+            return GenInputs(y, psi, Texture(src_x, src_y, grids))
+        src = self.source[idx]  # (B,)
+        return GenInputs(y, psi, Texture(self.x[src], self.y[src], self.grids[idx]))
+
+    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False,
+                 rng: np.random.Generator | None = None) -> torch.Tensor:
+        """x̂ of the shots `idx`: (B, 3, S, S) (`inputs` for the arguments)."""
+        return G.render(self.inputs(psi, idx, train, rng)).image
 
 
 DECODER_PARTS = ("res.", "up.", "out_norm.", "out_conv.", "inject.")  # the AdaIN decoder and RGB head of G
@@ -148,7 +151,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     e = e_hat.detach().to(device).view(1, -1)  # (1, N)
     with torch.no_grad():
         psi = nn.Parameter(G.project(e).detach().clone())  # ψ' (1, P) = P·ê
-    shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp", seed=seed)
+    shots = ShotRenderer(x, y, points, texture=needs_texture(model.cfg.model), seed=seed)
     stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
     parts = ft.train_parts if ft.train_parts != "auto" else ("psi" if shots.one_shot else "all")
     opt_g = torch.optim.Adam(trained_parameters(G, parts) + [psi], lr=ft.lr_g, betas=betas)
@@ -251,7 +254,7 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, s
         if log_f is not None:
             log_f.close()
     if run_dir is not None:
-        shots_r = ShotRenderer(x, y, sh.points, warp=model.cfg.model.generator == "warp")
+        shots_r = ShotRenderer(x, y, sh.points, texture=needs_texture(model.cfg.model))
         _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, shots_r)
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)

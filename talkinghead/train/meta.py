@@ -33,7 +33,7 @@ from talkinghead.persons.checkpoint import load_training_state, save_model, save
 from talkinghead.config import Config
 from talkinghead.console import log, progress
 from talkinghead.errors import CheckpointError, TalkingHeadError
-from talkinghead.nn import build_models
+from talkinghead.nn import GenInputs, Texture, build_models, needs_texture
 from talkinghead.train import dist as tdist
 from talkinghead.train.interrupts import StepBoundary
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
@@ -69,8 +69,9 @@ class EpisodeBatchSampler(Sampler):
 class GeneratorWithEmbedder(nn.Module):
     """E and G as one module so one DDP wrapper serves the G/E phase.
 
-    forward -> {"image": x̂ (B, 3, S, S), "e_hat": ê (B, N)} and, for the warp-guided G (source_index and
-    coarse_grid given: the shot whose texture is warped, and the landmark flow to it), "warp": its WarpOutput.
+    forward -> {"out": G's GenOutput (its image x̂ (B, 3, S, S)), "e_hat": ê (B, N)}. source_index (B,) and
+    coarse_grid (B, S, S, 2), for a G that needs a texture: the shot whose texture is moved, and the landmark
+    flow to it.
     """
 
     def __init__(self, E: nn.Module, G: nn.Module):
@@ -81,12 +82,11 @@ class GeneratorWithEmbedder(nn.Module):
         B, K = shots_x.shape[:2]
         e = self.E(shots_x.flatten(0, 1), shots_y.flatten(0, 1)).view(B, K, -1)  # (B, K, N)
         e_hat = e.mean(dim=1)  # (B, N), paper eq. (1)
-        psi = self.G.project(e_hat)
-        if source_index is None:
-            return {"image": self.G(target_y, psi), "e_hat": e_hat}  # (B, 3, S, S)
-        rows = torch.arange(B, device=shots_x.device)
-        out = self.G.render(target_y, psi, shots_x[rows, source_index], shots_y[rows, source_index], coarse_grid)
-        return {"image": out.image, "e_hat": e_hat, "warp": out}
+        texture = None
+        if source_index is not None:
+            rows = torch.arange(B, device=shots_x.device)
+            texture = Texture(shots_x[rows, source_index], shots_y[rows, source_index], coarse_grid)
+        return {"out": self.G.render(GenInputs(target_y, self.G.project(e_hat), texture)), "e_hat": e_hat}
 
 
 def leave_interrupts_to_main(_worker_id: int) -> None:
@@ -184,7 +184,7 @@ class Trainer:
             # many episodes per video: index n draws its frames from an RNG seeded by n (reproducible)
             dataset = EpisodeDataset(data_root, shots=cfg.train.shots, split="train",
                                      image_size=cfg.model.image_size, seed=cfg.train.seed,
-                                     episodes_per_video=10**6, warp=cfg.model.generator == "warp",
+                                     episodes_per_video=10**6, warp=needs_texture(cfg.model),
                                      random_source=cfg.train.random_source)
         self.dataset = dataset
         if state is None:
@@ -309,14 +309,14 @@ class Trainer:
         with self.autocast():
             out = self.EG_ddp(shots_x, shots_y, y, *((batch["source_index"].to(dev), batch["coarse_grid"].to(dev))
                                                      if warp else ()))
-            fake, e_hat = out["image"], out["e_hat"]
+            fake, e_hat = out["out"].image, out["e_hat"]
             w_i = self.D.video_vectors(idx)  # (B, N)
             # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
-            warped = out["warp"].warped if warp and self.cfg.loss.warp_content_weight > 0 else None
+            warped = out["out"].warped if warp and self.cfg.loss.warp_content_weight > 0 else None
             g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss,
                                 warped=warped)
             l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            extra = warp_terms(out["warp"], x, batch["target_points"], self.cfg.loss, g.get("warp_cnt")) \
+            extra = warp_terms(out["out"], x, batch["target_points"], self.cfg.loss, g.get("warp_cnt")) \
                 if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
             crops = None
             if self.Dm is not None and warp:  # the mouth D's G-phase terms, its weights frozen
