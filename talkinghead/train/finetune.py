@@ -34,6 +34,7 @@ from talkinghead.nn import GenInputs, Texture, needs_texture
 from talkinghead.persons.shots import embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
+from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 
 
 class ShotRenderer:
@@ -137,6 +138,31 @@ class _ShotBatches:
         return idx
 
 
+def finetune_phases(shots: ShotRenderer, idx: torch.Tensor, G: nn.Module, psi: nn.Parameter, opt_g,
+                    D: nn.Module | None, w: nn.Parameter | None, opt_d, terms, lc) -> list[Phase]:
+    """One fine-tuning step's phases on the shots `idx` (B,) (paper §3.3, train/step.py): G' (ψ' and the
+    trained weights) with D' frozen minimises L_CNT + L_ADV (+ the warp G's mouth L1, as in meta-learning);
+    then D' (its trunk and w', not W) the hinge loss. No D in the model file: the G' phase alone, content only."""
+    xb, yb = shots.x[idx], shots.y[idx]  # (B, 3, S, S)
+
+    def g_phase(_) -> PhaseLosses:
+        fake = shots(G, psi, idx, train=True)  # (B, 3, S, S)
+        terms_g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
+        terms_g.pop("warp_cnt", None)
+        if shots.points is not None:  # a textured G's extra weight on the mouth, as in meta-learning
+            terms_g["mouth"] = mouth_term(fake, xb, shots.points[idx.numpy()], lc)
+        return PhaseLosses(terms_g, outputs={"fake": fake})
+
+    def d_phase(o) -> PhaseLosses:
+        d = discriminator_terms(D, xb, o["fake"], yb, w=w)
+        return PhaseLosses({"loss_d": d["loss"]})
+
+    if D is None:
+        return [Phase("loss_g", g_phase, [opt_g], [])]
+    return [Phase("loss_g", g_phase, [opt_g], [], trains=((D, False),)),
+            Phase("loss_d", d_phase, [opt_d], [], trains=((D, True), (D.W, False)))]
+
+
 def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_hat: torch.Tensor,
                        ft: FinetuneConfig, device="cpu", progress: bool = True, seed: int = 0,
                        content_terms=None, log=None, points=None) -> tuple[nn.Module, torch.Tensor, dict]:
@@ -155,7 +181,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
     parts = ft.train_parts if ft.train_parts != "auto" else ("psi" if shots.one_shot else "all")
     opt_g = torch.optim.Adam(trained_parameters(G, parts) + [psi], lr=ft.lr_g, betas=betas)
-    D = w = None
+    D = w = opt_d = None
     if model.D is not None:
         D = copy.deepcopy(model.D).to(device).train()
         D.W.requires_grad_(False)
@@ -166,32 +192,14 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     one_shot = shots.one_shot
     batches = _ShotBatches(len(x), min(2, ft.batch_size) if one_shot else ft.batch_size, seed, repeat=one_shot)
     best, best_step, ema, step = math.inf, 0, None, 0
+    runner = StepRunner()
     t0 = time.time()
     with progress_bar(ft.steps, "fine-tune", "step", progress) as bar:
         for step in range(1, ft.steps + 1):
             idx = batches.next()
-            xb, yb = x[idx], y[idx]  # (B, 3, S, S)
-            # -- G' phase with D' frozen (paper §3.3)
-            fake = shots(G, psi, idx, train=True)
-            if D is not None:
-                D.requires_grad_(False)
-            g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
-            if shots.points is not None:  # the warp G's extra weight on the mouth, as in meta-learning
-                g["total"] = g["total"] + mouth_term(fake, xb, shots.points[idx.numpy()], lc)
-            opt_g.zero_grad(set_to_none=True)
-            g["total"].backward()
-            opt_g.step()
-            # -- D' phase: hinge loss
-            loss_d = 0.0
-            if D is not None:
-                D.requires_grad_(True)
-                D.W.requires_grad_(False)
-                d = discriminator_terms(D, xb, fake, yb, w=w)
-                opt_d.zero_grad(set_to_none=True)
-                d["loss"].backward()
-                opt_d.step()
-                loss_d = float(d["loss"].detach())
-            c = float(g["cnt"].detach())
+            values, _, _ = runner.step(finetune_phases(shots, idx, G, psi, opt_g, D, w, opt_d, terms, lc))
+            loss_d = values.get("loss_d", 0.0)
+            c = values["cnt"]
             if not math.isfinite(c):
                 raise TalkingHeadError(f"fine-tuning diverged at step {step} (content loss {c})")
             ema = c if ema is None or (batches.bs == batches.T and not one_shot) else 0.7 * ema + 0.3 * c
@@ -199,7 +207,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
                 best, best_step = ema, step
             bar.set_postfix(cnt=f"{c:.4g}", d=f"{loss_d:.3g}", refresh=False)
             if log is not None:
-                log({"step": step, "cnt": round(c, 5), "loss_g": round(float(g["total"].detach()), 5),
+                log({"step": step, "cnt": round(c, 5), "loss_g": round(values["loss_g"], 5),
                      "loss_d": round(loss_d, 5), "time": round(time.time() - t0, 2)})
             bar.update(1)
             if ft.patience and step - best_step >= ft.patience:
