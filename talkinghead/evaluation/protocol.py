@@ -4,7 +4,6 @@ self-reenactment (baselines, then FF/FT per T), FID per method × T, cross-ident
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +15,7 @@ import torch
 from talkinghead import console
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
-from talkinghead.media.files import atomic_write
+from talkinghead.train.run_folder import RunFolder
 from talkinghead.nn import GenInputs, Texture
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
@@ -148,14 +147,13 @@ def _out_dir(out) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    """`path` holds `text` afterwards, or is unchanged (written under a temporary name, then renamed)."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """`path` holds `text` afterwards, or is unchanged (the run folder's atomic write)."""
+    RunFolder(path.parent).write_text(path.name, text)
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
     """Appends one JSON line per row to `path`, all or none of them."""
-    old = path.read_text() if path.exists() else ""
-    write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
+    RunFolder(path.parent).append_jsonl(path.name, rows)
 
 
 def start_run(model, data, out, settings: EvalSettings, show_progress: bool = True) -> Run:
@@ -180,8 +178,8 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
                   "ft_set": list(st.ft_set),
                   "ft": asdict(ft_cfg), "shot_part": SHOT_PART, "target_part": TARGET_PART}
     run_id = now.strftime("%Y%m%dT%H%M%SZ")
-    write_text(out / "config.json", json.dumps({"run_id": run_id, "model": model_info, "settings": settings_d,
-                                                "data": str(Path(data).resolve())}, indent=2))
+    RunFolder(out).write_config({"run_id": run_id, "model": model_info, "settings": settings_d,
+                                 "data": str(Path(data).resolve())})
     common = {"run_id": run_id, "date": now.isoformat(timespec="seconds"), "model": model_info,
               "settings": settings_d}
     terms = None

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -34,6 +33,7 @@ from talkinghead.nn import GenInputs, Texture, needs_texture
 from talkinghead.persons.shots import embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
+from talkinghead.train.run_folder import RunFolder
 from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 
 
@@ -245,25 +245,22 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = 8, s
     ft = replace(finetune or model.cfg.finetune, **overrides)
     if steps is not None:
         ft = replace(ft, steps=int(steps))
-    log_f = None
+    folder = None
     if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(run_dir).open_log(append=False)
         cfg = model.cfg.to_dict()
         cfg["finetune"] = asdict(ft)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"config": cfg, "mode": mode, "shots": len(sh), "model": model.info(), "sources": sh.hashes}, indent=2))
-        log_f = open(run_dir / "log.jsonl", "w")
+        folder.write_config({"config": cfg, "mode": mode, "shots": len(sh), "model": model.info(),
+                             "sources": sh.hashes})
     try:
         G, psi, stats = finetune_generator(model, x, y, e_hat, ft, device=device, progress=progress, seed=seed,
-                                           log=None if log_f is None else
-                                           (lambda rec: log_f.write(json.dumps(rec) + "\n")), points=sh.points)
+                                           log=None if folder is None else folder.log, points=sh.points)
     finally:
-        if log_f is not None:
-            log_f.close()
+        if folder is not None:
+            folder.close()
     if run_dir is not None:
         shots_r = ShotRenderer(x, y, sh.points, texture=needs_texture(model.cfg.model))
-        _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, shots_r)
+        _save_samples(folder.path / "samples.png", model.G, G, e_hat, psi, shots_r)
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)
     av.config.finetune = ft

@@ -13,7 +13,6 @@ sparse gradient is averaged by gathering (row, value) pairs (`dist.allreduce_spa
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -36,6 +35,7 @@ from talkinghead.errors import CheckpointError, TalkingHeadError
 from talkinghead.nn import GenInputs, Texture, build_models, needs_texture
 from talkinghead.train import dist as tdist
 from talkinghead.train.interrupts import StepBoundary
+from talkinghead.train.run_folder import RunFolder
 from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
                                          mouth_crops, mouth_discriminator_terms, mouth_generator_terms,
@@ -356,9 +356,10 @@ class Trainer:
         t = self.cfg.train
         end = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_f = None
         if self.info.is_main:
-            (self.run_dir / "config.json").write_text(self.cfg.to_json())
-        log_f = open(self.run_dir / "log.jsonl", "a") if self.info.is_main else None
+            RunFolder(self.run_dir).write_config(self.cfg.to_dict())
+            log_f = RunFolder(self.run_dir).open_log()
         bar = progress(t.steps, "train", "step", self.progress, initial=self.step, leave=True)
         last_ckpt_time = run_start = time.time()
         t0 = time.time()
@@ -386,8 +387,7 @@ class Trainer:
                         if log_f:
                             rec = {"step": self.step, "time": round(self.elapsed + now - t0, 2),
                                    "steps_per_s": round(rate, 4), **{k: round(v, 5) for k, v in last.items()}}
-                            log_f.write(json.dumps(rec) + "\n")
-                            log_f.flush()
+                            log_f.log(rec)
                         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss_g", "cnt", "loss_d")},
                                         refresh=False)
                     bar.update(1)

@@ -1,8 +1,8 @@
 """The objective of both stages (paper §3.2 meta-learning, §3.3 fine-tuning), as two phase functions.
 
 One G step and one D step (run by train/step.py) serve both stages (as stylegan3's loss phases do); only the
-discriminator's projection vector differs: W_i + w0 for training video i while meta-learning, the free w' = w0 + ê while
-fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in meta-learning and is added there.
+discriminator's projection vector differs: W_i + w0 for training video i while meta-learning, the free
+w' = w0 + ê while fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in meta-learning and is added there.
 
 * `generator_terms`: L_CNT (+ optional pixel L1) + L_ADV = −D(x̂) + λ_FM·L_FM, with D's weights frozen.
 * `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
