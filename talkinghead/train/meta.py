@@ -196,7 +196,7 @@ class Trainer:
         self.content_terms = build_content_terms(cfg, self.device)
         lc = cfg.loss
         self.Dm = None  # the mouth discriminator (nn/mouth.py), warp-guided G with its weights > 0 only
-        if cfg.model.generator == "warp" and (lc.mouth_adv_weight > 0 or lc.mouth_fm_weight > 0):
+        if needs_texture(cfg.model) and (lc.mouth_adv_weight > 0 or lc.mouth_fm_weight > 0):
             from talkinghead.nn.mouth import MouthDiscriminator
 
             self.Dm = MouthDiscriminator().to(self.device)
