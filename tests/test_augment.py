@@ -66,7 +66,7 @@ def test_one_shot_training_pairs_are_not_the_identity():
     s = cfg.image_size
     pts = _face_points(s)[None]
     x = torch.rand(1, 3, s, s) * 2 - 1
-    shots = ShotRenderer(x, landmark_image_tensor(pts, s), pts, warp=True)
+    shots = ShotRenderer(x, landmark_image_tensor(pts, s), pts, texture=True)
     psi = G.project(torch.zeros(1, cfg.embed_dim))
     with torch.no_grad():
         plain, pair = shots(G, psi, [0]), shots(G, psi, [0, 0], train=True)

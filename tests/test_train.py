@@ -320,7 +320,7 @@ def test_tiny_run_does_not_collapse(tmp_path):
     b = torch.utils.data.default_collate([tr.dataset[i] for i in range(3)])
     tr.E.eval(), tr.G.eval()
     with torch.no_grad():
-        fake = tr.EG(b["shots_x"], b["shots_y"], b["target_y"])["image"]
+        fake = tr.EG(b["shots_x"], b["shots_y"], b["target_y"])["out"].image
     assert torch.isfinite(fake).all()
     assert fake.std() > 0.05, "outputs collapsed to a constant image"
     assert fake.mean(dim=(2, 3)).std(dim=1).max() > 0.01 or fake.std(dim=(2, 3)).min() > 0.02

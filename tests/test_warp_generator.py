@@ -13,7 +13,7 @@ from talkinghead.evaluation.baselines import warp_baseline
 from talkinghead.config import warp_tiny
 from talkinghead.landmarks.rasterize import landmark_image_tensor
 from talkinghead.landmarks.warp import flow_grid
-from talkinghead.nn import WarpGenerator, build_models
+from talkinghead.nn import GenInputs, Texture, WarpGenerator, build_models
 from talkinghead.nn.motion import identity_grid
 
 S = 64
@@ -55,7 +55,7 @@ def G() -> WarpGenerator:
 def test_shapes_and_psi(G):
     x, y_s, y_d, grid, *_ = inputs()
     psi = G.project(torch.randn(2, warp_tiny().model.embed_dim))
-    out = G.render(y_d, psi, x, y_s, grid)
+    out = G.render(GenInputs(y_d, psi, Texture(x, y_s, grid)))
     assert out.image.shape == out.warped.shape == out.generated.shape == (2, 3, S, S)
     assert out.mask.shape == out.occlusion.shape == (2, 1, S, S) and out.grid.shape == (2, S, S, 2)
     assert torch.isfinite(out.image).all() and out.image.abs().max() <= 1
@@ -77,7 +77,7 @@ def test_untrained_generator_reproduces_the_classical_warp(G):
     x, y_s, y_d, grid, src_p, drv_p = inputs(batch=1)
     psi = G.project(torch.zeros(1, warp_tiny().model.embed_dim))
     with torch.no_grad():
-        out = G.render(y_d, psi, x, y_s, grid)
+        out = G.render(GenInputs(y_d, psi, Texture(x, y_s, grid)))
     classical = warp_baseline(x[0], src_p, drv_p)  # (3, S, S), the evaluation's warp baseline
     assert torch.allclose(out.warped[0], classical, atol=1e-5), "the initial flow is the classical warp"
     assert (out.image[0] - classical).abs().max() <= 1e-5
@@ -94,7 +94,7 @@ def test_gradients_reach_every_parameter_group(G):
     opt = torch.optim.Adam(list(G.parameters()) + list(E.parameters()), lr=1e-3)
     for _ in range(2):
         e = E(x, y_s)  # (B, N)
-        out = G.render(y_d, G.project(e), x, y_s, grid)
+        out = G.render(GenInputs(y_d, G.project(e), Texture(x, y_s, grid)))
         loss = (out.image - target).abs().mean() + 0.1 * (out.generated - target).abs().mean()
         opt.zero_grad()
         loss.backward()
@@ -103,3 +103,24 @@ def test_gradients_reach_every_parameter_group(G):
     assert not still, f"not updated: {still}"
     groups = {n.split(".")[0] for n in before}
     assert {"encoder", "motion", "inject", "res", "up", "out_conv", "proj"} <= groups
+
+
+def test_both_generators_render_the_same_inputs():
+    """One interface: `render(GenInputs) -> GenOutput` for either kind; the paper's G ignores the texture, the
+    warp-guided G needs it; `forward` equals `render(...).image`."""
+    from talkinghead.config import tiny
+    from talkinghead.nn import GenOutput, build_generator
+
+    x, y_s, y_d, grid, *_ = inputs()
+    for cfg in (tiny().model, warp_tiny().model):
+        torch.manual_seed(0)
+        G = build_generator(cfg).eval()
+        psi = G.project(torch.randn(1, cfg.embed_dim))
+        with torch.no_grad():
+            out = G.render(GenInputs(y_d, psi, Texture(x, y_s, grid)))
+            assert isinstance(out, GenOutput) and out.image.shape == (2, 3, S, S)
+            plain = G(y_d, psi) if not G.needs_texture else G(y_d, psi, x, y_s, grid)
+            assert torch.equal(out.image, plain)
+        if G.needs_texture:
+            with pytest.raises(ValueError, match="texture"):
+                G.render(GenInputs(y_d, psi))

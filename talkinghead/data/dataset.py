@@ -18,7 +18,7 @@ from talkinghead.data.shards import verify_shard
 from talkinghead.errors import TalkingHeadError
 from talkinghead.media.images import from_uint8
 from talkinghead.landmarks.rasterize import rasterize
-from talkinghead.landmarks.warp import flow_grid, nearest_pose
+from talkinghead.landmarks.warp import texture_sources
 
 _REDO = "rerun `talkinghead preprocess` with the same --out to redo it"
 
@@ -254,10 +254,10 @@ class EpisodeDataset(Dataset):
         }
         if self.warp:
             pts = np.stack([sh.points(i, s) for sh, i in frames])  # (K+1, 68, 2) crop pixels
-            src = nearest_pose(pts[:-1], pts[-1])
-            if self.random_source > 0 and rng.random() < self.random_source:  # no draw at 0: same episodes
-                src = int(rng.integers(self.shots))
-            item.update(source_index=torch.tensor(src, dtype=torch.int64),
-                        coarse_grid=flow_grid(pts[src], pts[-1], s),  # (S, S, 2)
+            src = None  # the nearest shot in pose; no draw at random_source 0: the same episodes
+            if self.random_source > 0 and rng.random() < self.random_source:
+                src = [int(rng.integers(self.shots))]
+            index, grids = texture_sources(pts[:-1], pts[-1:], s, index=src)  # (1,), (1, S, S, 2)
+            item.update(source_index=index[0], coarse_grid=grids[0],  # (), (S, S, 2)
                         target_points=torch.from_numpy(pts[-1].astype(np.float32)))
         return item

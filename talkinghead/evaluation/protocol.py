@@ -4,7 +4,6 @@ self-reenactment (baselines, then FF/FT per T), FID per method × T, cross-ident
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +16,8 @@ from talkinghead import console
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 from talkinghead.config import CROP_MARGIN
-from talkinghead.media.files import atomic_write
+from talkinghead.nn import GenInputs, Texture
+from talkinghead.train.run_folder import RunFolder
 from talkinghead.evaluation import plots, report
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
@@ -30,58 +30,52 @@ from talkinghead.evaluation.settings import (
 @dataclass
 class WarpSources:
     """The texture of the warp-guided G (DESIGN.md §2) for n targets: each target is drawn from the shot nearest
-    to it in pose (landmarks.warp.nearest_pose), moved along the landmark flow from the target to that shot."""
+    to it in pose, moved along the landmark flow from the target to that shot (`landmarks.warp.texture_sources`)."""
 
     x: torch.Tensor  # (T, 3, S, S) the shots in [-1, 1]
     y: torch.Tensor  # (T, 3, S, S) their landmark images
     points: np.ndarray  # (T, 68, 2) their landmarks, crop pixels
     targets: np.ndarray  # (n, 68, 2) the targets' (or retargeted driving) landmarks, crop pixels
     source: torch.Tensor | None = None  # (n,) long: the shot each target is drawn from
+    grids: torch.Tensor | None = None  # (n, S, S, 2) backward grids target -> its shot
 
     def __post_init__(self):
-        from talkinghead.landmarks.warp import nearest_pose
+        from talkinghead.landmarks.warp import texture_sources
 
         self.points = np.asarray(self.points, np.float32).reshape(-1, 68, 2)
         self.targets = np.asarray(self.targets, np.float32).reshape(-1, 68, 2)
-        if self.source is None:
-            self.source = torch.as_tensor([nearest_pose(self.points, p) for p in self.targets], dtype=torch.long)
+        self.source, self.grids = texture_sources(self.points, self.targets, self.x.shape[-1], index=self.source)
 
-    def batch(self, i: int, j: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Targets i..j-1: source x, source y (b, 3, S, S) and the backward grids target -> source (b, S, S, 2)."""
-        from talkinghead.landmarks.warp import flow_grid
-
-        src, size = self.source[i:j], self.x.shape[-1]
-        grids = torch.stack([flow_grid(self.points[k], p, size) for k, p in zip(src.tolist(), self.targets[i:j])])
-        return self.x[src].to(device), self.y[src].to(device), grids.to(device)
+    def texture(self, i: int, j: int, device) -> Texture:
+        """Targets i..j-1: their shots x, y (b, 3, S, S) and grids (b, S, S, 2)."""
+        src = self.source[i:j]
+        return Texture(self.x[src].to(device), self.y[src].to(device), self.grids[i:j].to(device))
 
 
 @torch.no_grad()
 def render(G: torch.nn.Module, psi: torch.Tensor, y: torch.Tensor, batch: int = 8,
            warp: WarpSources | None = None) -> torch.Tensor:
     """G(y, ψ) for landmark images y (n, 3, S, S), ψ (1, P) -> frames (n, 3, S, S) in [-1, 1] (paper §3.3).
-    The warp-guided G also takes each target's texture source and flow from `warp` (one per target of y)."""
+    A G that needs a texture also takes each target's source and flow from `warp` (one per target of y)."""
     return render_modes({None: (G, psi)}, y, batch, warp)[None]
 
 
 @torch.no_grad()
 def render_modes(gens: dict, y: torch.Tensor, batch: int = 8, warp: WarpSources | None = None) -> dict:
-    """`render` for several (G, ψ) of one person, {mode: (G, ψ)} -> {mode: (n, 3, S, S)}: the warp G's
-    sources and flow grids are made once per batch for all of them."""
+    """`render` for several (G, ψ) of one person, {mode: (G, ψ)} -> {mode: (n, 3, S, S)}: the textures are
+    made once per batch for all of them."""
     out = {mode: [] for mode in gens}
     for G, _ in gens.values():
         G.eval()
     for i in range(0, len(y), batch):
-        src = None
+        texture = None
         for mode, (G, psi) in gens.items():
             dev = psi.device
             yb = y[i:i + batch].to(dev)  # (b, 3, S, S)
-            psi_b = psi.expand(len(yb), -1)  # (b, P)
-            if warp is None:
-                out[mode].append(G(yb, psi_b).float().cpu())
-                continue
-            if src is None or src[0].device != dev:  # source, source_y (b, 3, S, S), grids (b, S, S, 2)
-                src = warp.batch(i, i + len(yb), dev)
-            out[mode].append(G(yb, psi_b, *src).float().cpu())
+            if warp is not None and (texture is None or texture.x.device != dev):
+                texture = warp.texture(i, i + len(yb), dev)
+            inp = GenInputs(yb, psi.expand(len(yb), -1), texture)  # ψ (b, P)
+            out[mode].append(G.render(inp).image.float().cpu())
     return {mode: torch.cat(frames).clamp(-1, 1) for mode, frames in out.items()}
 
 
@@ -154,14 +148,13 @@ def _out_dir(out) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    """`path` holds `text` afterwards, or is unchanged (written under a temporary name, then renamed)."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """`path` holds `text` afterwards, or is unchanged (the run folder's atomic write)."""
+    RunFolder(path.parent).write_text(path.name, text)
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
     """Appends one JSON line per row to `path`, all or none of them."""
-    old = path.read_text() if path.exists() else ""
-    write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
+    RunFolder(path.parent).append_jsonl(path.name, rows)
 
 
 def start_run(model, data, out, settings: EvalSettings, show_progress: bool = True) -> Run:
@@ -186,8 +179,8 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
                   "ft_set": list(st.ft_set),
                   "ft": asdict(ft_cfg), "shot_part": SHOT_PART, "target_part": TARGET_PART}
     run_id = now.strftime("%Y%m%dT%H%M%SZ")
-    write_text(out / "config.json", json.dumps({"run_id": run_id, "model": model_info, "settings": settings_d,
-                                                "data": str(Path(data).resolve())}, indent=2))
+    RunFolder(out).write_config({"run_id": run_id, "model": model_info, "settings": settings_d,
+                                 "data": str(Path(data).resolve())})
     common = {"run_id": run_id, "date": now.isoformat(timespec="seconds"), "model": model_info,
               "settings": settings_d}
     terms = None
@@ -266,7 +259,7 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
     from talkinghead.persons.shots import embed_shots
 
     dev, lm = run.device, run.lm
-    warp = lm.cfg.model.generator == "warp"
+    warp = lm.G.needs_texture
     if warp and points is None:
         raise ValueError("the warp-guided generator needs the shots' landmarks")
     e_hat = embed_shots(lm.E, xs.to(dev), ys.to(dev))  # (N,)

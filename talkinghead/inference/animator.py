@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from talkinghead.persons.avatar import Avatar
 from talkinghead.console import log
+from talkinghead.nn import GenInputs, GenOutput, Texture
 
 
 class Animator:
@@ -58,25 +60,25 @@ class Animator:
         self.G = G.to(self.device, dtype).eval().requires_grad_(False)
         self.psi = psi.detach().to(self.device, dtype)  # (1, P)
         self.image_size = avatar.image_size
-        self.warp = avatar.config.model.generator == "warp"
-        if self.warp:  # the source's texture and its encoder features, once per avatar (DESIGN.md §2)
+        self.source = None  # G's texture source (x, y, features; the grid per frame), once per avatar
+        self.output_size = self.image_size
+        if self.G.needs_texture:  # the warp-guided G (DESIGN.md §2)
             from talkinghead.media.images import from_uint8
             from talkinghead.landmarks.rasterize import landmark_image_tensor
 
-            self.source_x = from_uint8(avatar.source_crop)[None].to(self.device, dtype)  # (1, 3, S, S)
-            self.source_y = landmark_image_tensor(avatar.source_points, self.image_size)[None].to(self.device, dtype)
+            x = from_uint8(avatar.source_crop)[None].to(self.device, dtype)  # (1, 3, S, S)
+            y = landmark_image_tensor(avatar.source_points, self.image_size)[None].to(self.device, dtype)
             with torch.no_grad():
-                self.source_features = self.G.encode(self.source_x)
+                self.source = Texture(x, y, None, self.G.encode(x))
             # full-resolution composition: the face box as large as it is in the source image (≤ max_output_size)
             self.output_size = int(min(max(round(avatar.crop.side), self.image_size), max_output_size))
             self.source_full = None  # (1, 3, R, R), made on the first full-size render
-        else:
-            self.output_size = self.image_size
-        self.mixed_precision = bool(mixed_precision and freeze and self.warp and self.device.type == "cpu"
+        textured = self.source is not None
+        self.mixed_precision = bool(mixed_precision and freeze and textured and self.device.type == "cpu"
                                     and dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        self._frozen = _frozen_render(self, self.mixed_precision) if freeze and self.warp else None
+        self._frozen = _frozen_render(self, self.mixed_precision) if freeze and textured else None
         self.backend, self._session = "torch", None
-        if backend == "onnx" and self.warp:
+        if backend == "onnx" and textured:
             log.warning("backend 'onnx' is not available for the warp-guided generator; rendering with torch")
         elif backend == "onnx":
             if self.device.type != "cpu" or dtype != torch.float32:
@@ -88,8 +90,8 @@ class Animator:
     @torch.no_grad()
     def render(self, landmark_images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) landmark images in [-1, 1] -> (B, 3, S, S) frames in [-1, 1] (float32, CPU-agnostic).
-        The paper's G only: the warp-guided G needs the landmarks themselves (`render_points`)."""
-        if self.warp:
+        A G without a texture only: the warp-guided G needs the landmarks themselves (`render_points`)."""
+        if self.source is not None:
             raise ValueError("the warp-guided generator renders from landmarks: use render_points")
         y = landmark_images.to(self.device, self.dtype)
         if y.ndim != 4 or y.shape[1:] != (3, self.image_size, self.image_size):
@@ -98,7 +100,7 @@ class Animator:
         if self._session is not None:
             feed = {"y": y.contiguous().numpy(), "psi": self.psi.expand(y.shape[0], -1).contiguous().numpy()}
             return torch.from_numpy(self._session.run(None, feed)[0])  # (B, 3, S, S)
-        return self.G(y, self.psi.expand(y.shape[0], -1)).float()  # (B, 3, S, S)
+        return self.G.render(GenInputs(y, self.psi.expand(y.shape[0], -1))).image.float()  # (B, 3, S, S)
 
     def landmark_images(self, points) -> torch.Tensor:
         """(B, 68, 2) landmarks in crop pixels -> (B, 3, S, S) landmark images (paper §3.1 colours)."""
@@ -116,37 +118,37 @@ class Animator:
 
         full_size: frames of `output_size` (R) instead: the warp-guided G's flow, upsampled, moves the source
         image's own pixels at R (no output blurrier than its source); only the network's correction of them is
-        upsampled from S (`compose_full`). The paper's G has nothing at R: its S frames are returned."""
-        out = self.generate(*self.prepare(points))
-        if not self.warp:
-            return out
+        upsampled from S (`compose_full`). The paper's G has nothing at R (R = S): its S frames are returned."""
+        out = self.generate(self.prepare(points))
         if not full_size or self.output_size == self.image_size:
             return out.image.float()  # (B, 3, S, S)
         return self.compose_full(out).float()  # (B, 3, R, R)
 
-    def prepare(self, points) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 68, 2) landmarks in crop pixels -> G's inputs: landmark images (B, 3, S, S) and, for the
-        warp-guided G, the landmark flow grids from each pose to the source's (B, S, S, 2), else None."""
+    def prepare(self, points) -> GenInputs:
+        """(B, 68, 2) landmarks in crop pixels -> G's inputs: landmark images (B, 3, S, S), ψ and, for a G that
+        needs a texture, the avatar's source with the landmark flow grids from each pose to it (B, S, S, 2)."""
         y = self.landmark_images(points)
-        if not self.warp:
-            return y, None
-        from talkinghead.landmarks.warp import flow_grid
+        if self.source is None:
+            return GenInputs(y.to(self.device, self.dtype), self.psi.expand(y.shape[0], -1))
+        from talkinghead.landmarks.warp import texture_sources
 
         pts = np.asarray(points, np.float32).reshape(-1, 68, 2)
-        grids = torch.stack([flow_grid(self.avatar.source_points, p, self.image_size) for p in pts])  # (B, S, S, 2)
-        return y.to(self.device, self.dtype), grids.to(self.device, self.dtype)
+        _, grids = texture_sources(self.avatar.source_points[None], pts, self.image_size,
+                                   index=[0] * len(pts))  # (B, S, S, 2) to the one source
+        texture = replace(self.source, grid=grids.to(self.device, self.dtype))
+        return GenInputs(y.to(self.device, self.dtype), self.psi, texture)
 
     @torch.no_grad()
-    def generate(self, y: torch.Tensor, grids: torch.Tensor | None):
-        """G on prepared inputs: the warp-guided G's WarpOutput at S, or the paper's G's frames (B, 3, S, S)."""
-        if not self.warp:
-            return self.render(y)
-        if self._frozen is not None and y.shape[0] == 1:
-            return self._frozen(y, grids)
-        return self.G.render(y, self.psi, self.source_x, self.source_y, grids, features=self.source_features)
+    def generate(self, inp: GenInputs) -> GenOutput:
+        """G on prepared inputs (`prepare`) -> its GenOutput at S."""
+        if self._frozen is not None and inp.y.shape[0] == 1:
+            return self._frozen(inp.y, inp.texture.grid)
+        if self._session is not None:
+            return GenOutput(self.render(inp.y))
+        return self.G.render(inp)
 
     def compose_full(self, out) -> torch.Tensor:
-        """A WarpOutput at S -> (B, 3, R, R): warp(source_R, grid_R) + (1 − mask_R)·(generated − warped)_R —
+        """A warp-guided G's GenOutput at S -> (B, 3, R, R): warp(source_R, grid_R) + (1 − mask_R)·(generated − warped)_R —
         the photo's own pixels moved at R, plus the network's correction of them upsampled from S (at S this is
         exactly mask·warped + (1 − mask)·generated, since generated = warped + Δ)."""
         import torch.nn.functional as F
@@ -167,13 +169,12 @@ class Animator:
 
 
 def _frozen_render(animator: Animator, bf16: bool = False):
-    """The warp-guided G's render for one frame, (y (1, 3, S, S), grid (1, S, S, 2)) -> WarpOutput, traced with
+    """The warp-guided G's render for one frame, (y (1, 3, S, S), grid (1, S, S, 2)) -> GenOutput, traced with
     the animator's ψ, source and source features as constants and frozen (conv + bias folding, no Python
     between the ops); bf16: traced under CPU autocast to bfloat16 (the casts are recorded in the trace)."""
     import contextlib
 
     from talkinghead.landmarks.warp import flow_grid
-    from talkinghead.nn.warp_generator import WarpOutput
 
     class OneFrame(torch.nn.Module):
         def __init__(self):
@@ -181,9 +182,7 @@ def _frozen_render(animator: Animator, bf16: bool = False):
             self.G = animator.G
 
         def forward(self, y, grid):
-            o = self.G.render(y, animator.psi, animator.source_x, animator.source_y, grid,
-                              features=animator.source_features)
-            return o.image, o.warped, o.generated, o.mask, o.occlusion, o.grid, o.residual
+            return self.G.render(GenInputs(y, animator.psi, replace(animator.source, grid=grid))).tensors()
 
     pts = animator.avatar.source_points
     y = animator.landmark_images(pts).to(animator.device, animator.dtype)
@@ -195,9 +194,9 @@ def _frozen_render(animator: Animator, bf16: bool = False):
             traced = torch.jit.trace(OneFrame().eval(), (y, grid), check_trace=False)
         frozen = torch.jit.freeze(traced)
 
-    def render(y: torch.Tensor, grid: torch.Tensor) -> WarpOutput:
+    def render(y: torch.Tensor, grid: torch.Tensor) -> GenOutput:
         with torch.no_grad():
-            return WarpOutput(*(t.float() for t in frozen(y, grid)))
+            return GenOutput(*(t.float() for t in frozen(y, grid)))
 
     return render
 

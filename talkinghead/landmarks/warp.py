@@ -79,3 +79,25 @@ def nearest_pose(candidates: np.ndarray, target: np.ndarray) -> int:
     source whose texture needs the least warping (and hallucination) to show the target frame."""
     d = ((_normalised(candidates) - _normalised(target)[None]) ** 2).sum(axis=(-2, -1))  # (K,)
     return int(np.argmin(d))
+
+
+def texture_sources(shot_points, target_points, size: int, index=None, exclude_self: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The warp-guided G's texture (DESIGN.md §2) for n targets: which of T shots each target's texture comes
+    from and the landmark flow from the target to it — the one place meta-learning's episodes, fine-tuning's
+    pairs, evaluation and animation choose them.
+
+    shot_points (T, 68, 2), target_points (n, 68, 2) crop pixels of S = `size`. index: the shots to use (n,)
+    instead of the nearest in pose (`nearest_pose`); exclude_self: target i is shot i (fine-tuning's pairs),
+    so it is drawn from the nearest *other* shot (itself when T = 1). Returns (index (n,) int64, grids
+    (n, S, S, 2) backward, target -> its shot, as `flow_grid`)."""
+    shots = np.asarray(shot_points).reshape(-1, 68, 2)
+    targets = np.asarray(target_points).reshape(-1, 68, 2)
+    if index is None:
+        index = []
+        for i, p in enumerate(targets):
+            others = ([j for j in range(len(shots)) if j != i] or [i]) if exclude_self else list(range(len(shots)))
+            index.append(others[nearest_pose(shots[others], p)])
+    index = torch.as_tensor(index, dtype=torch.int64).view(-1)  # (n,)
+    grids = torch.stack([flow_grid(shots[j], p, size) for j, p in zip(index.tolist(), targets)])  # (n, S, S, 2)
+    return index, grids

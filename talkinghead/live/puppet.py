@@ -27,6 +27,7 @@ from talkinghead.inference.animator import Animator
 from talkinghead.persons.avatar import Avatar
 from talkinghead.errors import TalkingHeadError
 from talkinghead.media.images import from_uint8, to_uint8
+from talkinghead.nn import GenInputs
 
 # the stages of one frame, in order: capture runs in the camera thread, watermark and write in the output thread
 STAGES = ("capture", "tracking", "retarget", "generator", "paste-back", "watermark", "write")
@@ -127,7 +128,7 @@ class Pose:
     """One camera frame's face, ready for the generator: landmarks in the avatar's crop and G's inputs."""
 
     points: np.ndarray  # (1, 68, 2)
-    inputs: tuple  # Animator.prepare: landmark image (1, 3, S, S), flow grid (1, S, S, 2) or None
+    inputs: GenInputs  # Animator.prepare: landmark image (1, 3, S, S), ψ, the texture with its flow grid
 
 
 class LivePuppet:
@@ -228,11 +229,10 @@ class LivePuppet:
         if pose is None:
             return self.last
         c0 = clocks()
-        out = self.animator.generate(*pose.inputs)  # WarpOutput at S (the paper's G: frames at S)
+        out = self.animator.generate(pose.inputs)  # GenOutput at S
         c1 = clocks()
-        if self.animator.warp:
-            out = self.animator.compose_full(out) if self.animator.output_size != self.animator.image_size \
-                else out.image  # (1, 3, R, R)
+        out = self.animator.compose_full(out) if self.animator.output_size != self.animator.image_size \
+            else out.image  # (1, 3, R, R)
         self.last = self._compose(out)
         c2 = clocks()
         self.times.add("generator", c1[0] - c0[0], c1[1] - c0[1])

@@ -11,11 +11,13 @@ from ..config import ModelConfig
 from .discriminator import Discriminator
 from .embedder import Embedder
 from .generator import Generator
+from .interface import GenInputs, GenOutput, Texture
 from .layers import fold_spectral_norm, has_spectral_norm
 from .warp_generator import WarpGenerator
 
 __all__ = ["Embedder", "Generator", "WarpGenerator", "Discriminator", "build_models", "build_generator",
-           "count_parameters", "fold_spectral_norm", "has_spectral_norm"]
+           "count_parameters", "fold_spectral_norm", "has_spectral_norm", "GenInputs", "GenOutput", "Texture",
+           "needs_texture"]
 
 GENERATORS = {"adain": Generator, "warp": WarpGenerator}
 
@@ -26,6 +28,11 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         return GENERATORS[cfg.generator](cfg)
     except KeyError:
         raise ValueError(f"unknown generator {cfg.generator!r}; choose one of {', '.join(GENERATORS)}") from None
+
+
+def needs_texture(cfg: ModelConfig) -> bool:
+    """Whether cfg's kind of G takes a `Texture` (the source photo and the landmark flow to it) in GenInputs."""
+    return GENERATORS[cfg.generator].needs_texture
 
 
 def build_models(cfg: ModelConfig) -> tuple[Embedder, nn.Module, Discriminator]:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .interface import GenInputs, GenOutput
 from .layers import (AdaIN, ResBlock, ResBlockDown, ResBlockUp, SelfAttention, adain_layout, conv3,
                      down_channels, sn)
 
@@ -74,9 +75,12 @@ class Generator(AdaINDecoder):
     (AdaIN) → AdaIN → ReLU → conv3 → tanh; self-attention after blocks whose output size is in
     ``cfg.attention_sizes``.
 
-    ``forward(y (B,3,S,S), psi (B, num_adain_params)) -> (B,3,S,S)`` in (-1, 1);
-    ``project(e (B,N)) -> psi``; ``generate(y, e) = forward(y, project(e))``.
+    ``forward(y (B,3,S,S), psi (B, num_adain_params)) -> (B,3,S,S)`` in (-1, 1); ``render(GenInputs) ->
+    GenOutput`` (the interface of every G; needs no texture); ``project(e (B,N)) -> psi``;
+    ``generate(y, e) = forward(y, project(e))``.
     """
+
+    needs_texture = False  # every pixel comes from ê (paper §3.2)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -112,6 +116,10 @@ class Generator(AdaINDecoder):
         for block, attn in zip(self.up, self.up_attn):
             h = attn(block(h, parts.pop(0)))
         return self.to_rgb(h, parts.pop(0))  # (B, 3, S, S)
+
+    def render(self, inp: GenInputs) -> GenOutput:
+        """x̂ = G(y, ψ) as a GenOutput: (B, 3, S, S) in its `image`; `inp.texture` is not used."""
+        return GenOutput(self(inp.y, inp.psi))
 
     def generate(self, y: Tensor, e: Tensor) -> Tensor:
         """x̂ = G(y, ê) = forward(y, P·ê)."""

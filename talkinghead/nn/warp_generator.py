@@ -21,39 +21,28 @@ CPU steps left the output equal to the warp (content loss ratio 1.000).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .generator import AdaINDecoder
+from .interface import GenInputs, GenOutput, Texture
 from .layers import ResBlockDown, conv1, down_channels
 from .motion import MotionRefiner, resize, resize_grid, warp
-
-
-@dataclass
-class WarpOutput:
-    """Everything one forward pass makes, for the losses and for full-resolution composition."""
-
-    image: Tensor  # (B, 3, S, S) mask·warped + (1 − mask)·generated
-    warped: Tensor  # (B, 3, S, S) the source warped by the refined flow
-    generated: Tensor  # (B, 3, S, S) the decoder's image: the warped source plus its correction Δ
-    mask: Tensor  # (B, 1, S, S) blend mask (1 = warped source)
-    occlusion: Tensor  # (B, 1, S, S)
-    grid: Tensor  # (B, S, S, 2) refined backward grid (driving → source)
-    residual: Tensor  # (B, S, S, 2) the refiner's correction of the coarse grid
 
 
 class WarpGenerator(AdaINDecoder):
     """G for `model.generator = "warp"`.
 
-    ``forward(y, psi, source, source_y, coarse_grid) -> (B, 3, S, S)``; ``render(...) -> WarpOutput``;
-    ``encode(source) -> [features]`` (cacheable per avatar: the source does not change while animating);
-    ``project(e) -> psi``. y, source_y: landmark images (B, 3, S, S); source: (B, 3, S, S) in [-1, 1];
-    coarse_grid: (B, S, S, 2) backward grid from the driving landmarks to the source's.
+    ``render(GenInputs) -> GenOutput`` (the interface of every G; `inp.texture` required);
+    ``forward(y, psi, source, source_y, coarse_grid) -> (B, 3, S, S)``; ``encode(source) -> [features]``
+    (cacheable per avatar: the source does not change while animating); ``project(e) -> psi``. y, source_y:
+    landmark images (B, 3, S, S); source: (B, 3, S, S) in [-1, 1]; coarse_grid: (B, S, S, 2) backward grid
+    from the driving landmarks to the source's.
     """
+
+    needs_texture = True  # GenInputs.texture: the source photo and the landmark flow to it
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -85,8 +74,15 @@ class WarpGenerator(AdaINDecoder):
             feats.append(h)
         return feats
 
-    def render(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
-               features: list[Tensor] | None = None) -> WarpOutput:
+    def render(self, inp: GenInputs) -> GenOutput:
+        """Steps 1-4 of the module docstring for B driving frames."""
+        if inp.texture is None:
+            raise ValueError("the warp-guided generator needs GenInputs.texture (source and flow grid)")
+        t = inp.texture
+        return self._render(inp.y, inp.psi, t.x, t.y, t.grid, t.features)
+
+    def _render(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
+                features: list[Tensor] | None) -> GenOutput:
         b, size = y.shape[0], y.shape[-1]
         parts = self.psi_parts(psi, b)
         source, source_y = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (source, source_y))
@@ -112,8 +108,8 @@ class WarpGenerator(AdaINDecoder):
         delta = self.out_conv(F.relu(self.out_norm(h, parts.pop(0))))  # (B, 3, S, S), 0 when untrained
         generated = (warped + delta).clamp(-1.0, 1.0)
         image = mask * warped + (1 - mask) * generated
-        return WarpOutput(image, warped, generated, mask, occlusion, grid, residual)
+        return GenOutput(image, warped, generated, mask, occlusion, grid, residual)
 
     def forward(self, y: Tensor, psi: Tensor, source: Tensor, source_y: Tensor, coarse_grid: Tensor,
                 features: list[Tensor] | None = None) -> Tensor:
-        return self.render(y, psi, source, source_y, coarse_grid, features).image
+        return self.render(GenInputs(y, psi, Texture(source, source_y, coarse_grid, features))).image

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -29,59 +28,64 @@ from talkinghead.persons.checkpoint import LoadedModel, as_model
 from talkinghead.config import FinetuneConfig
 from talkinghead.console import progress as progress_bar
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.warp import texture_sources
+from talkinghead.nn import GenInputs, Texture, needs_texture
 from talkinghead.persons.shots import DEFAULT_SHOTS, embed_person
 from talkinghead.train.objective import (build_content_terms, content_term, discriminator_terms, generator_terms,
                                           mouth_term)
+from talkinghead.train.run_folder import RunFolder
+from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 
 
 class ShotRenderer:
-    """Renders shot i of the T shots (x, y: (T, 3, S, S)) from ψ — the training pairs of fine-tuning.
+    """G's inputs for shot i of the T shots (x, y: (T, 3, S, S)) from ψ — the training pairs of fine-tuning.
 
-    The paper's G draws shot i from its landmark image y_i. The warp-guided G (DESIGN.md §2) moves the texture
-    of another shot j — the one nearest in pose (itself when T = 1) — with the landmark flow from shot i's
-    landmarks to shot j's; `points` (T, 68, 2) are needed then. With one shot, the training pairs
-    (`train=True`) take a randomly deformed copy of the shot as the source instead (train/augment.py), so
-    fine-tuning learns to move this face rather than to copy it."""
+    The paper's G draws shot i from its landmark image y_i. A G that needs a texture (the warp-guided G,
+    DESIGN.md §2) moves that of another shot j — the one nearest in pose (itself when T = 1,
+    `landmarks.warp.texture_sources`) — along the landmark flow from shot i's landmarks to shot j's; `points`
+    (T, 68, 2) are needed then. With one shot, the training pairs (`train=True`) take a randomly deformed copy
+    of the shot as the source instead (train/augment.py), so fine-tuning learns to move this face rather than
+    to copy it."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, warp: bool = False, seed: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, points=None, texture: bool = False, seed: int = 0):
         self.x, self.y = x, y
         self.source = self.grids = None
         self.points = None
         self.rng = np.random.default_rng(seed)
-        if warp:
-            from talkinghead.landmarks.warp import flow_grid, nearest_pose
-
+        if texture:
             if points is None:
                 raise ValueError("the warp generator needs the shots' landmarks")
             pts = self.points = np.asarray(points, np.float32)
-            T, S = len(pts), x.shape[-1]
-            self.source = []
-            for i in range(T):
-                others = [j for j in range(T) if j != i] or [i]
-                self.source.append(others[nearest_pose(pts[others], pts[i])])
-            self.grids = torch.stack([flow_grid(pts[j], pts[i], S) for i, j in enumerate(self.source)]).to(x.device)
+            self.source, grids = texture_sources(pts, pts, x.shape[-1], exclude_self=True)  # (T,), (T, S, S, 2)
+            self.grids = grids.to(x.device)
 
     @property
     def one_shot(self) -> bool:
-        """One photo and the warp-guided G: pairs are deformed copies of the photo."""
+        """One photo and a G that needs a texture: pairs are deformed copies of the photo."""
         return self.points is not None and len(self.x) == 1
 
-    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False,
-                 rng: np.random.Generator | None = None) -> torch.Tensor:
-        """x̂ of the shots `idx` (a list/tensor of indices): (B, 3, S, S). train: a fine-tuning step's pairs
-        (one shot: from a deformed copy of itself, drawn from `rng`, default the renderer's own)."""
+    def inputs(self, psi: torch.Tensor, idx, train: bool = False,
+               rng: np.random.Generator | None = None) -> GenInputs:
+        """G's inputs for the shots `idx` (a list/tensor of B indices); ψ (1, P). train: a fine-tuning step's
+        pairs (one shot: from a deformed copy of itself, drawn from `rng`, default the renderer's own)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
+        y, psi = self.y[idx], psi.expand(len(idx), -1)  # (B, 3, S, S), (B, P)
         if self.source is None:
-            return G(self.y[idx], psi.expand(len(idx), -1))
+            return GenInputs(y, psi)
         if train and self.one_shot:
             from talkinghead.landmarks.rasterize import landmark_image_tensor
             from talkinghead.train.augment import deformed_sources
 
             src_x, src_pts, grids = deformed_sources(self.x[idx], self.points[idx.numpy()], rng or self.rng)
             src_y = landmark_image_tensor(src_pts, self.x.shape[-1]).to(self.x.device, self.x.dtype)
-            return G(self.y[idx], psi.expand(len(idx), -1), src_x, src_y, grids)
-        src = torch.as_tensor([self.source[int(i)] for i in idx], dtype=torch.long)
-        return G(self.y[idx], psi.expand(len(idx), -1), self.x[src], self.y[src], self.grids[idx])
+            return GenInputs(y, psi, Texture(src_x, src_y, grids))
+        src = self.source[idx]  # (B,)
+        return GenInputs(y, psi, Texture(self.x[src], self.y[src], self.grids[idx]))
+
+    def __call__(self, G: nn.Module, psi: torch.Tensor, idx, train: bool = False,
+                 rng: np.random.Generator | None = None) -> torch.Tensor:
+        """x̂ of the shots `idx`: (B, 3, S, S) (`inputs` for the arguments)."""
+        return G.render(self.inputs(psi, idx, train, rng)).image
 
 
 DECODER_PARTS = ("res.", "up.", "out_norm.", "out_conv.", "inject.")  # the AdaIN decoder and RGB head of G
@@ -134,6 +138,31 @@ class _ShotBatches:
         return idx
 
 
+def finetune_phases(shots: ShotRenderer, idx: torch.Tensor, G: nn.Module, psi: nn.Parameter, opt_g,
+                    D: nn.Module | None, w: nn.Parameter | None, opt_d, terms, lc) -> list[Phase]:
+    """One fine-tuning step's phases on the shots `idx` (B,) (paper §3.3, train/step.py): G' (ψ' and the
+    trained weights) with D' frozen minimises L_CNT + L_ADV (+ the warp G's mouth L1, as in meta-learning);
+    then D' (its trunk and w', not W) the hinge loss. No D in the model file: the G' phase alone, content only."""
+    xb, yb = shots.x[idx], shots.y[idx]  # (B, 3, S, S)
+
+    def g_phase(_) -> PhaseLosses:
+        fake = shots(G, psi, idx, train=True)  # (B, 3, S, S)
+        terms_g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
+        terms_g.pop("warp_cnt", None)
+        if shots.points is not None:  # a textured G's extra weight on the mouth, as in meta-learning
+            terms_g["mouth"] = mouth_term(fake, xb, shots.points[idx.numpy()], lc)
+        return PhaseLosses(terms_g, outputs={"fake": fake})
+
+    def d_phase(o) -> PhaseLosses:
+        d = discriminator_terms(D, xb, o["fake"], yb, w=w)
+        return PhaseLosses({"loss_d": d["loss"]})
+
+    if D is None:
+        return [Phase("loss_g", g_phase, [opt_g], [])]
+    return [Phase("loss_g", g_phase, [opt_g], [], trains=((D, False),)),
+            Phase("loss_d", d_phase, [opt_d], [], trains=((D, True), (D.W, False)))]
+
+
 def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_hat: torch.Tensor,
                        ft: FinetuneConfig, device="cpu", progress: bool = True, seed: int = 0,
                        content_terms=None, log=None, points=None) -> tuple[nn.Module, torch.Tensor, dict]:
@@ -148,11 +177,11 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     e = e_hat.detach().to(device).view(1, -1)  # (1, N)
     with torch.no_grad():
         psi = nn.Parameter(G.project(e).detach().clone())  # ψ' (1, P) = P·ê
-    shots = ShotRenderer(x, y, points, warp=model.cfg.model.generator == "warp", seed=seed)
+    shots = ShotRenderer(x, y, points, texture=needs_texture(model.cfg.model), seed=seed)
     stats: dict = {"ff": evaluate_shots(G, psi, shots, terms, lc)}
     parts = ft.train_parts if ft.train_parts != "auto" else ("psi" if shots.one_shot else "all")
     opt_g = torch.optim.Adam(trained_parameters(G, parts) + [psi], lr=ft.lr_g, betas=betas)
-    D = w = None
+    D = w = opt_d = None
     if model.D is not None:
         D = copy.deepcopy(model.D).to(device).train()
         D.W.requires_grad_(False)
@@ -163,32 +192,14 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
     one_shot = shots.one_shot
     batches = _ShotBatches(len(x), min(2, ft.batch_size) if one_shot else ft.batch_size, seed, repeat=one_shot)
     best, best_step, ema, step = math.inf, 0, None, 0
+    runner = StepRunner()
     t0 = time.time()
     with progress_bar(ft.steps, "fine-tune", "step", progress) as bar:
         for step in range(1, ft.steps + 1):
             idx = batches.next()
-            xb, yb = x[idx], y[idx]  # (B, 3, S, S)
-            # -- G' phase with D' frozen (paper §3.3)
-            fake = shots(G, psi, idx, train=True)
-            if D is not None:
-                D.requires_grad_(False)
-            g = generator_terms(fake, xb, yb, D, None if w is None else w.detach(), terms, lc)
-            if shots.points is not None:  # the warp G's extra weight on the mouth, as in meta-learning
-                g["total"] = g["total"] + mouth_term(fake, xb, shots.points[idx.numpy()], lc)
-            opt_g.zero_grad(set_to_none=True)
-            g["total"].backward()
-            opt_g.step()
-            # -- D' phase: hinge loss
-            loss_d = 0.0
-            if D is not None:
-                D.requires_grad_(True)
-                D.W.requires_grad_(False)
-                d = discriminator_terms(D, xb, fake, yb, w=w)
-                opt_d.zero_grad(set_to_none=True)
-                d["loss"].backward()
-                opt_d.step()
-                loss_d = float(d["loss"].detach())
-            c = float(g["cnt"].detach())
+            values, _, _ = runner.step(finetune_phases(shots, idx, G, psi, opt_g, D, w, opt_d, terms, lc))
+            loss_d = values.get("loss_d", 0.0)
+            c = values["cnt"]
             if not math.isfinite(c):
                 raise TalkingHeadError(f"fine-tuning diverged at step {step} (content loss {c})")
             ema = c if ema is None or (batches.bs == batches.T and not one_shot) else 0.7 * ema + 0.3 * c
@@ -196,7 +207,7 @@ def finetune_generator(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, e_h
                 best, best_step = ema, step
             bar.set_postfix(cnt=f"{c:.4g}", d=f"{loss_d:.3g}", refresh=False)
             if log is not None:
-                log({"step": step, "cnt": round(c, 5), "loss_g": round(float(g["total"].detach()), 5),
+                log({"step": step, "cnt": round(c, 5), "loss_g": round(values["loss_g"], 5),
                      "loss_d": round(loss_d, 5), "time": round(time.time() - t0, 2)})
             bar.update(1)
             if ft.patience and step - best_step >= ft.patience:
@@ -234,25 +245,22 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = DEFA
     ft = replace(finetune or model.cfg.finetune, **overrides)
     if steps is not None:
         ft = replace(ft, steps=int(steps))
-    log_f = None
+    folder = None
     if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(run_dir).open_log(append=False)
         cfg = model.cfg.to_dict()
         cfg["finetune"] = asdict(ft)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"config": cfg, "mode": mode, "shots": len(sh), "model": model.info(), "sources": sh.hashes}, indent=2))
-        log_f = open(run_dir / "log.jsonl", "w")
+        folder.write_config({"config": cfg, "mode": mode, "shots": len(sh), "model": model.info(),
+                             "sources": sh.hashes})
     try:
         G, psi, stats = finetune_generator(model, x, y, e_hat, ft, device=device, progress=progress, seed=seed,
-                                           log=None if log_f is None else
-                                           (lambda rec: log_f.write(json.dumps(rec) + "\n")), points=sh.points)
+                                           log=None if folder is None else folder.log, points=sh.points)
     finally:
-        if log_f is not None:
-            log_f.close()
+        if folder is not None:
+            folder.close()
     if run_dir is not None:
-        shots_r = ShotRenderer(x, y, sh.points, warp=model.cfg.model.generator == "warp")
-        _save_samples(run_dir / "samples.png", model.G, G, e_hat, psi, shots_r)
+        shots_r = ShotRenderer(x, y, sh.points, texture=needs_texture(model.cfg.model))
+        _save_samples(folder.path / "samples.png", model.G, G, e_hat, psi, shots_r)
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)
     av.config.finetune = ft

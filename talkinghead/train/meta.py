@@ -13,7 +13,6 @@ sparse gradient is averaged by gathering (row, value) pairs (`dist.allreduce_spa
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -33,14 +32,19 @@ from talkinghead.persons.checkpoint import load_training_state, save_model, save
 from talkinghead.config import Config
 from talkinghead.console import log, progress
 from talkinghead.errors import CheckpointError, TalkingHeadError
-from talkinghead.nn import build_models
+from talkinghead.nn import GenInputs, Texture, build_models, needs_texture
 from talkinghead.train import dist as tdist
 from talkinghead.train.interrupts import StepBoundary
+from talkinghead.train.run_folder import RunFolder
+from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
                                          mouth_crops, mouth_discriminator_terms, mouth_generator_terms,
                                          warp_terms)
 
 CHECKPOINT = "checkpoints/last.pt"
+# what every step logs, in this order (then gnorm_g, gnorm_d); a term that is off logs 0
+LOG_NAMES = ("loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm", "warp", "smooth", "mouth",
+             "mouth_adv", "mouth_fm", "loss_dm", "dm_real", "dm_fake")
 MODEL_FILE = "model.safetensors"
 
 
@@ -69,8 +73,9 @@ class EpisodeBatchSampler(Sampler):
 class GeneratorWithEmbedder(nn.Module):
     """E and G as one module so one DDP wrapper serves the G/E phase.
 
-    forward -> {"image": x̂ (B, 3, S, S), "e_hat": ê (B, N)} and, for the warp-guided G (source_index and
-    coarse_grid given: the shot whose texture is warped, and the landmark flow to it), "warp": its WarpOutput.
+    forward -> {"out": G's GenOutput (its image x̂ (B, 3, S, S)), "e_hat": ê (B, N)}. source_index (B,) and
+    coarse_grid (B, S, S, 2), for a G that needs a texture: the shot whose texture is moved, and the landmark
+    flow to it.
     """
 
     def __init__(self, E: nn.Module, G: nn.Module):
@@ -81,12 +86,11 @@ class GeneratorWithEmbedder(nn.Module):
         B, K = shots_x.shape[:2]
         e = self.E(shots_x.flatten(0, 1), shots_y.flatten(0, 1)).view(B, K, -1)  # (B, K, N)
         e_hat = e.mean(dim=1)  # (B, N), paper eq. (1)
-        psi = self.G.project(e_hat)
-        if source_index is None:
-            return {"image": self.G(target_y, psi), "e_hat": e_hat}  # (B, 3, S, S)
-        rows = torch.arange(B, device=shots_x.device)
-        out = self.G.render(target_y, psi, shots_x[rows, source_index], shots_y[rows, source_index], coarse_grid)
-        return {"image": out.image, "e_hat": e_hat, "warp": out}
+        texture = None
+        if source_index is not None:
+            rows = torch.arange(B, device=shots_x.device)
+            texture = Texture(shots_x[rows, source_index], shots_y[rows, source_index], coarse_grid)
+        return {"out": self.G.render(GenInputs(target_y, self.G.project(e_hat), texture)), "e_hat": e_hat}
 
 
 def leave_interrupts_to_main(_worker_id: int) -> None:
@@ -98,15 +102,6 @@ def leave_interrupts_to_main(_worker_id: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def grad_norm(params) -> float:
-    sq = 0.0
-    for p in params:
-        if p.grad is not None:
-            g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
-            sq += float(g.detach().float().pow(2).sum())
-    return math.sqrt(sq)
 
 
 @dataclass
@@ -184,7 +179,7 @@ class Trainer:
             # many episodes per video: index n draws its frames from an RNG seeded by n (reproducible)
             dataset = EpisodeDataset(data_root, shots=cfg.train.shots, split="train",
                                      image_size=cfg.model.image_size, seed=cfg.train.seed,
-                                     episodes_per_video=10**6, warp=cfg.model.generator == "warp",
+                                     episodes_per_video=10**6, warp=needs_texture(cfg.model),
                                      random_source=cfg.train.random_source)
         self.dataset = dataset
         if state is None:
@@ -201,7 +196,7 @@ class Trainer:
         self.content_terms = build_content_terms(cfg, self.device)
         lc = cfg.loss
         self.Dm = None  # the mouth discriminator (nn/mouth.py), warp-guided G with its weights > 0 only
-        if cfg.model.generator == "warp" and (lc.mouth_adv_weight > 0 or lc.mouth_fm_weight > 0):
+        if needs_texture(cfg.model) and (lc.mouth_adv_weight > 0 or lc.mouth_fm_weight > 0):
             from talkinghead.nn.mouth import MouthDiscriminator
 
             self.Dm = MouthDiscriminator().to(self.device)
@@ -292,97 +287,56 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------------
     def train_step(self, batch: dict, keep_output: bool = False) -> StepResult:
-        """One G/E phase and one D phase on a batch of episodes (paper §3.2, train/objective.py)."""
+        """One G/E phase and d_steps D phases (and the mouth D's) on a batch of episodes (paper §3.2,
+        train/step.py, train/objective.py); the losses by name (LOG_NAMES, 0 where a term is off)."""
         dev = self.device
-        shots_x = batch["shots_x"].to(dev, non_blocking=True)  # (B, K, 3, S, S)
-        shots_y = batch["shots_y"].to(dev, non_blocking=True)  # (B, K, 3, S, S)
-        x = batch["target_x"].to(dev, non_blocking=True)  # (B, 3, S, S)
-        y = batch["target_y"].to(dev, non_blocking=True)  # (B, 3, S, S)
-        idx = batch["video_index"].to(dev, non_blocking=True).view(-1)  # (B,)
+        b = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v) and k != "target_points"}
+        x, y = b["target_x"], b["target_y"]  # (B, 3, S, S)
+        idx = b["video_index"].view(-1)  # (B,)
+        texture = "coarse_grid" in b  # source_index (B,), coarse_grid (B, S, S, 2)
+        lc, D, W = self.cfg.loss, self.D, self.D.W.weight
+        mouth = self.Dm is not None and texture
 
-        # -- G/E phase: D's trunk is frozen (its gradients are not wanted), W_i learns from L_MCH only
-        self.D.requires_grad_(False)
-        self.D.W.weight.requires_grad_(True)
-        self.opt_ge.zero_grad(set_to_none=True)
-        self.opt_w.zero_grad(set_to_none=True)
-        warp = "coarse_grid" in batch
-        with self.autocast():
-            out = self.EG_ddp(shots_x, shots_y, y, *((batch["source_index"].to(dev), batch["coarse_grid"].to(dev))
-                                                     if warp else ()))
-            fake, e_hat = out["image"], out["e_hat"]
-            w_i = self.D.video_vectors(idx)  # (B, N)
-            # the score uses W_i + w0 without sending −D's gradient to W (W_i learns from L_MCH)
-            warped = out["warp"].warped if warp and self.cfg.loss.warp_content_weight > 0 else None
-            g = generator_terms(fake, x, y, self.D, w_i.detach() + self.D.w0, self.content_terms, self.cfg.loss,
-                                warped=warped)
-            l_mch = self.cfg.loss.mch_weight * losses.embedding_match_loss(w_i, e_hat)
-            extra = warp_terms(out["warp"], x, batch["target_points"], self.cfg.loss, g.get("warp_cnt")) \
-                if warp else {k: fake.new_zeros(()) for k in ("warp", "smooth", "mouth")}
-            crops = None
-            if self.Dm is not None and warp:  # the mouth D's G-phase terms, its weights frozen
-                self.Dm.requires_grad_(False)
-                crops = mouth_crops(fake, x, y, batch["target_points"])
-                extra.update(mouth_generator_terms(self.Dm, *crops, self.cfg.loss))
-            else:
-                extra.update({k: fake.new_zeros(()) for k in ("mouth_adv", "mouth_fm")})
-            loss_g = g["total"] + l_mch + sum(extra.values())
-        self._backward(loss_g)
-        tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
-        gn_g = self._clip_and_step(self.opt_ge, list(self.EG.parameters()))
-        self.opt_w.step()
-        self.D.requires_grad_(True)
+        def g_phase(_) -> PhaseLosses:  # E, G, P and W_i; D's trunk frozen, W_i learns from L_MCH only
+            out = self.EG_ddp(b["shots_x"], b["shots_y"], y,  # shots (B, K, 3, S, S)
+                              *((b["source_index"], b["coarse_grid"]) if texture else ()))
+            gen, e_hat = out["out"], out["e_hat"]  # GenOutput (image (B, 3, S, S)), ê (B, N)
+            w_i = D.video_vectors(idx)  # (B, N)
+            warped = gen.warped if texture and lc.warp_content_weight > 0 else None
+            # the score uses W_i + w0 without sending −D's gradient to W
+            g = generator_terms(gen.image, x, y, D, w_i.detach() + D.w0, self.content_terms, lc, warped=warped)
+            terms = {"cnt": g["cnt"], "adv": g["adv"], "fm": g["fm"],
+                     "mch": lc.mch_weight * losses.embedding_match_loss(w_i, e_hat)}
+            outputs = {"fake": gen.image}
+            if texture:
+                terms.update(warp_terms(gen, x, batch["target_points"], lc, g.get("warp_cnt")))
+            if mouth:
+                outputs["crops"] = mouth_crops(gen.image, x, y, batch["target_points"])
+                terms.update(mouth_generator_terms(self.Dm, *outputs["crops"], lc))
+            return PhaseLosses(terms, {"e_norm": e_hat.detach().float().norm(dim=1).mean()}, outputs)
 
-        # -- D phase: hinge loss on real and (detached) fake, one forward through the DDP wrapper
-        gn_d = 0.0
-        for _ in range(self.cfg.train.d_steps):
-            self.opt_d.zero_grad(set_to_none=True)
-            self.opt_w.zero_grad(set_to_none=True)
-            with self.autocast():
-                d = discriminator_terms(self.D_ddp, x, fake, y, video_index=idx)
-            self._backward(d["loss"])
-            tdist.allreduce_sparse_grad_(self.D.W.weight, self.info)
-            gn_d = self._clip_and_step(self.opt_d, self._d_trunk_params())
-            self.opt_w.step()
-        dm = {k: fake.new_zeros(()) for k in ("loss", "real", "fake")}
-        if crops is not None:  # -- the mouth D's phase: hinge loss on the real and (detached) output crops
-            self.Dm.requires_grad_(True)
-            self.opt_dm.zero_grad(set_to_none=True)
-            with self.autocast():
-                dm = mouth_discriminator_terms(self.Dm_ddp, crops[1], crops[0], crops[2])
-            self._backward(dm["loss"])
-            self._clip_and_step(self.opt_dm, list(self.Dm.parameters()))
-        if self.scaler is not None:
-            self.scaler.update()
+        def d_phase(o) -> PhaseLosses:  # hinge loss on real and (detached) fake, one forward through DDP
+            d = discriminator_terms(self.D_ddp, x, o["fake"], y, video_index=idx)
+            return PhaseLosses({"loss_d": d["loss"]}, {"d_real": d["real"], "d_fake": d["fake"]})
 
-        vals = torch.stack([loss_g.detach().float(), g["cnt"].detach().float(), g["adv"].detach().float(),
-                            g["fm"].detach().float(), l_mch.detach().float(), d["loss"].detach().float(),
-                            d["real"], d["fake"], e_hat.detach().float().norm(dim=1).mean(),
-                            *(extra[k].detach().float() for k in ("warp", "smooth", "mouth", "mouth_adv",
-                                                                  "mouth_fm")),
-                            *(dm[k].detach().float() for k in ("loss", "real", "fake"))])
-        tdist.allreduce_mean_(vals, self.info)
-        names = ["loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm", "warp", "smooth",
-                 "mouth", "mouth_adv", "mouth_fm", "loss_dm", "dm_real", "dm_fake"]
-        out = {n: float(v) for n, v in zip(names, vals)}
-        out.update(gnorm_g=gn_g, gnorm_d=gn_d)
-        return StepResult(out, fake.detach() if keep_output else None)
+        def dm_phase(o) -> PhaseLosses:  # the mouth D: hinge loss on the real and (detached) output crops
+            fake_c, real_c, y_c = o["crops"]
+            dm = mouth_discriminator_terms(self.Dm_ddp, real_c, fake_c, y_c)
+            return PhaseLosses({"loss_dm": dm["loss"]}, {"dm_real": dm["real"], "dm_fake": dm["fake"]})
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-    def _clip_and_step(self, opt: torch.optim.Optimizer, params: list) -> float:
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
-        dense = [p for p in params if p.grad is not None and not p.grad.is_sparse]
-        if self.cfg.train.grad_clip > 0:
-            gn = float(torch.nn.utils.clip_grad_norm_(dense, self.cfg.train.grad_clip))
-        else:
-            gn = grad_norm(dense)
-        if self.scaler is not None:
-            self.scaler.step(opt)
-        else:
-            opt.step()
-        return gn
+        phases = [Phase("loss_g", g_phase, [self.opt_ge, self.opt_w], list(self.EG.parameters()),
+                        trains=((D, False), (W, True)) + (((self.Dm, False),) if mouth else ()),
+                        gnorm="gnorm_g", sparse=W),
+                  Phase("loss_d", d_phase, [self.opt_d, self.opt_w], self._d_trunk_params(), trains=((D, True),),
+                        repeats=self.cfg.train.d_steps, gnorm="gnorm_d", sparse=W)]
+        if mouth:
+            phases.append(Phase("loss_dm", dm_phase, [self.opt_dm], list(self.Dm.parameters()),
+                                trains=((self.Dm, True),)))
+        runner = StepRunner(self.autocast, self.scaler, self.cfg.train.grad_clip, self.info)
+        values, norms, outputs = runner.step(phases)
+        logged = {n: values.get(n, 0.0) for n in LOG_NAMES}
+        logged.update(norms)
+        return StepResult(logged, outputs["fake"].detach() if keep_output else None)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def loader(self) -> DataLoader:
@@ -402,9 +356,10 @@ class Trainer:
         t = self.cfg.train
         end = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_f = None
         if self.info.is_main:
-            (self.run_dir / "config.json").write_text(self.cfg.to_json())
-        log_f = open(self.run_dir / "log.jsonl", "a") if self.info.is_main else None
+            RunFolder(self.run_dir).write_config(self.cfg.to_dict())
+            log_f = RunFolder(self.run_dir).open_log()
         bar = progress(t.steps, "train", "step", self.progress, initial=self.step, leave=True)
         last_ckpt_time = run_start = time.time()
         t0 = time.time()
@@ -432,8 +387,7 @@ class Trainer:
                         if log_f:
                             rec = {"step": self.step, "time": round(self.elapsed + now - t0, 2),
                                    "steps_per_s": round(rate, 4), **{k: round(v, 5) for k, v in last.items()}}
-                            log_f.write(json.dumps(rec) + "\n")
-                            log_f.flush()
+                            log_f.log(rec)
                         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss_g", "cnt", "loss_d")},
                                         refresh=False)
                     bar.update(1)

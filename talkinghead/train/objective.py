@@ -1,8 +1,8 @@
 """The objective of both stages (paper §3.2 meta-learning, §3.3 fine-tuning), as two phase functions.
 
-One G step and one D step serve both stages (as stylegan3's loss phases do); only the discriminator's
-projection vector differs: W_i + w0 for training video i while meta-learning, the free w' = w0 + ê while
-fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in meta-learning and is added there.
+One G step and one D step (run by train/step.py) serve both stages (as stylegan3's loss phases do); only the
+discriminator's projection vector differs: W_i + w0 for training video i while meta-learning, the free
+w' = w0 + ê while fine-tuning. The embedding-match term λ_MCH·‖W_i − ê‖₁ exists only in meta-learning and is added there.
 
 * `generator_terms`: L_CNT (+ optional pixel L1) + L_ADV = −D(x̂) + λ_FM·L_FM, with D's weights frozen.
 * `discriminator_terms`: the hinge loss on (real, detached fake), one forward for both halves.
@@ -39,8 +39,9 @@ def content_terms_of(fakes: list[Tensor], real: Tensor, content_terms, lc: LossC
 
 def generator_terms(fake: Tensor, real: Tensor, y: Tensor, D: Callable | None, w: Tensor | None,
                     content_terms, lc: LossConfig, warped: Tensor | None = None) -> dict[str, Tensor]:
-    """The G/E phase's terms (weighted): {"cnt", "adv", "fm", "total"}, and "warp_cnt" (the unweighted
-    content term of `warped`, computed with the output's) when the warp-guided G's warped source is given.
+    """The G/E phase's terms (weighted): {"cnt", "adv", "fm"} (the phase minimises their sum with the
+    stage's other terms, train/step.py), and "warp_cnt" (the unweighted content term of `warped`, computed
+    with the output's; for `warp_terms`, not a term itself) when the warp-guided G's warped source is given.
 
     fake, real, y: (B, 3, S, S); D: the discriminator, called as D(x, y, w=w) -> (score (B,), features), or
     None (a model file without D: content only); w: (B, N) or (N,) projection vector(s). The caller freezes
@@ -53,13 +54,13 @@ def generator_terms(fake: Tensor, real: Tensor, y: Tensor, D: Callable | None, w
         cnt, extra["warp_cnt"] = content_terms_of([fake, warped], real, content_terms, lc)
     if D is None:
         zero = fake.new_zeros(())
-        return {"cnt": cnt, "adv": zero, "fm": zero, "total": cnt, **extra}
+        return {"cnt": cnt, "adv": zero, "fm": zero, **extra}
     fake_score, fake_feats = D(fake, y, w=w)
     with torch.no_grad():
         _, real_feats = D(real, y, w=w)
     adv = lc.adv_weight * losses.generator_adv_loss(fake_score)
     fm = lc.fm_weight * losses.feature_matching_loss(real_feats, fake_feats)
-    return {"cnt": cnt, "adv": adv, "fm": fm, "total": cnt + adv + fm, **extra}
+    return {"cnt": cnt, "adv": adv, "fm": fm, **extra}
 
 
 def discriminator_terms(D: Callable, real: Tensor, fake: Tensor, y: Tensor, video_index: Tensor | None = None,
@@ -93,7 +94,7 @@ def warp_terms(out, real: Tensor, target_points: Tensor, lc: LossConfig,
                warp_cnt: Tensor | None) -> dict[str, Tensor]:
     """Weighted extra terms of the warp-guided generator: {"warp", "smooth", "mouth"} (zero when weighted 0).
 
-    out: nn.warp_generator.WarpOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
+    out: the warp-guided G's nn.GenOutput of the batch; real: (B, 3, S, S) targets; target_points: (B, 68, 2)
     target landmarks in crop pixels, on any device (their mouth box gets the extra L1; the box is computed on
     the CPU, so the loader's CPU tensor serves best); warp_cnt: the warped source's content term, computed with
     the output's by `generator_terms(..., warped=out.warped)` (None when lc.warp_content_weight is 0)."""
