@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.app.studio import Studio, file_label
+from talkinghead.app.studio import Studio, file_label, landmarks_problem
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
@@ -101,9 +101,15 @@ def build_app(studio: Studio):
                     shown.append((read_image(photo), f"{file_label(photo)}: no face"))
                 except TalkingHeadError:
                     pass
-        if missing:
+        problem = landmarks_problem(landmarks_file)
+        if missing and problem:
+            gr.Warning(f"{missing[0]}: upload a corrected landmarks file (`talkinghead landmarks PHOTO -o FILE.pts` "
+                       "writes one to correct)")
+        elif missing:
             gr.Warning(f"{missing[0]}: upload its 68 landmarks as a .pts file (`talkinghead landmarks PHOTO -o "
                        "FILE.pts` writes one to correct)")
+        elif problem:
+            gr.Warning(f"{for_page(problem, folders)}: the detected landmarks are shown instead")
         return shown
 
     def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
