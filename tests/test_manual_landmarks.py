@@ -84,6 +84,30 @@ def test_points_option_parsing():
     assert manual_landmarks(None, None) is None
 
 
+def test_points_that_are_not_finite_are_named():
+    with pytest.raises(TalkingHeadError) as e:
+        parse_points("nan,2,3,4,5,6,7,8,9,inf")
+    msg = str(e.value)
+    assert msg.startswith("--points: not finite numbers: nan (value 1), inf (value 10)") and "got 10" not in msg
+
+
+def test_points_starting_with_a_minus_take_an_equals_sign(tmp_path, capsys):
+    """`--points -5,...` is two options to argparse: exit 2 with the `--points=-5,...` hint; that form works."""
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(photo)
+    five = "-5,80,60,80,28,115,5,150,50,150"
+    base = ["landmarks", str(photo), "-o", str(tmp_path / "p.pts")]
+    assert main(base + ["--points", five]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--points={five}" in err and "\n" not in err
+    assert main(base + ["--points", "--face-index", "1"]) == 2
+    assert "goes after '='" not in capsys.readouterr().err
+    assert main(base + [f"--points={five}"]) == 0
+    assert read_landmarks(tmp_path / "p.pts")[36:42, 0].mean() < 0  # the left eye where it was clicked
+
+
 def test_manual_landmarks_refuse_points_off_the_image():
     m = ManualLandmarks(mean_shape() * 50 + 1000)
     with pytest.raises(TalkingHeadError, match="outside the 200x100 image"):

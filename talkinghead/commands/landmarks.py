@@ -54,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".pts", ".json"):
         raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
+    five = parse_points(args.points) if args.points else None
     if not Path(args.image).is_file():
         raise TalkingHeadError(f"file not found: {args.image}")
     image = video.read_image(args.image)
-    if args.points:
-        points = points_from_five(parse_points(args.points))
+    if five is not None:
+        points = points_from_five(five)
         check_inside(points, image.shape, "--points")
         how = "fitted to --points"
     else:
