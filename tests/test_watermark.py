@@ -6,6 +6,7 @@ footage stay unmarked, and `talkinghead verify`'s lines and exit codes."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -210,6 +211,12 @@ def test_verify_lines_and_exit_codes(tmp_path, clip, capsys):
     rc, out, err = verify(marked_png, junk, tmp_path / "missing.mp4", plain_png)
     assert rc == 2 and len(out) == 2 and len(err) == 2
     assert err[0].startswith(f"{junk}: error: ") and err[1].startswith(f"{tmp_path / 'missing.mp4'}: error: ")
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opened, it would wait for a writer: refused first
+    rc, out, err = verify(fifo, marked_png)
+    assert rc == 2 and len(out) == 1 and err == [f"{fifo}: error: cannot read video {fifo}: a named pipe (FIFO), "
+                                                 "not a regular file"]
 
     assert main(["verify"]) == 2  # usage error
     capsys.readouterr()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from talkinghead.media import video
-    from talkinghead.media.files import atomic_write
+    from talkinghead.media.files import atomic_write, input_file
     from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks
@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".pts", ".json"):
         raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
     five = parse_points(args.points) if args.points else None
-    if not Path(args.image).is_file():
-        raise TalkingHeadError(f"file not found: {args.image}")
+    input_file(args.image)  # "file not found: IMAGE", or a FIFO or folder refused before it is opened
     image = video.read_image(args.image)
     if five is not None:
         points = points_from_five(five)

@@ -9,13 +9,17 @@ import numpy as np
 
 from talkinghead.errors import VideoError
 from talkinghead.media import video
+from talkinghead.media.files import input_file
 from talkinghead.media.watermark import Detection, Detector, detect
 
 
 def detect_file(path, max_frames: int = 100) -> Detection:
     """Score and decision for an image or a video file; a video is judged on up to `max_frames` frames spread
     evenly over it (a file cut short is judged on the frames before the cut). Raises VideoError (a
-    TalkingHeadError) for a missing or unreadable file."""
+    TalkingHeadError) for a missing or unreadable file, or one that is not a regular file (a FIFO, a
+    device, a folder)."""
+    what = "image" if video.is_image_path(path) else "video" if video.is_video_path(path) else "file"
+    input_file(path, what, VideoError)  # a FIFO would block the reader: refused before opening
     if video.is_image_path(path):
         return detect(video.read_image(path))
     if not video.is_video_path(path):  # no telling suffix: an image, a video or neither

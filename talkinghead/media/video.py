@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from talkinghead.media import watermark
 from talkinghead.errors import VideoError
-from talkinghead.media.files import partial_path, remove_stale_partials
+from talkinghead.media.files import input_file, partial_path, remove_stale_partials
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -59,11 +59,7 @@ def is_image_path(path) -> bool:
 
 def open_container(path) -> av.container.InputContainer:
     """The PyAV container of a video file; VideoError (one line) when it is missing or unreadable."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"video not found: {p}")
-    if not p.is_file():
-        raise VideoError(f"not a file: {p}")
+    p = input_file(path, "video", VideoError)
     try:
         return av.open(str(p), "r")
     except _AV_ERRORS as e:
@@ -190,9 +186,7 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 def read_image(path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright by its EXIF orientation: 8- and 16-bit, palette,
     greyscale, CMYK and transparent (composited onto white) images alike."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"image not found: {p}")
+    p = input_file(path, "image", VideoError)
     try:
         with warnings.catch_warnings():  # a photo the user gives is not a decompression bomb below PIL's hard limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
