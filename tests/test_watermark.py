@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -186,6 +187,19 @@ def test_animate_output_is_marked(tmp_path, capsys):
         ["no mark found"]
 
 
+def _corrupt_partway(src, dst) -> None:
+    """A copy of the mp4 `src` whose frame data after its first third is noise (its index intact)."""
+    data = bytearray(src.read_bytes())
+    start, end = data.find(b"mdat"), data.find(b"moov")
+    start += (end - start) // 3
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    read = []
+    with pytest.raises(video.VideoError, match="truncated or corrupt"):
+        read.extend(video.iter_frames(dst))
+    assert 0 < len(read) < 20  # readable up to the break
+
+
 # ---- talkinghead verify -----------------------------------------------------------------------------------
 def test_verify_lines_and_exit_codes(tmp_path, clip, capsys):
     marked_png, plain_png, junk = tmp_path / "m.png", tmp_path / "p.png", tmp_path / "notes.txt"
@@ -217,6 +231,21 @@ def test_verify_lines_and_exit_codes(tmp_path, clip, capsys):
     rc, out, err = verify(fifo, marked_png)
     assert rc == 2 and len(out) == 1 and err == [f"{fifo}: error: cannot read video {fifo}: a named pipe (FIFO), "
                                                  "not a regular file"]
+
+    unmarked = tmp_path / "plain.mp4"  # written without the mark, by PyAV
+    with av.open(str(unmarked), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for f in clip["plain"]:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    for src in (unmarked, clip["path"]):
+        _corrupt_partway(src, tmp_path / f"broken_{src.name}")
+    rc, out, err = verify(tmp_path / "broken_plain.mp4")  # no mark in the frames before the break: unread
+    assert rc == 2 and not out and len(err) == 1
+    assert "is truncated or corrupt: decoded" in err[0] and "no mark in the" in err[0]
+    rc, out, err = verify(tmp_path / "broken_out.mp4")  # the frames before the break carry the mark
+    assert rc == 0 and not err and "synthetic" in out[0]
 
     assert main(["verify"]) == 2  # usage error
     capsys.readouterr()
