@@ -108,6 +108,20 @@ def test_points_starting_with_a_minus_take_an_equals_sign(tmp_path, capsys):
     assert read_landmarks(tmp_path / "p.pts")[36:42, 0].mean() < 0  # the left eye where it was clicked
 
 
+def test_landmarks_writes_both_files_or_neither(tmp_path, capsys):
+    """When the points cannot be written (a folder in the way), the overlay is not left behind."""
+    from PIL import Image
+
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(photo)
+    (tmp_path / "p.pts").mkdir()
+    five = "70,80,130,80,100,115,75,150,125,150"
+    assert main(["landmarks", str(photo), "-o", str(tmp_path / "p.pts"), "--points", five]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot write" in err and "\n" not in err
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.jpg", "p.pts"]
+
+
 def test_manual_landmarks_refuse_points_off_the_image():
     m = ManualLandmarks(mean_shape() * 50 + 1000)
     with pytest.raises(TalkingHeadError, match="outside the 200x100 image"):

@@ -151,6 +151,15 @@ def test_output_writers_mark_and_dataset_writer_does_not(tmp_path, clip):
 
 
 @pytest.mark.media
+def test_landmarks_overlay_is_marked(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(picture(seed=8)).save(photo)
+    assert main(["landmarks", str(photo), "-o", str(tmp_path / "photo.pts"),
+                 "--points=90,110,160,110,125,145,100,180,150,180"]) == 0
+    assert watermark.detect(video.read_image(tmp_path / "photo.png")).marked
+    assert not watermark.detect(picture(seed=8)).marked
+
+
 def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
     from talkinghead.data.preprocess import preprocess
 
