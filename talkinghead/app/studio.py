@@ -76,11 +76,11 @@ class Studio:
 
         detector, problem = None, landmarks_problem(landmarks_file)
         if landmarks_file and problem is None:
-            detector = manual_landmarks(landmarks_file)
-            try:  # points for another image: the file is the problem, not the photo
-                from talkinghead.media.video import read_image
+            from talkinghead.media.video import read_image
 
-                detector.detect(read_image(photo))
+            detector, image = manual_landmarks(landmarks_file), read_image(photo)
+            try:  # points for another image: the file is the problem, not the photo
+                detector.detect(image)
             except TalkingHeadError as e:
                 detector, problem = None, _named(str(e), landmarks_file)
         try:
