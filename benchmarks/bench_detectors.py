@@ -113,7 +113,7 @@ def main() -> int:
     from talkinghead.landmarks.cascade import STAGE_NAMES, NoFaceFoundError
     from talkinghead.landmarks.detect import load_pts, pick_face
     from talkinghead.persons.shots import prepare_shots
-    from talkinghead.media.video import read_image
+    from talkinghead.media.image_files import read_image
 
     root = MEDIA / "images"
     if a.images:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.persons.avatar import make_ff_avatar
 from talkinghead.evaluation.baselines import warp_baseline
 from talkinghead.persons.checkpoint import LoadedModel
@@ -39,7 +39,7 @@ def photo_of(path: str, tmp: Path) -> str:
         return path
     frame = next(video.iter_frames(path, max_frames=1))
     out = tmp / (Path(path).stem + ".png")
-    video.write_image(out, frame)
+    image_files.write_image(out, frame)
     return str(out)
 
 

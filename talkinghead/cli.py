@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 
@@ -39,10 +40,37 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error: `talkinghead CMD: error: ... (see --help)`, exit code 2."""
+    """argparse with a one-line error: `talkinghead CMD: error: ... (see --help)`, exit code 2. An option
+    whose value starts with '-' (argparse takes `--points -100,5,...` for two options) gets a hint: write
+    it `--points=-100,5,...`."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._arg_strings = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
-        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message}{self._dash_hint(message)} (see {self.prog} --help)\n")
+
+    def _dash_hint(self, message: str) -> str:
+        """'; write it --opt=VALUE' when `message` is argparse's "expected one argument" for an option that was
+        followed by a value starting with '-'; else ''."""
+        m = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if not m:
+            return ""
+        names = m.group(1).split("/")
+        argv = getattr(self, "_arg_strings", [])
+        after = [b for a, b in zip(argv, argv[1:]) if a in names and b.startswith("-") and not self._is_option(b)]
+        if not after:
+            return ""
+        name = max(names, key=len)  # the long form: `-o=X` would give "=X"
+        return f" (a value starting with '-' goes after '=': {name}={after[-1]})"
+
+    def _is_option(self, arg: str) -> bool:
+        """Whether `arg` names one of this parser's options (or a prefix of a long one, as argparse allows)."""
+        head, known = arg.split("=", 1)[0], self._option_string_actions
+        if head.startswith("--"):
+            return any(o.startswith(head) for o in known if o.startswith("--"))
+        return head[:2] in known
 
 
 def command_module(name: str):

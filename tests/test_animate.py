@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.persons.avatar import Avatar, make_ff_avatar
 from talkinghead.persons.checkpoint import LoadedModel
 from talkinghead.cli import main
@@ -144,10 +144,10 @@ def test_cli_animate_makes_playable_mp4(models, tmp_path, capsys):
     assert info.fps == pytest.approx(drv.fps, rel=1e-3)
     assert info.has_audio
     # paste-back: the whole source image, at its size
-    src = video.read_image(SOURCE)
+    src = image_files.read_image(SOURCE)
     assert decoded[0].shape == src.shape
     pngs = sorted(frames.glob("*.png"))
-    assert len(pngs) == 16 and video.read_image(pngs[0]).shape == src.shape
+    assert len(pngs) == 16 and image_files.read_image(pngs[0]).shape == src.shape
     # away from the face the source image is unchanged
     assert np.abs(decoded[3][:40, :40].astype(int) - src[:40, :40]).mean() < 4
 
@@ -167,7 +167,7 @@ def test_pipeline_crop_only_side_by_side_and_missing_faces(models, tmp_path):
                         track=track, progress=False, warn=warnings.append)
     assert res.frames == 16 and res.missing_face_frames == 4
     assert len(warnings) == 1 and "4 of 16" in warnings[0]
-    f = video.read_image(tmp_path / "f" / "000000.png")
+    f = image_files.read_image(tmp_path / "f" / "000000.png")
     assert f.shape[0] == 256 and f.shape[1] == 256 + round(640 * 256 / 360)  # driver | 64² crop at 256 px
     assert res.frames_per_second > 0
 
@@ -177,7 +177,7 @@ def test_bad_inputs_one_line_errors_no_partial_output(models, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     clip, model = str(models["clip"]), str(models["model"])
     grey = tmp_path / "grey.png"
-    video.write_image(grey, np.full((200, 240, 3), 128, np.uint8))
+    image_files.write_image(grey, np.full((200, 240, 3), 128, np.uint8))
     corrupt = tmp_path / "corrupt.mp4"
     data = Path(clip).read_bytes()
     corrupt.write_bytes(data[: len(data) // 3])
@@ -217,7 +217,7 @@ def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(talkinghead.bundled, "MODEL", tmp_path / "absent" / "model_warp.safetensors")
     img = tmp_path / "a.png"
-    video.write_image(img, np.zeros((8, 8, 3), np.uint8))
+    image_files.write_image(img, np.zeros((8, 8, 3), np.uint8))
     drv = tmp_path / "d.mp4"
     with video.VideoWriter(drv, 10, preset="ultrafast") as w:
         w.write(np.zeros((16, 16, 3), np.uint8))
@@ -266,7 +266,7 @@ def test_demo_with_a_tiny_model(tmp_path, capsys):
     for name in ("monalisa.mp4", "monalisa_side_by_side.mp4"):
         info = video.probe_video(out / name)
         assert info.num_frames == drv.num_frames and info.has_audio
-    assert video.probe_video(out / "monalisa.mp4").height == video.read_image(PORTRAIT).shape[0] + 1  # padded even
+    assert video.probe_video(out / "monalisa.mp4").height == image_files.read_image(PORTRAIT).shape[0] + 1  # padded even
     assert Avatar.load(out / "monalisa.avatar").mode == "ft"
 
 
@@ -294,7 +294,7 @@ def test_demo_with_the_bundled_model(tmp_path, capsys):
     info = video.probe_video(out / "monalisa.mp4")
     assert info.num_frames == video.probe_video(DRIVING).num_frames and info.has_audio
     frames = list(video.iter_frames(out / "monalisa.mp4", max_frames=40))
-    portrait = video.read_image(PORTRAIT)
+    portrait = image_files.read_image(PORTRAIT)
     h, w = portrait.shape[:2]
     stack = np.stack([f[:h, :w] for f in frames]).astype(np.float32)  # (T, H, W, 3), even-padding removed
     assert stack.std(axis=0).max() > 20, "the face does not move"
@@ -397,7 +397,7 @@ def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
     assert rc == 0, captured.err
     assert "fine-tuned 3 steps" in captured.out
     frames = list(video.iter_frames(out))
-    assert len(frames) == 6 and frames[0].shape == video.read_image(SOURCE).shape
+    assert len(frames) == 6 and frames[0].shape == image_files.read_image(SOURCE).shape
     av = tmp_path / "a.avatar"
     make_ff_avatar([str(SOURCE)], model, shots=1).save(av)
     rc, err = _run_cli(["animate", str(av), str(clip), "-o", str(tmp_path / "x.mp4"), "--finetune", "--no-progress"],
@@ -412,7 +412,7 @@ def test_an_output_naming_an_input_is_refused_before_any_work(tmp_path, capsys):
         for _ in range(3):
             w.write(np.zeros((32, 32, 3), np.uint8))
     photo = tmp_path / "photo.jpg"
-    video.write_image(photo, np.zeros((32, 32, 3), np.uint8))
+    image_files.write_image(photo, np.zeros((32, 32, 3), np.uint8))
     os.link(driver, tmp_path / "hard.mp4")
     (tmp_path / "photo.mp4").symlink_to(photo)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

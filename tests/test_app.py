@@ -13,7 +13,7 @@ from PIL import Image
 
 from talkinghead import bundled
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.app.page import for_page
 from talkinghead.app.studio import Studio
 from talkinghead.config import warp_tiny
@@ -56,7 +56,7 @@ def test_pts_landmarks_stand_in_where_no_face_is_found(studio, clip, tmp_path):
     without it, NoFaceError."""
     from talkinghead.landmarks.detect import DlibDetector, pick_face
 
-    mona = video.read_image(bundled.PORTRAIT)
+    mona = image_files.read_image(bundled.PORTRAIT)
     points = pick_face(DlibDetector(upsample=1).detect(mona), mona.shape).points
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full_like(mona, 128)).save(flat)  # no face to find, the Mona Lisa's landmarks in a file
@@ -74,6 +74,31 @@ def test_pts_landmarks_stand_in_where_no_face_is_found(studio, clip, tmp_path):
     _write_pts(pts, points[:5])
     with pytest.raises(TalkingHeadError, match="expected 68 points"):
         studio.animate(str(clip), photos=[str(flat)], landmarks_file=str(pts))
+
+
+def test_a_bad_landmarks_file_is_named_and_the_detected_face_shown(studio, tmp_path):
+    """A landmarks file that cannot be used (garbage, NaN, too few points, empty, binary, another photo's) is
+    not taken for a missing face: the preview shows the detected face and says why the file was not used; with
+    no face either, the error names both."""
+    from talkinghead.landmarks.manual import mean_shape
+
+    bad = {"garbage.pts": b"hello", "nan.pts": ("{\n" + "nan nan\n" * 68 + "}\n").encode(),
+           "few.pts": b"version: 1\n{\n1 2\n3 4\n}\n", "empty.pts": b"", "binary.pts": bytes(range(256)) * 2}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    _write_pts(tmp_path / "far.pts", mean_shape() * 50 + 5000)
+    mona = image_files.read_image(bundled.PORTRAIT)
+    want, _ = studio.landmarks_preview(str(bundled.PORTRAIT))
+    for name in [*bad, "far.pts"]:
+        image, caption = studio.landmarks_preview(str(bundled.PORTRAIT), str(tmp_path / name))
+        assert np.array_equal(image, want), name
+        assert caption.startswith("monalisa.jpg: the detected face; the landmarks file is not usable: "), caption
+        assert name in caption and str(tmp_path) not in caption and "\n" not in caption, caption
+    assert "expected 68 points" in studio.landmarks_preview(str(bundled.PORTRAIT), str(tmp_path / "few.pts"))[1]
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full_like(mona[:200, :200], 128)).save(flat)
+    with pytest.raises(NoFaceError, match="no face found in .*flat.png.*not usable: nan.pts: .*not numbers"):
+        studio.landmarks_preview(str(flat), str(tmp_path / "nan.pts"))
 
 
 @pytest.mark.slow

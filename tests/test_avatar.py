@@ -194,7 +194,7 @@ def test_finetune_cli(tiny_model, other_model, tmp_path, capsys):
     assert av.mode == "ft" and av.shots == 2 and av.info["finetune"]["steps"] == 3
     # bad input: no face -> one line, no file
     grey = tmp_path / "grey.png"
-    from talkinghead.media.video import write_image
+    from talkinghead.media.image_files import write_image
 
     write_image(grey, np.full((120, 160, 3), 128, np.uint8))
     out2 = tmp_path / "q.avatar"

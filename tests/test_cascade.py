@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.console import log
 from talkinghead.landmarks import cascade as cascade_mod
 from talkinghead.landmarks.cascade import FaceCascade, NoFaceFoundError, photo_cascade, video_cascade
@@ -54,7 +54,7 @@ def test_cascade_pickles_by_its_settings():
 
 @pytest.mark.media
 def test_a_frontal_portrait_costs_one_hog_pass_and_matches_dlib():
-    img = video.read_image(PORTRAIT)
+    img = image_files.read_image(PORTRAIT)
     c = pickle.loads(pickle.dumps(photo_cascade()))  # as a preprocess worker gets it
     faces = c.detect(img)
     assert len(faces) == 1 and c.last_stage == "hog0+1" and c.tried == ["hog0+1"]
@@ -87,7 +87,7 @@ def test_a_photo_gets_the_annotated_face_where_one_hog_pass_alone_picks_another(
     from talkinghead.landmarks.detect import load_pts, pick_face
 
     for name, wrong in (("breakingbad", 0), ("einstein", 1)):
-        img = video.read_image(MEDIA / "images" / f"{name}.jpg")
+        img = image_files.read_image(MEDIA / "images" / f"{name}.jpg")
         truth = load_pts(MEDIA / "landmarks" / f"{name}.pts")
         alone = pick_face(DlibDetector(wrong, max_side=1024).detect(img), img.shape)
         assert _nme(alone.points, truth) > 1, name  # another face
@@ -99,7 +99,7 @@ def test_a_photo_gets_the_annotated_face_where_one_hog_pass_alone_picks_another(
 def test_cnn_stage_gives_predictor_boxes_like_hogs(monkeypatch):
     """With HOG finding nothing the CNN answers; its boxes, mapped to HOG-like boxes, give the 68-point
     predictor the same landmarks as HOG's box within a few % of the eye distance."""
-    img = video.read_image(PORTRAIT)
+    img = image_files.read_image(PORTRAIT)
     ref = DlibDetector().detect(img)[0]
     cnn = DlibCnnDetector().detect(img)
     assert len(cnn) == 1 and _nme(cnn[0].points, ref.points) < 0.05
@@ -119,7 +119,7 @@ def test_mesh_stage_maps_468_points_onto_dlibs_68():
     mesh, hog = MeshDetector(), DlibDetector()
     errors = []
     frames = [f for _, f in video.iter_indexed_frames(MEDIA / "videos" / "capman_2.mp4", indices=[50, 350, 650])]
-    for img in frames + [video.read_image(PORTRAIT)]:
+    for img in frames + [image_files.read_image(PORTRAIT)]:
         ref = hog.detect(img)[0]
         m = mesh.mesh_points(img)
         assert len(m) == 1 and m[0].shape == (468, 2)

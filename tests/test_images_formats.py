@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError, VideoError
 from talkinghead.landmarks import detect
@@ -91,7 +91,7 @@ def test_every_format_reads_as_the_rgb_photo(tmp_path, detector):
 
     ref = prepare_shots(tmp_path / "plain.png", SIZE, shots=1, detector=detector)
     for name, (path, is_grey) in made.items():
-        im = video.read_image(path)
+        im = image_files.read_image(path)
         assert im.shape == a.shape and im.dtype == np.uint8, name
         want = _grey(a) if is_grey else a
         if name == "RGBA, transparent strip":
@@ -198,11 +198,11 @@ def test_tiny_face_is_one_clear_error(tmp_path):
 def test_unreadable_and_oversized_images_are_one_line(tmp_path, monkeypatch):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(VideoError, match="cannot read image"):
-        video.read_image(tmp_path / "bad.png")
+        image_files.read_image(tmp_path / "bad.png")
     Image.new("RGB", (400, 300)).save(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # PIL refuses over twice this
     with pytest.raises(VideoError, match="megapixels, above the decoder's limit") as e:
-        video.read_image(tmp_path / "big.png")
+        image_files.read_image(tmp_path / "big.png")
     assert "\n" not in str(e.value)
 
 
@@ -235,7 +235,7 @@ def test_face_index_picks_the_source_face_and_the_driver_keeps_its_largest(tmp_p
     from talkinghead.media import watermark
 
     source = watermark.embed(np.asarray(two))  # every written frame carries the mark, the untouched pixels too
-    first = video.read_image(sorted(frames.glob("*.png"))[0])
+    first = image_files.read_image(sorted(frames.glob("*.png"))[0])
     assert first.shape == source.shape
     changed = np.abs(first.astype(int) - source).max(axis=2) > 0
     assert changed.any() and not changed[:, : left.width].any()  # the right, smaller face was animated

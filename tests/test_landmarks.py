@@ -10,7 +10,8 @@ from talkinghead.landmarks.detect import DlibDetector, Face, box_iou, interocula
 from talkinghead.landmarks.track import VideoLandmarkTracker
 from talkinghead.media.images import from_uint8, to_uint8
 from talkinghead.landmarks.rasterize import PARTS, draw_landmarks, landmark_image_tensor, rasterize
-from talkinghead.media.video import iter_frames, read_image
+from talkinghead.media.video import iter_frames
+from talkinghead.media.image_files import read_image
 
 from conftest import MEDIA
 

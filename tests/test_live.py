@@ -305,6 +305,24 @@ def test_file_camera_plays_in_real_time_and_open_camera_checks(files, tmp_path):
         open_camera(str(tmp_path / "notes.txt"))
 
 
+def test_a_corrupt_camera_file_is_refused_in_one_line(files, tmp_path, capsys):
+    """A file whose frame data breaks off partway is refused before any work, as `animate` refuses it (not
+    played as its first frames with exit 0)."""
+    data = bytearray(files["clip"].read_bytes())
+    start, end = data.find(b"mdat"), data.find(b"moov")
+    start += (end - start) // 3
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8).tobytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(video.VideoError, match="broken.mp4 is truncated or corrupt: decoded"):
+        FileCamera(broken)
+    out = tmp_path / "x.mp4"
+    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+                            "--camera", str(broken), "--out", str(out)], capsys)
+    assert rc == 1 and len(err) == 1 and "broken.mp4 is truncated or corrupt" in err[0], err
+    assert not out.exists() and "live:" not in stdout
+
+
 def test_device_camera_reads_a_live_pyav_input():
     """The webcam path (PyAV device input, decoded in the capture thread) on ffmpeg's synthetic real-time
     camera: frames arrive numbered, at the input's size, and the grabber always hands out the newest."""

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.cli import main
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.detect import interocular, load_pts
@@ -123,6 +123,44 @@ def test_points_option_parsing():
     assert manual_landmarks(None, None) is None
 
 
+def test_points_that_are_not_finite_are_named():
+    with pytest.raises(TalkingHeadError) as e:
+        parse_points("nan,2,3,4,5,6,7,8,9,inf")
+    msg = str(e.value)
+    assert msg.startswith("--points: not finite numbers: nan (value 1), inf (value 10)") and "got 10" not in msg
+
+
+def test_points_starting_with_a_minus_take_an_equals_sign(tmp_path, capsys):
+    """`--points -5,...` is two options to argparse: exit 2 with the `--points=-5,...` hint; that form works."""
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(photo)
+    five = "-5,80,60,80,28,115,5,150,50,150"
+    base = ["landmarks", str(photo), "-o", str(tmp_path / "p.pts")]
+    assert main(base + ["--points", five]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--points={five}" in err and "\n" not in err
+    assert main(base + ["--points", "--face-index", "1"]) == 2
+    assert "goes after '='" not in capsys.readouterr().err
+    assert main(base + [f"--points={five}"]) == 0
+    assert read_landmarks(tmp_path / "p.pts")[36:42, 0].mean() < 0  # the left eye where it was clicked
+
+
+def test_landmarks_writes_both_files_or_neither(tmp_path, capsys):
+    """When the points cannot be written (a folder in the way), the overlay is not left behind."""
+    from PIL import Image
+
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(photo)
+    (tmp_path / "p.pts").mkdir()
+    five = "70,80,130,80,100,115,75,150,125,150"
+    assert main(["landmarks", str(photo), "-o", str(tmp_path / "p.pts"), "--points", five]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot write" in err and "\n" not in err
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.jpg", "p.pts"]
+
+
 def test_manual_landmarks_refuse_points_off_the_image():
     m = ManualLandmarks(mean_shape() * 50 + 1000)
     with pytest.raises(TalkingHeadError, match="outside the 200x100 image"):
@@ -138,10 +176,10 @@ def test_landmarks_command_writes_points_and_overlay(tmp_path, capsys):
     photo = MEDIA / "images" / "chuck_crop.jpg"
     assert main(["landmarks", str(photo), "-o", str(tmp_path / "chuck.pts")]) == 0
     assert "found by dlib HOG" in capsys.readouterr().out
-    ref = DlibDetector().detect(video.read_image(photo))[0].points
+    ref = DlibDetector().detect(image_files.read_image(photo))[0].points
     assert np.allclose(read_landmarks(tmp_path / "chuck.pts"), ref, atol=1e-3)
-    over = video.read_image(tmp_path / "chuck.png")
-    assert over.shape == video.read_image(photo).shape and (over != video.read_image(photo)).any()
+    over = image_files.read_image(tmp_path / "chuck.png")
+    assert over.shape == image_files.read_image(photo).shape and (over != image_files.read_image(photo)).any()
     assert main(["landmarks", str(IRONMAN), "-o", str(tmp_path / "iron.json"), "--points", IRONMAN_FIVE]) == 0
     pts = read_landmarks(tmp_path / "iron.json")
     assert abs(pts[36:42, 0].mean() - 192) < 12 and (tmp_path / "iron.png").is_file()
@@ -181,8 +219,8 @@ def test_an_image_no_detector_finds_animates_with_its_landmarks(tmp_path, capsys
     assert main(base + ["-o", str(out), "--landmarks", str(tmp_path / "iron.pts"), "--frames",
                         str(tmp_path / "frames")]) == 0, capsys.readouterr().err
     assert video.probe_video(out).num_frames == 4
-    source = video.read_image(IRONMAN)
-    first = video.read_image(sorted((tmp_path / "frames").glob("*.png"))[0])
+    source = image_files.read_image(IRONMAN)
+    first = image_files.read_image(sorted((tmp_path / "frames").glob("*.png"))[0])
     changed = np.abs(first.astype(int) - source).max(axis=2) > 8
     ys, xs = np.nonzero(changed)
     assert changed.any() and 150 < np.median(xs) < 450 and 250 < np.median(ys) < 650  # the mask's face moved
@@ -214,7 +252,7 @@ def test_finetune_takes_landmarks_and_refuses_them_where_they_cannot_apply(tmp_p
 
 def test_landmarks_and_finetune_refuse_to_write_over_their_photos(tmp_path, capsys):
     photo = tmp_path / "face.png"
-    video.write_image(photo, np.zeros((64, 64, 3), np.uint8))
+    image_files.write_image(photo, np.zeros((64, 64, 3), np.uint8))
     data = photo.read_bytes()
     (tmp_path / "face.avatar").symlink_to(photo)
     five = "20,24,44,24,32,36,24,46,40,46"

@@ -91,6 +91,23 @@ def test_bad_inputs_raise_video_error(tmp_path):
         read_image(tmp_path / "nope.png")
 
 
+@pytest.mark.timeout(20)
+def test_fifos_folders_and_devices_are_refused_before_opening(tmp_path):
+    """Opening a FIFO waits for a writer forever: readers refuse what is not a regular file, in one line."""
+    fifo_png, fifo_mp4, folder = tmp_path / "pipe.png", tmp_path / "pipe.mp4", tmp_path / "folder.mp4"
+    os.mkfifo(fifo_png)
+    os.mkfifo(fifo_mp4)
+    folder.mkdir()
+    with pytest.raises(VideoError, match=r"cannot read image .*pipe.png: a named pipe \(FIFO\), not a regular"):
+        read_image(fifo_png)
+    with pytest.raises(VideoError, match=r"cannot read video .*pipe.mp4: a named pipe \(FIFO\)"):
+        probe_video(fifo_mp4)
+    with pytest.raises(VideoError, match="folder.mp4: a folder, not a regular file"):
+        list(iter_frames(folder))
+    with pytest.raises(VideoError, match="/dev/null: a device"):
+        read_image("/dev/null")
+
+
 def test_read_image_applies_exif_orientation(tmp_path):
     im = Image.new("RGB", (20, 10), (255, 0, 0))
     exif = Image.Exif()

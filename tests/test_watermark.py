@@ -6,12 +6,14 @@ footage stay unmarked, and `talkinghead verify`'s lines and exit codes."""
 from __future__ import annotations
 
 import io
+import os
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 
 from talkinghead.media import mark_files, watermark
 from talkinghead.cli import main
@@ -138,17 +140,26 @@ def test_evidence_adds_up_over_frames():
 # ---- every output is marked, training data is not ----------------------------------------------------------
 def test_output_writers_mark_and_dataset_writer_does_not(tmp_path, clip):
     img = picture(200, 240, seed=5)
-    video.write_image(tmp_path / "out.png", img)
-    video.write_image(tmp_path / "out.jpg", img)
+    image_files.write_image(tmp_path / "out.png", img)
+    image_files.write_image(tmp_path / "out.jpg", img)
     save_png(tmp_path / "grid.png", img)
-    video.write_dataset_image(tmp_path / "crop.png", img)
+    image_files.write_dataset_image(tmp_path / "crop.png", img)
     for name in ("out.png", "out.jpg", "grid.png"):
-        assert watermark.detect(video.read_image(tmp_path / name)).marked, name
-    assert np.array_equal(video.read_image(tmp_path / "crop.png"), img)
+        assert watermark.detect(image_files.read_image(tmp_path / name)).marked, name
+    assert np.array_equal(image_files.read_image(tmp_path / "crop.png"), img)
     assert mark_files.detect_file(clip["path"]).marked
 
 
 @pytest.mark.media
+def test_landmarks_overlay_is_marked(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(picture(seed=8)).save(photo)
+    assert main(["landmarks", str(photo), "-o", str(tmp_path / "photo.pts"),
+                 "--points=90,110,160,110,125,145,100,180,150,180"]) == 0
+    assert watermark.detect(image_files.read_image(tmp_path / "photo.png")).marked
+    assert not watermark.detect(picture(seed=8)).marked
+
+
 def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
     from talkinghead.data.preprocess import preprocess
 
@@ -158,10 +169,10 @@ def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
                progress=False)
     crops = sorted((tmp_path / "out").rglob("frames/*.*"))
     assert crops
-    assert not watermark.detect_frames(video.read_image(p) for p in crops).marked
+    assert not watermark.detect_frames(image_files.read_image(p) for p in crops).marked
     # the same crops written by the output writer would carry the mark
-    video.write_image(tmp_path / "as_output.jpg", video.read_image(crops[0]), quality=95)
-    assert watermark.detect(video.read_image(tmp_path / "as_output.jpg")).marked
+    image_files.write_image(tmp_path / "as_output.jpg", image_files.read_image(crops[0]), quality=95)
+    assert watermark.detect(image_files.read_image(tmp_path / "as_output.jpg")).marked
 
 
 @pytest.mark.media
@@ -183,6 +194,19 @@ def test_animate_output_is_marked(tmp_path, capsys):
     assert rc == 1
     assert [ln.split(": ")[1].split(",")[0] for ln in lines] == ["synthetic (made with talkinghead)"] * 2 + \
         ["no mark found"]
+
+
+def _corrupt_partway(src, dst) -> None:
+    """A copy of the mp4 `src` whose frame data after its first third is noise (its index intact)."""
+    data = bytearray(src.read_bytes())
+    start, end = data.find(b"mdat"), data.find(b"moov")
+    start += (end - start) // 3
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    read = []
+    with pytest.raises(video.VideoError, match="truncated or corrupt"):
+        read.extend(video.iter_frames(dst))
+    assert 0 < len(read) < 20  # readable up to the break
 
 
 # ---- talkinghead verify -----------------------------------------------------------------------------------
@@ -210,6 +234,27 @@ def test_verify_lines_and_exit_codes(tmp_path, clip, capsys):
     rc, out, err = verify(marked_png, junk, tmp_path / "missing.mp4", plain_png)
     assert rc == 2 and len(out) == 2 and len(err) == 2
     assert err[0].startswith(f"{junk}: error: ") and err[1].startswith(f"{tmp_path / 'missing.mp4'}: error: ")
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opened, it would wait for a writer: refused first
+    rc, out, err = verify(fifo, marked_png)
+    assert rc == 2 and len(out) == 1 and err == [f"{fifo}: error: cannot read video {fifo}: a named pipe (FIFO), "
+                                                 "not a regular file"]
+
+    unmarked = tmp_path / "plain.mp4"  # written without the mark, by PyAV
+    with av.open(str(unmarked), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for f in clip["plain"]:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    for src in (unmarked, clip["path"]):
+        _corrupt_partway(src, tmp_path / f"broken_{src.name}")
+    rc, out, err = verify(tmp_path / "broken_plain.mp4")  # no mark in the frames before the break: unread
+    assert rc == 2 and not out and len(err) == 1
+    assert "is truncated or corrupt: decoded" in err[0] and "no mark in the" in err[0]
+    rc, out, err = verify(tmp_path / "broken_out.mp4")  # the frames before the break carry the mark
+    assert rc == 0 and not err and "synthetic" in out[0]
 
     assert main(["verify"]) == 2  # usage error
     capsys.readouterr()

@@ -88,7 +88,7 @@ def _shrunk(path, side: int, folder: Path) -> Path:
     """A PNG copy of the photo at `path`, upright, its larger side `side` pixels."""
     from PIL import Image, ImageOps
 
-    from talkinghead.media.video import read_image
+    from talkinghead.media.image_files import read_image
 
     with Image.open(path) as im:
         if im.mode in ("RGB", "RGBA", "L", "LA"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.app.limits import AppLimits
-from talkinghead.app.studio import Studio, file_label
+from talkinghead.app.studio import Studio, file_label, landmarks_problem
 from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 
@@ -112,16 +112,22 @@ def build_app(studio: Studio):
             try:
                 shown.append(studio.landmarks_preview(photo, landmarks_file, _session(request)))
             except TalkingHeadError as e:
-                from talkinghead.media.video import read_image
+                from talkinghead.media.image_files import read_image
 
                 missing.append(for_page(str(e), folders))
                 try:
                     shown.append((read_image(photo), f"{file_label(photo)}: no face"))
                 except TalkingHeadError:
                     pass
-        if missing:
+        problem = landmarks_problem(landmarks_file)
+        if missing and problem:
+            gr.Warning(f"{missing[0]}: upload a corrected landmarks file (`talkinghead landmarks PHOTO -o FILE.pts` "
+                       "writes one to correct)")
+        elif missing:
             gr.Warning(f"{missing[0]}: upload its 68 landmarks as a .pts file (`talkinghead landmarks PHOTO -o "
                        "FILE.pts` writes one to correct)")
+        elif problem:
+            gr.Warning(f"{for_page(problem, folders)}: the detected landmarks are shown instead")
         return shown
 
     @_with_request

@@ -27,7 +27,6 @@ from talkinghead.app.limits import AppLimits, check_driver, check_photo, release
 from talkinghead.console import log, stoppable
 from talkinghead.errors import Stopped, TalkingHeadError
 
-
 @dataclass
 class Job:
     """What one Animate click produced."""
@@ -170,15 +169,35 @@ class Studio:
     # -- photos --------------------------------------------------------------------------------------------
     def landmarks_preview(self, photo, landmarks_file=None, session: str = LOCAL) -> tuple[np.ndarray, str]:
         """(the face in the photo with its 68 landmarks drawn, caption: the file name, and the landmarks file's
-        when it replaces detection). NoFaceError (one line) when no detector finds a usable face."""
+        when it replaces detection). A landmarks file that cannot be used (unreadable, not 68 finite points,
+        points off the photo) is not: the detected face is shown, the caption says why the file was not used.
+        NoFaceError (one line) when no detector finds a usable face (naming the bad landmarks file too)."""
+        from talkinghead.errors import NoFaceError
         from talkinghead.landmarks.rasterize import draw_landmarks
         from talkinghead.persons.shots import prepare_shots
 
         (photo,) = self.photos([photo], session)
-        sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1,
-                           detector=manual_landmarks(landmarks_file))
+        detector, problem = None, landmarks_problem(landmarks_file)
+        if landmarks_file and problem is None:
+            from talkinghead.media.image_files import read_image
+
+            detector, image = manual_landmarks(landmarks_file), read_image(photo)
+            try:  # points for another image: the file is the problem, not the photo
+                detector.detect(image)
+            except TalkingHeadError as e:
+                detector, problem = None, _named(str(e), landmarks_file)
+        try:
+            sh = prepare_shots([photo], self.model.cfg.model.image_size, shots=1, detector=detector)
+        except NoFaceError as e:
+            if problem is None:
+                raise
+            raise NoFaceError(f"{e}; the landmarks file is not usable: {problem}") from None
         (x0, y0, x1, y1), pts = _around(sh.image_points, sh.image.shape), sh.image_points
-        caption = file_label(photo) + (f" ({file_label(landmarks_file)})" if landmarks_file else "")
+        caption = file_label(photo)
+        if problem is not None:
+            caption += f": the detected face; the landmarks file is not usable: {problem}"
+        elif landmarks_file:
+            caption += f" ({file_label(landmarks_file)})"
         return draw_landmarks(sh.image[y0:y1, x0:x1], pts - (x0, y0)), caption
 
     def make_avatar(self, photos, landmarks_file=None, fine_tune: bool = False, steps: int | None = None):
@@ -268,6 +287,25 @@ def _warn(message: str) -> None:
 
     log.warning("warning: %s", message)
     gr.Warning(message)
+
+
+def landmarks_problem(landmarks_file) -> str | None:
+    """Why a .pts/JSON landmarks file cannot be read (read_landmarks' one-line reason, the file named by its
+    name), or None when it can or none is given."""
+    if not landmarks_file:
+        return None
+    from talkinghead.landmarks.manual import read_landmarks
+
+    try:
+        read_landmarks(landmarks_file)
+    except TalkingHeadError as e:
+        return _named(str(e), landmarks_file)
+    return None
+
+
+def _named(message: str, path) -> str:
+    """`message` with the file at `path` named by its file name (an upload's path means nothing to a visitor)."""
+    return message.replace(str(path), file_label(path))
 
 
 def manual_landmarks(landmarks_file):

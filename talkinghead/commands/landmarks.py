@@ -1,9 +1,9 @@
 """`talkinghead landmarks IMAGE -o FILE.pts`: the 68 landmarks of a photo's face, to check and correct by hand.
 
 Writes the points (iBUG .pts, or JSON when FILE ends in .json) and an overlay PNG next to them (FILE with .png:
-the photo, the 68 points numbered as in the file, the face's lines). The points come from the face-finding
-cascade (landmarks/cascade.py), or with `--points x1,y1,...` from the mean shape fitted to 5 clicked points;
-corrected in any text editor, the file is what `animate`/`finetune --landmarks FILE` take.
+the photo, the 68 points numbered as in the file, the face's lines; marked as synthetic like every image the tool
+writes), both or neither. The points come from the face-finding cascade (landmarks/cascade.py), or with
+`--points x1,y1,...` from the mean shape fitted to 5 clicked points; corrected in any text editor, the file is what `animate`/`finetune --landmarks FILE` take.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def overlay(image, points):
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from talkinghead.media import video
-    from talkinghead.media.files import atomic_write, refuse_overwriting_inputs
+    from talkinghead.media import image_files, watermark
+    from talkinghead.media.files import atomic_write, input_file, refuse_overwriting_inputs
     from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks
@@ -53,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".pts", ".json"):
         raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
-    if not Path(args.image).is_file():
-        raise TalkingHeadError(f"file not found: {args.image}")
+    five = parse_points(args.points) if args.points else None
+    input_file(args.image)  # "file not found: IMAGE", or a FIFO or folder refused before it is opened
     refuse_overwriting_inputs([out, out.with_suffix(".png")], [args.image])
-    image = video.read_image(args.image)
-    if args.points:
-        points = points_from_five(parse_points(args.points))
+    image = image_files.read_image(args.image)
+    if five is not None:
+        points = points_from_five(five)
         check_inside(points, image.shape, "--points")
         how = "fitted to --points"
     else:
@@ -75,8 +75,13 @@ def run(args: argparse.Namespace) -> int:
         points = face.points
         how = f"found by {STAGE_NAMES.get(cascade.last_stage, cascade.last_stage)}"
     png = out.with_suffix(".png")
-    atomic_write(png, lambda tmp: Image.fromarray(overlay(image, points)).save(tmp, format="PNG"))
-    atomic_write(out, lambda tmp: write_landmarks(tmp, points, fmt=out.suffix.lower().lstrip(".")))
+    marked = watermark.embed(overlay(image, points))  # marked as synthetic, as every image the tool writes
+    atomic_write(png, lambda tmp: Image.fromarray(marked).save(tmp, format="PNG"))
+    try:  # both files or neither: the overlay of points that were not written would mislead
+        atomic_write(out, lambda tmp: write_landmarks(tmp, points, fmt=out.suffix.lower().lstrip(".")))
+    except BaseException:
+        png.unlink(missing_ok=True)
+        raise
     print(f"wrote {out} (68 points, {how}) and the overlay {png}; correct the points in any editor, then "
           f"`talkinghead animate {args.image} DRIVER.mp4 -o OUT.mp4 --landmarks {out}`")
     return ExitStatus.SUCCESS

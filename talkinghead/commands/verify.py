@@ -14,7 +14,8 @@ One line per file on stdout:
 and one line on stderr for a file that cannot be read (FILE: error: ...). The score is the mark's
 correlation peak in standard deviations; above {threshold:g} the file is called marked (files without the
 mark score about 3-6). Copies re-encoded, resized (0.3x-2x) or cropped keep the mark; frames under
-~250 px made smaller lose it.
+~250 px made smaller lose it. A video cut short or corrupt partway is called marked when the frames
+before the break carry the mark, and cannot be read otherwise.
 
 exit status: 0 every file is marked, 1 at least one file has no mark (and every file could be read),
 2 at least one file could not be read (or a usage error)."""

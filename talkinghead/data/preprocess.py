@@ -194,7 +194,8 @@ def _write_crops(path, found: _Landmarks, info, tmp: Path, opts: PreprocessOptio
     (crop pixels) into landmarks.npy and its crop box (source pixels) into boxes.npy. Returns the number of
     distinct crops (segments)."""
     from talkinghead.landmarks.align import segment_crops
-    from talkinghead.media.video import iter_indexed_frames, write_dataset_image
+    from talkinghead.media.video import iter_indexed_frames
+    from talkinghead.media.image_files import write_dataset_image
 
     pts = found.points
     seg_len = 0

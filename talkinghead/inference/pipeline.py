@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from talkinghead.media import video
+from talkinghead.media import image_files, video
 from talkinghead.media.files import refuse_overwriting_inputs
 from talkinghead.inference.animator import Animator
 from talkinghead.persons.avatar import Avatar
@@ -209,7 +209,7 @@ class _Outputs:
             writer.write(frame)
         if self.frames_path is not None:
             p = self.frames_path / f"{n:06d}.png"
-            video.write_image(p, frame)
+            image_files.write_image(p, frame)
             self.pngs.append(p)
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -63,8 +63,12 @@ def parse_points(text: str) -> np.ndarray:
         vals = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise TalkingHeadError(f"--points: expected 10 numbers ({POINTS_HELP}), got {text!r}") from None
-    if len(vals) != 10 or not np.isfinite(vals).all():
+    if len(vals) != 10:
         raise TalkingHeadError(f"--points: expected 10 numbers ({POINTS_HELP}), got {len(vals)}")
+    bad = [f"{v} (value {i + 1})" for i, v in enumerate(vals) if not np.isfinite(v)]
+    if bad:
+        raise TalkingHeadError(f"--points: not finite numbers: {', '.join(bad)}; expected pixel coordinates "
+                               f"({POINTS_HELP})")
     five = np.array(vals).reshape(5, 2)
     if np.linalg.norm(five[1] - five[0]) < 1:
         raise TalkingHeadError("--points: the two eye centres are the same point")

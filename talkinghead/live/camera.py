@@ -52,6 +52,7 @@ class FileCamera(Camera):
 
     def __init__(self, path, loop: bool = False):
         info = video.probe_video(path)  # one-line VideoError for a missing or unreadable file
+        _check_decodes(path, info.num_frames)
         self.path = Path(path)
         self.name = str(path)
         self.fps, self.width, self.height = info.fps, info.width, info.height
@@ -87,6 +88,16 @@ class FileCamera(Camera):
                     raise VideoError(f"cannot decode {self.path.name} at frame {i}: {video._short(e)}") from None
             if not self.loop or i == 0:
                 return
+
+
+def _check_decodes(path, num_frames: int) -> None:
+    """Decodes the whole file once, as animate's reader does: a one-line VideoError when it breaks off, ends
+    well before the frames its header counts (a corrupt or truncated file) or has no frame at all. Only the
+    first and last frames are converted to RGB."""
+    last = max(0, num_frames - 1)
+    got = [i for i, _ in video.iter_indexed_frames(path, indices=[0, last])]  # read to the end
+    if 0 not in got:
+        raise VideoError(f"no frames could be decoded from {path}")
 
 
 def _device_input(spec: str) -> tuple[str, str]:

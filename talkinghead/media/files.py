@@ -4,6 +4,9 @@ Every output is written under a hidden partial name next to it, `.NAME.PID.RANDO
 which process owns it), and renamed when complete (`atomic_write`; the video writer does the same). A run
 stopped with Ctrl-C or SIGTERM removes its own partial file; one killed with SIGKILL cannot, so the next write
 into that folder removes partial files whose process is gone (`remove_stale_partials`).
+
+Files the tool reads are checked by `input_file` before they are opened: a FIFO, a device or a folder is refused
+in one line (opening a FIFO would wait for a writer forever).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -72,6 +76,27 @@ def remove_stale_partials(folder: Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def input_file(path, what: str = "file", error: type[TalkingHeadError] = TalkingHeadError) -> Path:
+    """`path` as a Path when it names a regular file (or a link to one); else `error` (one line): "WHAT not
+    found: PATH", or "cannot read WHAT PATH: a named pipe (FIFO), not a regular file" and the like. Checked
+    with stat, without opening the file."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {p}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "not a file")
+        raise error(f"cannot read {what} {p}: {kind}, not a regular file")
+    return p
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> None:

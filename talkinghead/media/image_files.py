@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from talkinghead.errors import VideoError
 from talkinghead.media import watermark
+from talkinghead.media.files import input_file
 
 
 def _short(e: BaseException) -> str:
@@ -63,9 +63,7 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 def read_image(path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright by its EXIF orientation: 8- and 16-bit, palette,
     greyscale, CMYK and transparent (composited onto white) images alike."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"image not found: {p}")
+    p = input_file(path, "image", VideoError)
     try:
         with warnings.catch_warnings():  # a photo the user gives is not a decompression bomb below PIL's hard limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -20,8 +20,7 @@ import numpy as np
 
 from talkinghead.media import watermark
 from talkinghead.errors import VideoError
-from talkinghead.media.files import partial_path, remove_stale_partials
-from talkinghead.media.image_files import read_image, write_dataset_image, write_image  # noqa: F401 - their home was here
+from talkinghead.media.files import input_file, partial_path, remove_stale_partials
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -58,11 +57,7 @@ def is_image_path(path) -> bool:
 
 def open_container(path) -> av.container.InputContainer:
     """The PyAV container of a video file; VideoError (one line) when it is missing or unreadable."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"video not found: {p}")
-    if not p.is_file():
-        raise VideoError(f"not a file: {p}")
+    p = input_file(path, "video", VideoError)
     try:
         return av.open(str(p), "r")
     except _AV_ERRORS as e:

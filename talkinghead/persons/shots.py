@@ -62,7 +62,7 @@ def _evenly(n: int, k: int) -> list[int]:
 def _load_inputs(inputs, shots: int) -> tuple[list[tuple[np.ndarray, str, str]], bool]:
     """inputs: image paths, (H, W, 3) arrays, or one video path -> ([(image, label, hash)], is_video): ≤ shots
     images evenly spaced over the inputs, or 2·shots candidate frames evenly spaced over the video."""
-    from talkinghead.media import video
+    from talkinghead.media import image_files, video
 
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
         inputs = [inputs]
@@ -88,7 +88,7 @@ def _load_inputs(inputs, shots: int) -> tuple[list[tuple[np.ndarray, str, str]],
         else:
             if video.is_video_path(item):
                 raise TalkingHeadError(f"{item}: give either one video or images, not both")
-            out.append((video.read_image(item), str(item), file_sha256(item)))
+            out.append((image_files.read_image(item), str(item), file_sha256(item)))
     return out, False
 
 
