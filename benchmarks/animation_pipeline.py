@@ -22,7 +22,7 @@ STAGES = ("setup (dlib models)", "decode", "landmarks (tracked)", "retarget", "r
 def pipeline_stages(avatar, model, driving, out: Path, backend: str) -> dict:
     """One instrumented run of pass 1 (track_driver) + pass 2 (animate_video: paste-back, mp4 with audio)."""
     from talkinghead.inference import pipeline
-    from talkinghead.media import video
+    from talkinghead.media import video, video_writer
     from talkinghead.inference.animator import Animator
     from talkinghead.landmarks.align import CropTransform
     from talkinghead.landmarks.detect import DlibDetector
@@ -38,8 +38,8 @@ def pipeline_stages(avatar, model, driving, out: Path, backend: str) -> dict:
     st.wrap(Animator, "render", "G")
     st.wrap(pipeline, "to_uint8", "G")  # G's output to uint8 counts with G
     st.wrap(CropTransform, "paste_back", "paste-back")
-    st.wrap(video.VideoWriter, "write", "encode")
-    st.wrap(video.VideoWriter, "close", "encode")  # flush + audio remux
+    st.wrap(video_writer.VideoWriter, "write", "encode")
+    st.wrap(video_writer.VideoWriter, "close", "encode")  # flush + audio remux
     try:
         with Stopwatch() as total:
             track = pipeline.track_driver(driving, progress=False)

@@ -155,7 +155,7 @@ def animation_times(lm, pts, a, tmp: Path) -> dict:
     from talkinghead.evaluation.baselines import warp_baseline
     from talkinghead.media.images import from_uint8, to_uint8
     from talkinghead.landmarks.align import crop_from_landmarks
-    from talkinghead.media.video import VideoWriter
+    from talkinghead.media.video_writer import VideoWriter
 
     cfg, S, F = lm.cfg, lm.cfg.model.image_size, len(pts)
     src = (np.random.default_rng(0).random((S, S, 3)) * 255).astype(np.uint8)  # stand-in source crop

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.persons.avatar import Avatar, make_ff_avatar
 from talkinghead.persons.checkpoint import LoadedModel
 from talkinghead.cli import main
@@ -106,7 +106,7 @@ def test_neutral_reference_prefers_closed_mouth():
 
 # ---- pipeline and CLI (real media, tiny model) -------------------------------------------------------
 def _cut(src: Path, dst: Path, frames: int) -> Path:
-    with video.VideoWriter(dst, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
+    with video_writer.VideoWriter(dst, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
         for f in video.iter_frames(src, max_frames=frames):
             w.write(f)
     return dst
@@ -219,7 +219,7 @@ def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
     img = tmp_path / "a.png"
     image_files.write_image(img, np.zeros((8, 8, 3), np.uint8))
     drv = tmp_path / "d.mp4"
-    with video.VideoWriter(drv, 10, preset="ultrafast") as w:
+    with video_writer.VideoWriter(drv, 10, preset="ultrafast") as w:
         w.write(np.zeros((16, 16, 3), np.uint8))
     rc, err = _run_cli(["animate", str(img), str(drv), "-o", str(tmp_path / "o.mp4")], capsys)
     assert rc == 1 and len(err) == 1 and "bundled model" in err[0]
@@ -408,7 +408,7 @@ def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
 
 def test_an_output_naming_an_input_is_refused_before_any_work(tmp_path, capsys):
     driver = tmp_path / "driver.mp4"
-    with video.VideoWriter(driver, 10) as w:
+    with video_writer.VideoWriter(driver, 10) as w:
         for _ in range(3):
             w.write(np.zeros((32, 32, 3), np.uint8))
     photo = tmp_path / "photo.jpg"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from talkinghead import bundled
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.app.page import for_page
 from talkinghead.app.studio import Studio
 from talkinghead.config import warp_tiny
@@ -39,7 +39,7 @@ def clip(tmp_path_factory):
     """The first 6 frames of the bundled clip, with its audio."""
     path = tmp_path_factory.mktemp("clip") / "drive.mp4"
     src = bundled.DRIVING
-    with video.VideoWriter(path, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
+    with video_writer.VideoWriter(path, video.probe_video(src).fps, audio_from=src, preset="ultrafast") as w:
         for f in video.iter_frames(src, max_frames=6):
             w.write(f)
     return path

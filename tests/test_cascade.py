@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.console import log
 from talkinghead.landmarks import cascade as cascade_mod
 from talkinghead.landmarks.cascade import FaceCascade, NoFaceFoundError, photo_cascade, video_cascade
@@ -178,7 +178,7 @@ def test_preprocess_evaluate_and_animate_find_a_small_clips_face_equally(tmp_pat
     (tmp_path / "clips").mkdir()
     clip = tmp_path / "clips" / "small.mp4"
     n = 48
-    with video.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
+    with video_writer.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
         for f in video.iter_frames(src, max_frames=n):
             frame = np.full((144, 176, 3), 90, np.uint8)
             frame[36:108, 24:152] = np.asarray(Image.fromarray(f).resize((128, 72), Image.BILINEAR))

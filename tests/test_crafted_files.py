@@ -199,7 +199,7 @@ def test_animate_cli_refuses_an_avatar_with_crop_side_0(avatar_files, tmp_path, 
     from talkinghead.cli import main
 
     bad = _rewrite(avatar_files["ff"], tmp_path / "side0.avatar", meta={"crop": _crop(side=0.0)})
-    from talkinghead.media.video import VideoWriter
+    from talkinghead.media.video_writer import VideoWriter
 
     with VideoWriter(tmp_path / "driver.mp4", 25) as w:
         for _ in range(3):

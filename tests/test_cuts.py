@@ -37,7 +37,7 @@ def test_preprocess_trims_a_clip_to_its_longest_shot(media, tmp_path):
     import json
 
     from talkinghead.data.preprocess import preprocess
-    from talkinghead.media.video import VideoWriter
+    from talkinghead.media.video_writer import VideoWriter
 
     a = list(iter_frames(media / "videos" / "capman_1.mp4", start=200, max_frames=16))
     b = [f[:300, 120:520] for f in iter_frames(media / "videos" / "pexels_woman.mp4", max_frames=8)]

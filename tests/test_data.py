@@ -16,7 +16,8 @@ from talkinghead.data.preprocess import preprocess, sample_indices
 from talkinghead.data.shards import verify_shard
 from talkinghead.data.sources import apply_split, find_videos, load_split
 from talkinghead.errors import TalkingHeadError
-from talkinghead.media.video import VideoWriter, iter_frames
+from talkinghead.media.video import iter_frames
+from talkinghead.media.video_writer import VideoWriter
 
 DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
 

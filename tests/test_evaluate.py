@@ -303,7 +303,7 @@ def test_warp_render_draws_each_target_from_its_nearest_shot():
     under the identity flow, so it comes back as shot k (the untrained G is the classical warp,
     nn/warp_generator.py), whichever order the targets come in."""
     from talkinghead.config import warp_tiny
-    from talkinghead.evaluation.protocol import WarpSources, render
+    from talkinghead.evaluation.renders import WarpSources, render
     from talkinghead.landmarks.rasterize import landmark_image_tensor
 
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.console import log
 from talkinghead.errors import NoFaceError, VideoError
 from talkinghead.landmarks import detect
@@ -214,7 +214,7 @@ def test_face_index_picks_the_source_face_and_the_driver_keeps_its_largest(tmp_p
     random_model_file(tmp_path / "tiny.safetensors", discriminator=False)
     src = MEDIA / "videos" / "pexels_woman.mp4"  # one face
     clip = tmp_path / "drive.mp4"
-    with video.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
+    with video_writer.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
         for f in video.iter_frames(src, max_frames=5):
             w.write(f)
     # two real portraits side by side: the larger face on the left (franck), the second-largest on the right

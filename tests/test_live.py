@@ -17,7 +17,7 @@ import torch
 
 from talkinghead import bundled
 
-from talkinghead.media import video
+from talkinghead.media import video, video_writer
 from talkinghead.live.camera import Camera, DeviceCamera, FileCamera, FrameGrabber, open_camera
 from talkinghead.persons.checkpoint import LoadedModel
 from talkinghead.cli import main
@@ -38,7 +38,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("live")
     random_model_file(d / "warp_tiny.safetensors", warp_tiny(), discriminator=False)
     clip = d / "clip.mp4"
-    with video.VideoWriter(clip, video.probe_video(bundled.DRIVING).fps, preset="ultrafast") as w:
+    with video_writer.VideoWriter(clip, video.probe_video(bundled.DRIVING).fps, preset="ultrafast") as w:
         for f in video.iter_frames(bundled.DRIVING, max_frames=CLIP_FRAMES):
             w.write(f)
     return {"model": d / "warp_tiny.safetensors", "clip": clip}
@@ -342,7 +342,7 @@ def test_device_camera_reads_a_live_pyav_input():
 
 def test_live_out_naming_the_camera_file_is_refused(tmp_path, capsys):
     clip = tmp_path / "camera.mp4"
-    with video.VideoWriter(clip, 10) as w:
+    with video_writer.VideoWriter(clip, 10) as w:
         for _ in range(3):
             w.write(np.zeros((32, 32, 3), np.uint8))
     data = clip.read_bytes()

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.cli import main
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.detect import interocular, load_pts
@@ -199,7 +199,7 @@ def tiny_model(tmp_path_factory):
 def driver(tmp_path_factory):
     src = MEDIA / "videos" / "pexels_woman.mp4"
     clip = tmp_path_factory.mktemp("driver") / "drive.mp4"
-    with video.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
+    with video_writer.VideoWriter(clip, video.probe_video(src).fps, preset="ultrafast") as w:
         for f in video.iter_frames(src, max_frames=4):
             w.write(f)
     return clip
@@ -255,8 +255,9 @@ def test_landmarks_and_finetune_refuse_to_write_over_their_photos(tmp_path, caps
     image_files.write_image(photo, np.zeros((64, 64, 3), np.uint8))
     data = photo.read_bytes()
     (tmp_path / "face.avatar").symlink_to(photo)
+    (tmp_path / "face.avatar.pts").symlink_to(photo)
     five = "20,24,44,24,32,36,24,46,40,46"
-    runs = [["landmarks", str(photo), "-o", str(tmp_path / "face.pts"), "--points", five],  # the overlay: face.png
+    runs = [["landmarks", str(photo), "-o", str(tmp_path / "face.avatar.pts"), "--points", five],
             ["finetune", str(photo), "--out", str(tmp_path / "face.avatar"), "--no-progress"],
             ["finetune", str(photo), "--out", str(tmp_path / "x.avatar"), "--run", str(tmp_path), "--no-progress"]]
     (tmp_path / "samples.png").symlink_to(photo)
@@ -265,4 +266,15 @@ def test_landmarks_and_finetune_refuse_to_write_over_their_photos(tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert "is the input" in err and "\n" not in err, (argv, err)
     assert photo.read_bytes() == data
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.avatar", "face.png", "samples.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.avatar", "face.avatar.pts", "face.png", "samples.png"]
+
+
+def test_the_overlay_of_a_png_photo_gets_a_name_of_its_own(tmp_path, capsys):
+    """`landmarks face.png -o face.pts` would write its overlay over the photo: it is face_overlay.png."""
+    photo = tmp_path / "face.png"
+    image_files.write_image(photo, np.zeros((64, 64, 3), np.uint8))
+    data = photo.read_bytes()
+    assert main(["landmarks", str(photo), "-o", str(tmp_path / "face.pts"), "--points=20,24,44,24,32,36,24,46,40,46"]) == 0
+    assert photo.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "face.pts", "face_overlay.png"]
+    assert "face_overlay.png" in capsys.readouterr().out

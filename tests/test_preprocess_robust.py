@@ -159,7 +159,8 @@ def test_a_jpeg_named_mp4_finishes_quickly_reported_as_skipped(tmp_path):
 
 def test_a_header_frame_count_the_duration_does_not_bear_out_is_counted(tmp_path, monkeypatch):
     from talkinghead.data import preprocess as pre
-    from talkinghead.media.video import VideoInfo, VideoWriter
+    from talkinghead.media.video import VideoInfo
+    from talkinghead.media.video_writer import VideoWriter
 
     clip = tmp_path / "c.mp4"
     with VideoWriter(clip, 10) as w:

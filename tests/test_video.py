@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from talkinghead.errors import VideoError
-from talkinghead.media.video import (VideoWriter, is_video_path, iter_frames, iter_indexed_frames, probe_video,
-                               read_image)
+from talkinghead.media.image_files import read_image
+from talkinghead.media.video import is_video_path, iter_frames, iter_indexed_frames, probe_video
+from talkinghead.media.video_writer import VideoWriter
 
 DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
 
@@ -205,7 +206,7 @@ def test_killed_writer_process_leaves_no_partial_file(tmp_path, sig):
         import signal, sys
         import numpy as np
         from talkinghead.cli import _on_sigterm
-        from talkinghead.media.video import VideoWriter
+        from talkinghead.media.video_writer import VideoWriter
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             with VideoWriter(sys.argv[1], 25) as w:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from talkinghead.errors import VideoError
-from talkinghead.media.video import VideoWriter
+from talkinghead.media.video_writer import VideoWriter
 
 FRAME = np.zeros((16, 16, 3), np.uint8)
 
@@ -87,12 +87,12 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, where):
 
 def test_reserving_the_partial_name_fails_in_one_line(tmp_path, monkeypatch):
     """os.open of the partial file failing (ENOSPC, EROFS) is the same one-line error, with nothing left."""
-    import talkinghead.media.video as video
+    from talkinghead.media import video_writer
 
     def failing(*a, **kw):
         raise _enospc()
 
-    monkeypatch.setattr(video.os, "open", failing)
+    monkeypatch.setattr(video_writer.os, "open", failing)
     out = tmp_path / "out.mp4"
     with pytest.raises(VideoError) as ei:
         _write(out, n=1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 
 from talkinghead.media import mark_files, watermark
 from talkinghead.cli import main
@@ -55,7 +55,7 @@ def clip(tmp_path_factory):
     """A 20-frame 256² output written by VideoWriter (marked) and the same frames unmarked."""
     frames = [talking(t) for t in range(20)]
     path = tmp_path_factory.mktemp("wm") / "out.mp4"
-    with video.VideoWriter(path, 25, preset="ultrafast") as w:
+    with video_writer.VideoWriter(path, 25, preset="ultrafast") as w:
         for f in frames:
             w.write(f)
     return {"path": path, "marked": list(video.iter_frames(path)), "plain": frames}
@@ -152,8 +152,8 @@ def test_output_writers_mark_and_dataset_writer_does_not(tmp_path, clip):
 
 @pytest.mark.media
 def test_landmarks_overlay_is_marked(tmp_path):
-    photo = tmp_path / "photo.png"
-    Image.fromarray(picture(seed=8)).save(photo)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(picture(seed=8)).save(photo, quality=98)
     assert main(["landmarks", str(photo), "-o", str(tmp_path / "photo.pts"),
                  "--points=90,110,160,110,125,145,100,180,150,180"]) == 0
     assert watermark.detect(image_files.read_image(tmp_path / "photo.png")).marked
@@ -179,7 +179,7 @@ def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
 def test_animate_output_is_marked(tmp_path, capsys):
     random_model_file(tmp_path / "tiny.safetensors")
     drv = tmp_path / "drive.mp4"
-    with video.VideoWriter(drv, 25, preset="ultrafast") as w:
+    with video_writer.VideoWriter(drv, 25, preset="ultrafast") as w:
         for f in video.iter_frames(MEDIA / "videos" / "pexels_woman.mp4", max_frames=8):
             w.write(f)
     out = tmp_path / "out.mp4"  # side by side (driver | output); the PNG frames are the output alone

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -85,13 +86,9 @@ def _session(request) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
-def build_app(studio: Studio):
-    """The gr.Blocks page over `studio` (not launched)."""
+def _preview_handler(studio: Studio, folders: list[str]):
+    """The landmarks preview of the photos (or of a chosen avatar's crop): [(image, caption)]."""
     import gradio as gr
-
-    from talkinghead import bundled
-
-    folders = _server_folders(studio)
 
     @_with_request
     def previews(photos, landmarks_file, choice, avatars, request=None):
@@ -130,6 +127,13 @@ def build_app(studio: Studio):
             gr.Warning(f"{for_page(problem, folders)}: the detected landmarks are shown instead")
         return shown
 
+    return previews
+
+
+def _job_handlers(studio: Studio):
+    """(animate, stop, leave): a render job of this browser session, stopping it, ending the session."""
+    import gradio as gr
+
     @_with_request
     def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
                 request=None, progress=gr.Progress(track_tqdm=True)):
@@ -154,103 +158,139 @@ def build_app(studio: Studio):
     def leave(request=None):
         studio.end_session(_session(request))
 
+    return animate, stop, leave
+
+
+def _live_handlers(studio: Studio):
+    """(live_frame, live_recalibrate): one webcam frame through the session's LivePuppet, marked."""
+    import gradio as gr
+
+    def live_frame(frame, choice, motion, framing, avatars, state):
+        from talkinghead.media.watermark import embed
+
+        if frame is None:
+            return gr.skip(), state
+        key = (choice, motion, framing)
+        if state is None or state["key"] != key:
+            puppet = studio.live_puppet(avatars.get(choice), absolute=motion == ABSOLUTE,
+                                        crop_only=framing == CROP)
+            state = {"key": key, "puppet": puppet}
+        return embed(state["puppet"].process(np.ascontiguousarray(frame[:, :, :3]))), state
+
+    def live_recalibrate(state):
+        if state is not None:
+            state["puppet"].recalibrate()
+        return state
+
+    return live_frame, live_recalibrate
+
+
+def _animate_tab(studio: Studio) -> SimpleNamespace:
+    """The Animate tab's components (inside a gr.Blocks)."""
+    import gradio as gr
+
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.Markdown("**1 · Who talks**")
+            choice = gr.Dropdown([NEW_AVATAR], value=NEW_AVATAR, label="Avatar", elem_id="avatar",
+                                 info="avatars made in this session can be animated again")
+            photos = gr.File(label="Photos of one person", file_count="multiple", file_types=["image"],
+                             elem_id="photos", height=120)
+            monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
+            landmarks_file = gr.File(label="Landmarks of one photo (.pts/.json), if none are found",
+                                     file_types=[".pts", ".json"], elem_id="pts", height=140)
+            preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks",
+                                 preview=False, interactive=False, object_fit="contain")
+        with gr.Column():
+            gr.Markdown("**2 · The driving video**")
+            driving = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
+                               elem_id="driving", height=300)
+            clip = gr.Button("Use the bundled clip", size="sm", elem_id="use-clip")
+            gr.Markdown("**3 · Options**")
+            mode = gr.Radio([FEED_FORWARD, FINE_TUNE], value=FEED_FORWARD, label="Avatar", elem_id="mode")
+            steps = gr.Slider(1, 1000, value=studio.default_steps, step=1, label="Fine-tuning steps",
+                              visible=False, elem_id="steps")
+            motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion", elem_id="motion")
+            framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output", elem_id="framing")
+            sbs = gr.Checkbox(label="side by side: driver | result", elem_id="sbs")
+            with gr.Row():
+                go = gr.Button("Animate", variant="primary", elem_id="animate")
+                halt = gr.Button("Stop", variant="stop", elem_id="stop")
+        with gr.Column():
+            gr.Markdown("**Result**")
+            result = gr.Video(label="Result", interactive=False, autoplay=True, elem_id="result",
+                              height=420)
+            summary = gr.Markdown(elem_id="summary")
+            downloads = gr.File(label="Downloads: the video and the avatar", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "studio")})
+
+
+def _live_tab() -> SimpleNamespace:
+    """The Live tab's components (inside a gr.Blocks)."""
+    import gradio as gr
+
+    gr.Markdown("Your webcam drives the avatar frame by frame (its motion relative to the first frame "
+                "with a face). In the browser this runs at a few frames per second; `talkinghead live` "
+                "renders in real time.")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            live_choice = gr.Dropdown([MONA_LISA], value=MONA_LISA, label="Avatar", elem_id="live-avatar",
+                                      info="the Mona Lisa, or an avatar made in the Animate tab")
+            live_motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion")
+            live_framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output")
+            recalibrate = gr.Button("Take the next frame as the neutral pose", size="sm")
+        with gr.Column():
+            camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy",
+                              elem_id="camera", height=360)
+        with gr.Column():
+            live_out = gr.Image(label="Live", interactive=False, elem_id="live-out", format="jpeg",
+                                height=360)
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "gr"})
+
+
+def build_app(studio: Studio):
+    """The gr.Blocks page over `studio` (not launched)."""
+    import gradio as gr
+
+    from talkinghead import bundled
+
+    folders = _server_folders(studio)
+    previews = _preview_handler(studio, folders)
+    animate, stop, leave = _job_handlers(studio)
+    live_frame, live_recalibrate = _live_handlers(studio)
     age = 60 * studio.limits.cache_minutes  # gradio's copies of uploads and results this old are deleted
     with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(max(60, age // 4), age)) as app:
         avatars = gr.State({})  # this browser session's avatars: name -> .avatar path
         gr.Markdown("## talkinghead — make a portrait talk like the person in a driving video\n"
                     "Every video it makes is marked as synthetic. Use faces you have the right to use.")
         with gr.Tab("Animate"):
-            with gr.Row(equal_height=False):
-                with gr.Column():
-                    gr.Markdown("**1 · Who talks**")
-                    choice = gr.Dropdown([NEW_AVATAR], value=NEW_AVATAR, label="Avatar", elem_id="avatar",
-                                         info="avatars made in this session can be animated again")
-                    photos = gr.File(label="Photos of one person", file_count="multiple", file_types=["image"],
-                                     elem_id="photos", height=120)
-                    monalisa = gr.Button("Use the Mona Lisa", size="sm", elem_id="use-monalisa")
-                    landmarks_file = gr.File(label="Landmarks of one photo (.pts/.json), if none are found",
-                                             file_types=[".pts", ".json"], elem_id="pts", height=140)
-                    preview = gr.Gallery(label="Landmarks", columns=2, height="auto", elem_id="landmarks",
-                                         preview=False, interactive=False, object_fit="contain")
-                with gr.Column():
-                    gr.Markdown("**2 · The driving video**")
-                    driving = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
-                                       elem_id="driving", height=300)
-                    clip = gr.Button("Use the bundled clip", size="sm", elem_id="use-clip")
-                    gr.Markdown("**3 · Options**")
-                    mode = gr.Radio([FEED_FORWARD, FINE_TUNE], value=FEED_FORWARD, label="Avatar", elem_id="mode")
-                    steps = gr.Slider(1, 1000, value=studio.default_steps, step=1, label="Fine-tuning steps",
-                                      visible=False, elem_id="steps")
-                    motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion", elem_id="motion")
-                    framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output", elem_id="framing")
-                    sbs = gr.Checkbox(label="side by side: driver | result", elem_id="sbs")
-                    with gr.Row():
-                        go = gr.Button("Animate", variant="primary", elem_id="animate")
-                        halt = gr.Button("Stop", variant="stop", elem_id="stop")
-                with gr.Column():
-                    gr.Markdown("**Result**")
-                    result = gr.Video(label="Result", interactive=False, autoplay=True, elem_id="result",
-                                      height=420)
-                    summary = gr.Markdown(elem_id="summary")
-                    downloads = gr.File(label="Downloads: the video and the avatar", file_count="multiple",
-                                        interactive=False, elem_id="downloads")
-
+            a = _animate_tab(studio)
         with gr.Tab("Live"):
-            gr.Markdown("Your webcam drives the avatar frame by frame (its motion relative to the first frame "
-                        "with a face). In the browser this runs at a few frames per second; `talkinghead live` "
-                        "renders in real time.")
-            with gr.Row(equal_height=False):
-                with gr.Column():
-                    live_choice = gr.Dropdown([MONA_LISA], value=MONA_LISA, label="Avatar", elem_id="live-avatar",
-                                              info="the Mona Lisa, or an avatar made in the Animate tab")
-                    live_motion = gr.Radio([RELATIVE, ABSOLUTE], value=RELATIVE, label="Motion")
-                    live_framing = gr.Radio([PASTE_BACK, CROP], value=PASTE_BACK, label="Output")
-                    recalibrate = gr.Button("Take the next frame as the neutral pose", size="sm")
-                with gr.Column():
-                    camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy",
-                                      elem_id="camera", height=360)
-                with gr.Column():
-                    live_out = gr.Image(label="Live", interactive=False, elem_id="live-out", format="jpeg",
-                                        height=360)
+            v = _live_tab()
         live = gr.State(None)  # this session's LivePuppet and the settings it was made for
 
-        def live_frame(frame, choice, motion, framing, avatars, state):
-            from talkinghead.media.watermark import embed
+        v.camera.stream(_page_errors(live_frame, folders),
+                        inputs=[v.camera, v.live_choice, v.live_motion, v.live_framing, avatars, live],
+                        outputs=[v.live_out, live], stream_every=0.1, concurrency_limit=1, concurrency_id="render",
+                        show_progress="hidden")
+        v.recalibrate.click(live_recalibrate, inputs=live, outputs=live, queue=False)
+        avatars.change(lambda av, c: gr.Dropdown(choices=[MONA_LISA, *av], value=c if c in av else MONA_LISA),
+                       inputs=[avatars, v.live_choice], outputs=v.live_choice, queue=False)
 
-            if frame is None:
-                return gr.skip(), state
-            key = (choice, motion, framing)
-            if state is None or state["key"] != key:
-                puppet = studio.live_puppet(avatars.get(choice), absolute=motion == ABSOLUTE,
-                                            crop_only=framing == CROP)
-                state = {"key": key, "puppet": puppet}
-            return embed(state["puppet"].process(np.ascontiguousarray(frame[:, :, :3]))), state
-
-        def live_recalibrate(state):
-            if state is not None:
-                state["puppet"].recalibrate()
-            return state
-
-        camera.stream(_page_errors(live_frame, folders),
-                      inputs=[camera, live_choice, live_motion, live_framing, avatars, live],
-                      outputs=[live_out, live], stream_every=0.1, concurrency_limit=1, concurrency_id="render",
-                      show_progress="hidden")
-        recalibrate.click(live_recalibrate, inputs=live, outputs=live, queue=False)
-        avatars.change(lambda a, c: gr.Dropdown(choices=[MONA_LISA, *a], value=c if c in a else MONA_LISA),
-                       inputs=[avatars, live_choice], outputs=live_choice, queue=False)
-
-        monalisa.click(lambda: [str(bundled.PORTRAIT)], outputs=photos, queue=False)
-        clip.click(lambda: str(bundled.DRIVING), outputs=driving, queue=False)
-        mode.change(lambda m: gr.Slider(visible=m == FINE_TUNE), inputs=mode, outputs=steps, queue=False)
-        for trigger in (photos.change, landmarks_file.change, choice.change):
-            trigger(_page_errors(previews, folders), inputs=[photos, landmarks_file, choice, avatars],
-                    outputs=preview, concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
-        job = go.click(_page_errors(animate, folders),
-                       inputs=[photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars],
-                       outputs=[result, downloads, summary, avatars, choice],
-                       concurrency_limit=1, concurrency_id="render", scroll_to_output=True,
-                       show_progress_on=[result])
-        halt.click(stop, cancels=[job], queue=False)
+        a.monalisa.click(lambda: [str(bundled.PORTRAIT)], outputs=a.photos, queue=False)
+        a.clip.click(lambda: str(bundled.DRIVING), outputs=a.driving, queue=False)
+        a.mode.change(lambda m: gr.Slider(visible=m == FINE_TUNE), inputs=a.mode, outputs=a.steps, queue=False)
+        for trigger in (a.photos.change, a.landmarks_file.change, a.choice.change):
+            trigger(_page_errors(previews, folders), inputs=[a.photos, a.landmarks_file, a.choice, avatars],
+                    outputs=a.preview, concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
+        job = a.go.click(_page_errors(animate, folders),
+                         inputs=[a.photos, a.landmarks_file, a.choice, a.driving, a.mode, a.steps, a.motion,
+                                 a.framing, a.sbs, avatars],
+                         outputs=[a.result, a.downloads, a.summary, avatars, a.choice],
+                         concurrency_limit=1, concurrency_id="render", scroll_to_output=True,
+                         show_progress_on=[a.result])
+        a.halt.click(stop, cancels=[job], queue=False)
         app.unload(leave)
     app.queue(default_concurrency_limit=1)
     return app

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from talkinghead.media import image_files, watermark
-    from talkinghead.media.files import atomic_write, input_file, refuse_overwriting_inputs
+    from talkinghead.media.files import atomic_write, input_file, refuse_overwriting_inputs, same_file
     from talkinghead.landmarks.cascade import STAGE_NAMES, photo_cascade
     from talkinghead.landmarks.detect import pick_face
     from talkinghead.landmarks.manual import check_inside, parse_points, points_from_five, write_landmarks
@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise TalkingHeadError(f"-o should end in .pts or .json (got {out.name})")
     five = parse_points(args.points) if args.points else None
     input_file(args.image)  # "file not found: IMAGE", or a FIFO or folder refused before it is opened
-    refuse_overwriting_inputs([out, out.with_suffix(".png")], [args.image])
+    png = out.with_suffix(".png")
+    if same_file(png, args.image):  # `landmarks face.png -o face.pts`: the overlay gets a name of its own
+        png = out.with_name(f"{out.stem}_overlay.png")
+    refuse_overwriting_inputs([out, png], [args.image])
     image = image_files.read_image(args.image)
     if five is not None:
         points = points_from_five(five)
@@ -74,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
                               "x1,y1,...,x5,y5`, then correct the file in any editor")
         points = face.points
         how = f"found by {STAGE_NAMES.get(cascade.last_stage, cascade.last_stage)}"
-    png = out.with_suffix(".png")
     marked = watermark.embed(overlay(image, points))  # marked as synthetic, as every image the tool writes
     atomic_write(png, lambda tmp: Image.fromarray(marked).save(tmp, format="PNG"))
     try:  # both files or neither: the overlay of points that were not written would mislead

@@ -81,7 +81,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> list[str]:
 def _resumed_config(args: argparse.Namespace, run: Path):
     """(cfg, state): the checkpoint's config with this command line's training values, and the state."""
     from talkinghead.persons.checkpoint import load_training_state
-    from talkinghead.train.meta import CHECKPOINT, check_resume_config
+    from talkinghead.train.meta import CHECKPOINT
+    from talkinghead.train.resume import check_resume_config
 
     ckpt = run / CHECKPOINT
     if not ckpt.is_file():

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from talkinghead.media import image_files, video
+from talkinghead.media import image_files, video, video_writer
 from talkinghead.media.files import refuse_overwriting_inputs
 from talkinghead.inference.animator import Animator
 from talkinghead.persons.avatar import Avatar
@@ -184,7 +184,7 @@ class _Outputs:
         self.frames_path = Path(frames_dir) if frames_dir is not None else None
         self.made_dir = False
         self.pngs: list[Path] = []
-        self.writers: list[video.VideoWriter | None] = [None, None]
+        self.writers: list[video_writer.VideoWriter | None] = [None, None]
         self._args = (out, sbs_out, fps, audio_from, encoder_preset)
 
     def __enter__(self) -> "_Outputs":
@@ -193,7 +193,7 @@ class _Outputs:
             if self.frames_path is not None and not self.frames_path.is_dir():
                 self.frames_path.mkdir(parents=True)
                 self.made_dir = True
-            self.writers = [None if p is None else video.VideoWriter(p, fps, audio_from=audio_from,
+            self.writers = [None if p is None else video_writer.VideoWriter(p, fps, audio_from=audio_from,
                                                                       metadata=SYNTHETIC_TAG, preset=preset)
                             for p in (out, sbs_out)]
         except BaseException:

@@ -84,8 +84,8 @@ class FileCamera(Camera):
                         yield i, image, due, decode_s
                         i += 1
                         t = time.perf_counter()
-                except video._AV_ERRORS as e:  # noqa: SLF001
-                    raise VideoError(f"cannot decode {self.path.name} at frame {i}: {video._short(e)}") from None
+                except video.AV_ERRORS as e:  # noqa: SLF001
+                    raise VideoError(f"cannot decode {self.path.name} at frame {i}: {video.error_text(e)}") from None
             if not self.loop or i == 0:
                 return
 
@@ -125,8 +125,8 @@ class DeviceCamera(Camera):
                                    "drive from a video file with --camera FILE")
         try:
             self._container = av.open(name, format=fmt, options=dict(options or {}))
-        except video._AV_ERRORS as e:  # noqa: SLF001
-            raise TalkingHeadError(f"cannot open camera {name}: {video._short(e)}") from None
+        except video.AV_ERRORS as e:  # noqa: SLF001
+            raise TalkingHeadError(f"cannot open camera {name}: {video.error_text(e)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise TalkingHeadError(f"camera {name} has no video stream")
@@ -143,8 +143,8 @@ class DeviceCamera(Camera):
                 arrived = time.perf_counter()  # decoding a webcam frame waits for the camera: not decode time
                 image = frame.to_ndarray(format="rgb24")
                 yield i, image, arrived, time.perf_counter() - arrived
-        except video._AV_ERRORS as e:  # noqa: SLF001
-            raise VideoError(f"camera {self.name} stopped: {video._short(e)}") from None
+        except video.AV_ERRORS as e:  # noqa: SLF001
+            raise VideoError(f"camera {self.name} stopped: {video.error_text(e)}") from None
 
     def close(self) -> None:
         if self._container is not None:

@@ -20,7 +20,7 @@ from talkinghead.errors import TalkingHeadError
 
 
 class FileOutput:
-    """An H.264 mp4 at the camera's frame rate (talkinghead.media.video.VideoWriter: atomic, tagged as synthetic,
+    """An H.264 mp4 at the camera's frame rate (talkinghead.media.video_writer.VideoWriter: atomic, tagged as synthetic,
     each frame marked by the writer). Camera frames that were dropped repeat the previous rendered frame, so
     the file runs in real time. x264's `preset` trades file size for CPU (ultrafast: least CPU per frame)."""
 
@@ -28,7 +28,7 @@ class FileOutput:
 
     def __init__(self, path, fps: float, preset: str = "ultrafast"):
         from talkinghead.inference.pipeline import SYNTHETIC_TAG
-        from talkinghead.media.video import VideoWriter
+        from talkinghead.media.video_writer import VideoWriter
 
         self.path = path
         self.writer = VideoWriter(path, fps, metadata=SYNTHETIC_TAG, preset=preset)

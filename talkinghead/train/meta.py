@@ -17,13 +17,13 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from talkinghead.media import images
 
@@ -35,6 +35,8 @@ from talkinghead.errors import CheckpointError, TalkingHeadError
 from talkinghead.nn import GenInputs, Texture, build_models, needs_texture
 from talkinghead.train import dist as tdist
 from talkinghead.train.interrupts import StepBoundary
+from talkinghead.train.episodes import EpisodeBatchSampler, leave_interrupts_to_main
+from talkinghead.train.resume import check_resume_config, init_from_model
 from talkinghead.train.run_folder import RunFolder
 from talkinghead.train.step import Phase, PhaseLosses, StepRunner
 from talkinghead.train.objective import (build_content_terms, discriminator_terms, generator_terms,
@@ -46,28 +48,6 @@ CHECKPOINT = "checkpoints/last.pt"
 LOG_NAMES = ("loss_g", "cnt", "adv", "fm", "mch", "loss_d", "d_real", "d_fake", "e_norm", "warp", "smooth", "mouth",
              "mouth_adv", "mouth_fm", "loss_dm", "dm_real", "dm_fake")
 MODEL_FILE = "model.safetensors"
-
-
-class EpisodeBatchSampler(Sampler):
-    """Yields, for every step from `start_step`, the episode indices of this rank's batch.
-
-    Episode index j of step s is a pure function of (s, rank, j), and the dataset draws an episode's
-    frames from an RNG seeded by that index — so a resumed run sees exactly the batches it would have.
-    """
-
-    def __init__(self, dataset_len: int, batch_size: int, start_step: int, total_steps: int, rank: int = 0,
-                 world_size: int = 1):
-        self.dataset_len, self.batch_size = dataset_len, batch_size
-        self.start_step, self.total_steps = start_step, total_steps
-        self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step)
-
-    def __iter__(self):
-        for step in range(self.start_step, self.total_steps):
-            base = (step * self.world_size + self.rank) * self.batch_size
-            yield [(base + j) % self.dataset_len for j in range(self.batch_size)]
 
 
 class GeneratorWithEmbedder(nn.Module):
@@ -93,52 +73,10 @@ class GeneratorWithEmbedder(nn.Module):
         return {"out": self.G.render(GenInputs(target_y, self.G.project(e_hat), texture)), "e_hat": e_hat}
 
 
-def leave_interrupts_to_main(_worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C (or a stop that signals the whole
-    process group) reaches them too, and a worker killed mid-step made the main process fail with a traceback
-    instead of finishing the step and checkpointing. Workers still end with the main process (PyTorch's
-    parent watchdog)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 @dataclass
 class StepResult:
     losses: dict[str, float]
     fake: torch.Tensor | None = None
-
-
-def model_differences(saved: Config, cfg: Config, arrow: str) -> str:
-    """"model.KEY SAVED{arrow}NEW, ..." for every cfg.model value that differs, the number of training videos
-    aside (a run's W size follows its data); "" when the models agree."""
-    a, b = asdict(saved.model), asdict(cfg.model)
-    return ", ".join(f"model.{k} {a[k]}{arrow}{b.get(k)}" for k in a if k != "num_videos" and a[k] != b.get(k))
-
-
-def init_from_model(trainer: "Trainer", path: str | os.PathLike) -> None:
-    """Starts a new run from a model file (e.g. the bundled one): its E, G and D trunk replace the fresh
-    weights; W (one row per training video, not in model files) and the mouth D start fresh. The file's
-    model config must equal the run's, apart from the number of training videos."""
-    from talkinghead.persons.checkpoint import load_state, read_model_file
-
-    saved, tensors, _meta = read_model_file(path)
-    diff = model_differences(saved, trainer.cfg, " vs ")
-    if diff:
-        raise TalkingHeadError(f"--init {path}: its model differs from the run's: {diff}")
-    load_state(trainer.E, tensors, "E.", path)
-    load_state(trainer.G, tensors, "G.", path)
-    if any(k.startswith("D.") for k in tensors):
-        load_state(trainer.D, tensors, "D.", path)
-    log.info("starting from the weights of %s", path)
-
-
-def check_resume_config(saved: Config, cfg: Config) -> None:
-    """A resumed run keeps the model it was started with: any difference in cfg.model is an error."""
-    diff = model_differences(saved, cfg, " -> ")
-    if diff:
-        raise TalkingHeadError(f"a resumed run keeps its model; these differ from the checkpoint: {diff}")
 
 
 class Trainer:
