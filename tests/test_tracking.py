@@ -298,3 +298,39 @@ def test_max_hold_zero_drops_a_lost_face_at_once():
     faces = tr.track(_frames(10))
     assert [f is None for f in faces[2:7]] == [False, True, True, True, False]
     assert tr.stats["held"] == 0
+
+
+def _blinking(n=60, blink=(30,), closed=0.2, noise=0.3, seed=4):
+    """n noisy frames of a still face whose eyelids close to `closed` of their opening on the `blink` frames."""
+    rng = np.random.default_rng(seed)
+    face = _face()
+    out = []
+    for t in range(n):
+        p = face.copy()
+        if t in blink:
+            for eye in (slice(36, 42), slice(42, 48)):
+                mid = p[eye, 1][[0, 3]].mean()
+                p[eye, 1] = mid + closed * (p[eye, 1] - mid)
+        out.append((p + rng.normal(0, noise, (68, 2))).astype(np.float32))
+    return out
+
+
+def test_offline_smoothing_keeps_a_one_frame_blink_and_still_smooths_the_eyes():
+    """A blink of one frame keeps its depth through the tracker's zero-lag smoothing (a low-pass filter alone
+    leaves the eye mostly open); elsewhere the eyes are smoothed as before and the rest of the face unchanged."""
+    from talkinghead.landmarks.blinks import eye_aperture
+
+    truth = _blinking()
+    tracker = VideoLandmarkTracker(ScriptedDetector(truth), fps=25, smoothing=1.0)
+    faces = tracker.track(_frames(60), zero_lag=True)
+    ear = np.array([eye_aperture(f.points) for f in faces])  # (T, 2)
+    raw = np.array([eye_aperture(p) for p in truth])
+    open_ear = np.median(raw, axis=0)
+    assert (ear[30] / open_ear < raw[30] / open_ear + 0.1).all(), ear[30] / open_ear
+    quiet = np.r_[5:25, 35:55]
+    assert ear[quiet].std(axis=0).max() < 0.7 * raw[quiet].std(axis=0).min()
+    plain = smooth_faces([Face(np.r_[p.min(0), p.max(0)], p, 1.0) for p in truth],
+                         lambda: tracker.make_filter(zero_lag=True))
+    not_lids = np.setdiff1d(np.arange(68), [37, 38, 40, 41, 43, 44, 46, 47])
+    smoothed = zero_lag_smooth(np.stack(truth), lambda: tracker.make_filter(zero_lag=True))
+    np.testing.assert_allclose(np.stack([f.points for f in plain])[:, not_lids], smoothed[:, not_lids], atol=1e-4)

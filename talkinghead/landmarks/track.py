@@ -15,7 +15,8 @@ their shapes are averaged, which removes much of its frame-to-frame noise.
 Smoothing: a One-Euro filter per point (cutoffs per face part: eyes and mouth move fast and get less
 smoothing than the jaw; the speed that opens the cutoff is the point's speed in face sizes per second). The
 streaming `update(frame)` is causal; `track(frames, zero_lag=True)` (a whole video known, as in `animate`)
-averages the filter run forwards and backwards in time, whose lags cancel.
+averages the filter run forwards and backwards in time, whose lags cancel, and keeps the blinks that this
+smoothing would flatten (landmarks/blinks.py).
 
 Detector-agnostic: any object with `detect(image) -> list[Face]` and `predict(image, box, score) -> Face`
 (`detect_boxes(image) -> [(box, score)]` is used for the drift check when present).
@@ -28,6 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from talkinghead.landmarks.blinks import keep_blinks
 from talkinghead.landmarks.detect import Face, as_rgb_uint8, box_iou, interocular, pick_face
 from talkinghead.landmarks.retarget import procrustes
 
@@ -329,7 +331,7 @@ class VideoLandmarkTracker:
 
 def smooth_faces(faces: list[Face | None], make_filter) -> list[Face | None]:
     """Zero-lag smoothing of raw tracked faces, each run of consecutive faces on its own (a None or a jump of
-    the face's box ends a run)."""
+    the face's box ends a run); the blinks that the smoothing would flatten are kept (`blinks.keep_blinks`)."""
     runs: list[list[int]] = []
     for i, f in enumerate(faces):
         if f is None:
@@ -340,7 +342,8 @@ def smooth_faces(faces: list[Face | None], make_filter) -> list[Face | None]:
         runs[-1].append(i)
     out = list(faces)
     for run in runs:
-        pts = zero_lag_smooth(np.stack([faces[i].points for i in run]), make_filter)
+        raw = np.stack([faces[i].points for i in run])
+        pts = keep_blinks(raw, zero_lag_smooth(raw, make_filter))
         for k, i in enumerate(run):
             out[i] = Face(box=faces[i].box, points=pts[k], score=faces[i].score)
     return out
