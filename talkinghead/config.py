@@ -270,8 +270,8 @@ def warp_tiny() -> Config:
 
 
 def warp() -> Config:
-    """128² warp-guided generator (DESIGN.md §2), the bundled model's preset: sized for ≤ 25 ms per frame on a
-    2-core CPU (16 → 128 channels, bottleneck 8², 2 AdaIN residual blocks, no self-attention) and for
+    """128² warp-guided generator (DESIGN.md §2), the bundled model's preset: sized for real time on a
+    small CPU (16 → 128 channels, bottleneck 8², 2 AdaIN residual blocks, no self-attention) and for
     meta-learning on a CPU in hours. Losses: the paper's, plus pixel L1 (colour), L_CNT of the warped source
     (teaches the flow), residual-flow smoothness and extra L1 on the mouth box (where a warp cannot help).
     The mouth discriminator (nn/mouth.py) is off: `--set loss.mouth_adv_weight=1 --set loss.mouth_fm_weight=10`
@@ -288,7 +288,7 @@ def warp() -> Config:
                           ckpt_every_steps=500),
         # FT swept on val (T = 8, every weight): 10 steps at 5e-5 beat FF on 15 of 21 clips; more steps or a
         # higher lr drift back towards or below FF. One photo: ψ' alone (deformed or mirrored pairs fell below FF)
-        finetune=FinetuneConfig(steps=10, lr_g=5e-5, train_parts="auto"),  # ~0.7 s per step at T = 8, 2 cores
+        finetune=FinetuneConfig(steps=10, lr_g=5e-5, train_parts="auto"),
     )
 
 

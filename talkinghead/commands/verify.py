@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from talkinghead.commands.options import int_range
+from talkinghead.commands.options import int_range, param_default
+from talkinghead.errors import ExitStatus
 
 EPILOG = """\
 One line per file on stdout:
@@ -29,8 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "\"synthetic (made with talkinghead)\" or \"no mark found\", with a score.")
     p.epilog = EPILOG.format(threshold=THRESHOLD)
     p.add_argument("files", nargs="+", metavar="FILE", help="images or videos")
-    p.add_argument("--frames", type=int_range(1, 100000), default=100,
-                   help="frames examined per video, spread evenly over it [default: 100]")
+    from talkinghead.media.mark_files import detect_file
+
+    frames = param_default(detect_file, "max_frames")
+    p.add_argument("--frames", type=int_range(1, 100000), default=frames,
+                   help=f"frames examined per video, spread evenly over it [default: {frames}]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,4 +52,6 @@ def run(args: argparse.Namespace) -> int:
         unmarked += not d.marked
         verdict = "synthetic (made with talkinghead)" if d.marked else "no mark found"
         print(f"{path}: {verdict}, score {d.score:.1f}", flush=True)
-    return 2 if errors else (1 if unmarked else 0)
+    if errors:
+        return ExitStatus.UNREADABLE
+    return ExitStatus.NOT_MARKED if unmarked else ExitStatus.SUCCESS

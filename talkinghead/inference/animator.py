@@ -4,9 +4,8 @@
 The person-specific AdaIN parameters ψ (ψ̂ = P·ê for FF, ψ' for FT) are computed once per avatar and cached;
 each frame is then one pass of G's landmark-to-image path. Spectral normalisation can be folded into plain
 weights for inference (same outputs, less work per frame). ``backend="onnx"`` runs G in ONNX Runtime (the
-optional ``fast`` extra: onnxruntime + onnx; CPU, float32): 1.2-2× less CPU time per frame than torch on this
-machine's 2-core Xeon, output within 1/255 of torch's (benchmarks/bench_generator.py); without the packages
-it warns and stays on torch.
+optional ``fast`` extra: onnxruntime + onnx; CPU, float32), output within 1/255 of torch's
+(benchmarks/bench_generator.py compares their speed); without the packages it warns and stays on torch.
 """
 
 from __future__ import annotations
@@ -32,11 +31,10 @@ class Animator:
     backend: "torch" (default) or "onnx" (ONNX Runtime on the CPU, float32 only; falls back to torch with a
     warning when onnxruntime/onnx are not installed). ``self.backend`` says which one renders.
     freeze: the warp-guided G's one-frame pass traced with ψ and the source's features as constants
-    (torch.jit.freeze), used for batches of one (live rendering): the same output, ~12 % less CPU per frame
-    on this machine's CPU (benchmarks/bench_live.py); ~0.5 s to trace. mixed_precision (with freeze): the
-    trace made under torch.autocast(bfloat16) where the CPU computes bfloat16 natively (AVX512-BF16/AMX;
-    elsewhere float32 as before): convolutions in bfloat16, another ~19 % less CPU here; the flow moves by
-    ~0.03 px, frames differ from float32's by 0.05 grey levels on average (≤ 4 at the sharpest edges at R).
+    (torch.jit.freeze), used for batches of one (live rendering): the same output for less CPU per frame
+    (benchmarks/bench_live.py); it takes a moment to trace. mixed_precision (with freeze): the trace made under
+    torch.autocast(bfloat16) where the CPU computes bfloat16 natively (AVX512-BF16/AMX; elsewhere float32 as
+    before): convolutions in bfloat16, the frames within a few grey levels of float32's (docs/benchmarks.md).
     ``self.mixed_precision`` says whether it is on.
     """
 

@@ -1,4 +1,4 @@
-"""Manual landmarks: the last stage of the face-finding cascade (issue 11), for faces no detector finds.
+"""Manual landmarks: the last stage of the face-finding cascade, for faces no detector finds.
 
 A user gives the 68 iBUG points of a source photo in a file (`--landmarks FILE`: iBUG .pts, or JSON with 68
 [x, y]; `talkinghead landmarks IMAGE -o FILE.pts` writes one to correct in any editor), or clicks 5 points

@@ -1,4 +1,4 @@
-"""Landmarks through a video (issue 11, "a driver that holds"): detect, track, re-detect, hold, smooth.
+"""Landmarks through a video ("a driver that holds"): detect, track, re-detect, hold, smooth.
 
 `VideoLandmarkTracker` runs the full detector on the first frame and whenever the tracked shape degrades;
 otherwise it predicts the 68 points in a box carried over from the previous frame by the upper face (brows,
@@ -133,7 +133,7 @@ class VideoLandmarkTracker:
     the last good shape (`shape_change`, inter-ocular units) is implausible and re-detected. max_hold: frames
     the last good shape is held while the detector finds no face (0: never hold; default half a second).
     box_scales: the predictor runs in the box scaled by each and the shapes are averaged ((1.0,): once,
-    ~2 ms less per frame). smoothing > 0 enables the One-Euro filter (larger = smoother, more lag; 0: raw
+    faster). smoothing > 0 enables the One-Euro filter (larger = smoother, more lag; 0: raw
     points). Frames without a face give None. stats counts frames, detections, tracked frames, failures, holds and lost frames.
     """
 
@@ -203,8 +203,8 @@ class VideoLandmarkTracker:
     def _ensemble(self, frame, box: np.ndarray, score: float) -> Face:
         """The mean of the shapes predicted in `box` scaled by each of box_scales about its centre: a
         regression-tree predictor's error depends on its start box, and averaging over a few starts removes
-        much of its frame-to-frame noise (on bench_tracking's clips, raw jitter −15…−30 % with the default
-        two boxes, ×1.1 and ÷1.1, at ~2 ms more per frame; a third box at ×1 adds little)."""
+        much of its frame-to-frame noise (benchmarks/bench_tracking.py measures it for the default two boxes,
+        ×1.1 and ÷1.1; a third box at ×1 adds little)."""
         c, h = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2
         shapes = [self.detector.predict(frame, np.r_[c - h * k, c + h * k].astype(np.float32), score).points
                   for k in self.box_scales]
