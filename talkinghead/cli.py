@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.SUCCESS
     except Terminated:
         print(f"talkinghead {args.command}: terminated", file=sys.stderr)
-        return ExitStatus.ERROR43
+        return ExitStatus.TERMINATED
     except KeyboardInterrupt:
         print(f"talkinghead {args.command}: interrupted", file=sys.stderr)
-        return ExitStatus.ERROR30
+        return ExitStatus.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
 

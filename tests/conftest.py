@@ -42,3 +42,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised model file of the `tiny` preset (seed 0; helpers.random_model_file)."""
+    from helpers import random_model_file
+
+    return random_model_file(tmp_path_factory.mktemp("tiny_model") / "tiny.safetensors")

@@ -19,36 +19,13 @@ from talkinghead.landmarks.retarget import (apply_transform, mouth_opening, neut
                                             retarget)
 
 from conftest import MEDIA
-from model_files import random_model_file
+from helpers import leftovers, random_model_file, run_cli, synthetic_face
 
 SOURCE = MEDIA / "images" / "franck_01829.jpg"
 DRIVER = MEDIA / "videos" / "pexels_woman.mp4"
 
 
 # ---- retargeting (no media) -------------------------------------------------------------------------------
-def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0) -> np.ndarray:
-    """68 iBUG-ordered points of a cartoon face: jaw half-ellipse, brows, nose, eyes, lips. (68, 2)."""
-    w, h = width, height
-    p = np.zeros((68, 2))
-    th = np.linspace(math.pi, 0, 17)
-    p[0:17] = np.stack([w / 2 * np.cos(th), h * np.sin(th)], 1)
-    p[17:22] = np.stack([np.linspace(-0.4, -0.1, 5) * w, np.full(5, -0.35 * h)], 1)
-    p[22:27] = np.stack([np.linspace(0.1, 0.4, 5) * w, np.full(5, -0.35 * h)], 1)
-    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.2, 0.3, 4) * h], 1)
-    p[31:36] = np.stack([np.linspace(-0.1, 0.1, 5) * w, np.full(5, 0.38 * h)], 1)
-    for start, ex in ((36, -0.22), (42, 0.22)):
-        a = np.linspace(0, 2 * math.pi, 7)[:-1] + math.pi
-        p[start:start + 6] = np.stack([ex * w + 0.08 * w * np.cos(a), -0.1 * h + 0.03 * h * np.sin(a)], 1)
-    a = np.linspace(0, 2 * math.pi, 13)[:-1] + math.pi
-    p[48:60] = np.stack([0.2 * w * np.cos(a), 0.62 * h + 0.07 * h * np.sin(-a)], 1)
-    a = np.linspace(0, 2 * math.pi, 9)[:-1] + math.pi
-    p[60:68] = np.stack([0.12 * w * np.cos(a), 0.62 * h + 0.01 * h * np.sin(-a)], 1)
-    # mouth opening: lower lip (outer 55-59, inner 65-67) and chin (jaw 6-10) move down
-    p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += mouth_open * h
-    p[6:11, 1] += 0.6 * mouth_open * h
-    return (p + [cx, cy]).astype(np.float32)
-
-
 def jaw_ratio(p: np.ndarray) -> float:
     """Face width (jaw ends) over jaw height (chin to the jaw-ends line); similarity-invariant."""
     width = np.linalg.norm(p[16] - p[0])
@@ -122,20 +99,10 @@ def models(tmp_path_factory):
     return {"dir": d, "model": d / "tiny.safetensors", "other": d / "other.safetensors", "clip": clip}
 
 
-def _run_cli(argv, capsys):
-    rc = main(argv)
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    return rc, err
-
-
-def _leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.startswith(".") or "part" in p.name]
-
-
 @pytest.mark.media
 def test_cli_animate_makes_playable_mp4(models, tmp_path, capsys):
     out, frames = tmp_path / "out.mp4", tmp_path / "frames"
-    rc, err = _run_cli(["animate", str(SOURCE), str(models["clip"]), "-o", str(out), "--model", str(models["model"]),
+    rc, _, err = run_cli(["animate", str(SOURCE), str(models["clip"]), "-o", str(out), "--model", str(models["model"]),
                         "--frames", str(frames), "--no-progress", "--batch-size", "5"], capsys)
     assert rc == 0, err
     drv, info = video.probe_video(models["clip"]), video.probe_video(out)
@@ -192,11 +159,11 @@ def test_bad_inputs_one_line_errors_no_partial_output(models, tmp_path, capsys):
         "another model": [str(av_path), clip],
     }
     for name, inputs in cases.items():
-        rc, err = _run_cli(["animate", *inputs, "-o", str(out), "--model", model, "--no-progress"], capsys)
+        rc, _, err = run_cli(["animate", *inputs, "-o", str(out), "--model", model, "--no-progress"], capsys)
         assert rc == 1, name
         assert len(err) == 1 and err[0].startswith("talkinghead animate: error:"), (name, err)
         assert not out.exists(), name
-        assert _leftovers(tmp_path) == [], name
+        assert leftovers(tmp_path) == [], name
 
 
 @pytest.mark.media
@@ -206,7 +173,7 @@ def test_driver_without_any_face(models, tmp_path, capsys):
         pytest.skip(f"{nf} not found")
     clip = _cut(nf, tmp_path / "nf.mp4", 6)
     out = tmp_path / "o.mp4"
-    rc, err = _run_cli(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(models["model"]),
+    rc, _, err = run_cli(["animate", str(SOURCE), str(clip), "-o", str(out), "--model", str(models["model"]),
                         "--no-progress"], capsys)
     assert rc == 1 and len(err) == 1 and "no face" in err[0]
     assert not out.exists()
@@ -221,7 +188,7 @@ def test_bundled_model_missing_is_one_line(tmp_path, capsys, monkeypatch):
     drv = tmp_path / "d.mp4"
     with video_writer.VideoWriter(drv, 10, preset="ultrafast") as w:
         w.write(np.zeros((16, 16, 3), np.uint8))
-    rc, err = _run_cli(["animate", str(img), str(drv), "-o", str(tmp_path / "o.mp4")], capsys)
+    rc, _, err = run_cli(["animate", str(img), str(drv), "-o", str(tmp_path / "o.mp4")], capsys)
     assert rc == 1 and len(err) == 1 and "bundled model" in err[0]
 
 
@@ -310,7 +277,7 @@ def test_animate_bad_options_are_refused_before_any_work(models, tmp_path, capsy
     for extra, code, word in ((["--fps", "1000"], 2, "--fps"), (["--fps", "60"], 1, "fps"),
                               (["--shots", "0"], 2, "--shots"), (["--shots", "-3"], 2, "--shots"),
                               (["--batch-size", "0"], 2, "--batch-size"), (["--fps", "nan"], 2, "--fps")):
-        rc, err = _run_cli(base + extra, capsys)
+        rc, _, err = run_cli(base + extra, capsys)
         assert rc == code and len(err) == 1 and word in err[0], (extra, err)
         assert not out.exists()
 
@@ -335,14 +302,14 @@ def test_sigterm_and_kill_of_animate_leave_no_partial_files(models, tmp_path):
     def start_and_wait_for_partial():
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while time.time() < deadline and p.poll() is None and not _leftovers(tmp_path):
+        while time.time() < deadline and p.poll() is None and not leftovers(tmp_path):
             time.sleep(0.05)
-        assert p.poll() is None and _leftovers(tmp_path), "the run ended before writing started"
+        assert p.poll() is None and leftovers(tmp_path), "the run ended before writing started"
         return p
 
     for attempt in range(3):
         p = start_and_wait_for_partial()
-        seen = _leftovers(tmp_path)
+        seen = leftovers(tmp_path)
         t_sig = time.time()
         p.send_signal(signal.SIGTERM)  # does nothing when the process has already ended
         signalled = p.returncode is None
@@ -352,15 +319,15 @@ def test_sigterm_and_kill_of_animate_leave_no_partial_files(models, tmp_path):
         out.unlink(missing_ok=True)  # it finished before the signal: the premise failed, not the behaviour
     assert signalled, "three runs ended between the partial file's appearance and the signal"
     assert p.returncode == 143, (seen, time.time() - t_sig, out_s[-500:], err[-2000:], list(tmp_path.iterdir()))
-    assert "Traceback" not in err and not out.exists() and _leftovers(tmp_path) == []
+    assert "Traceback" not in err and not out.exists() and leftovers(tmp_path) == []
 
     p = start_and_wait_for_partial()
     p.kill()
     p.wait(timeout=60)
-    assert _leftovers(tmp_path), "kill -9 leaves the partial file (nothing can remove it then)"
+    assert leftovers(tmp_path), "kill -9 leaves the partial file (nothing can remove it then)"
     rc = subprocess.run([*cmd[:-2], "--fps", "5"], env=env, capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr[-2000:]
-    assert out.exists() and _leftovers(tmp_path) == []
+    assert out.exists() and leftovers(tmp_path) == []
 
 
 @pytest.mark.media
@@ -370,12 +337,12 @@ def test_truncated_driver_or_source_video_is_an_error_not_two_frames(models, tmp
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(DRIVER.read_bytes()[:20_000])
     out = tmp_path / "o.mp4"
-    rc, err = _run_cli(["animate", str(SOURCE), str(cut), "-o", str(out), "--model", str(models["model"]),
+    rc, _, err = run_cli(["animate", str(SOURCE), str(cut), "-o", str(out), "--model", str(models["model"]),
                         "--no-progress"], capsys)
     assert rc == 1 and len(err) == 1 and ("truncated" in err[0] or "corrupt" in err[0]), err
-    assert not out.exists() and _leftovers(tmp_path) == []
+    assert not out.exists() and leftovers(tmp_path) == []
     av = tmp_path / "x.avatar"
-    rc, err = _run_cli(["finetune", str(cut), "--model", str(models["model"]), "--out", str(av), "--mode", "ff",
+    rc, _, err = run_cli(["finetune", str(cut), "--model", str(models["model"]), "--out", str(av), "--mode", "ff",
                         "--no-progress"], capsys)
     assert rc == 1 and len(err) == 1 and ("truncated" in err[0] or "corrupt" in err[0]), err
     assert not av.exists()
@@ -400,7 +367,7 @@ def test_cli_animate_finetune_with_a_warp_model(tmp_path, capsys):
     assert len(frames) == 6 and frames[0].shape == image_files.read_image(SOURCE).shape
     av = tmp_path / "a.avatar"
     make_ff_avatar([str(SOURCE)], model, shots=1).save(av)
-    rc, err = _run_cli(["animate", str(av), str(clip), "-o", str(tmp_path / "x.mp4"), "--finetune", "--no-progress"],
+    rc, _, err = run_cli(["animate", str(av), str(clip), "-o", str(tmp_path / "x.mp4"), "--finetune", "--no-progress"],
                        capsys)
     assert rc != 0 and len(err) == 1 and "--finetune" in err[0]
     assert not (tmp_path / "x.mp4").exists()
@@ -417,6 +384,6 @@ def test_an_output_naming_an_input_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "photo.mp4").symlink_to(photo)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for out in (driver, tmp_path / "hard.mp4", tmp_path / "photo.mp4"):
-        rc, err = _run_cli(["animate", str(photo), str(driver), "-o", str(out), "--no-progress"], capsys)
+        rc, _, err = run_cli(["animate", str(photo), str(driver), "-o", str(out), "--no-progress"], capsys)
         assert rc == 1 and len(err) == 1 and "is the input" in err[0], (out, err)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

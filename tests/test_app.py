@@ -19,7 +19,7 @@ from talkinghead.app.studio import Studio
 from talkinghead.config import warp_tiny
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
-from model_files import random_model_file
+from helpers import random_model_file
 
 
 def _write_pts(path, points: np.ndarray) -> None:

@@ -21,18 +21,13 @@ from talkinghead.persons.shots import prepare_shots
 from talkinghead.train.finetune import make_avatar
 
 from conftest import MEDIA
-from model_files import random_model_file
+from helpers import random_model_file
 
 IMAGES = MEDIA / "images"
 
 
 def _tiny_model(path: Path, seed: int) -> Path:
     return random_model_file(path, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return _tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", 0)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,10 @@ from talkinghead.landmarks.detect import DlibCnnDetector, DlibDetector, box_iou,
 from talkinghead.landmarks.mesh import mesh_available, mesh_to_68
 
 from conftest import MEDIA
+from helpers import nme
 
 PORTRAIT = MEDIA / "images" / "chuck_crop.jpg"  # 254×269, one frontal face
 needs_mesh = pytest.mark.skipif(not mesh_available(), reason="mediapipe (the `mesh` extra) is not installed")
-
-
-def _nme(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b, axis=1).mean() / interocular(b))
 
 
 def test_stages_upsample_only_small_images_and_video_skips_the_slow_ones():
@@ -90,9 +87,9 @@ def test_a_photo_gets_the_annotated_face_where_one_hog_pass_alone_picks_another(
         img = image_files.read_image(MEDIA / "images" / f"{name}.jpg")
         truth = load_pts(MEDIA / "landmarks" / f"{name}.pts")
         alone = pick_face(DlibDetector(wrong, max_side=1024).detect(img), img.shape)
-        assert _nme(alone.points, truth) > 1, name  # another face
+        assert nme(alone.points, truth) > 1, name  # another face
         face = pick_face(photo_cascade().detect(img), img.shape)
-        assert _nme(face.points, truth) < 0.1, name
+        assert nme(face.points, truth) < 0.1, name
 
 
 @pytest.mark.media
@@ -102,7 +99,7 @@ def test_cnn_stage_gives_predictor_boxes_like_hogs(monkeypatch):
     img = image_files.read_image(PORTRAIT)
     ref = DlibDetector().detect(img)[0]
     cnn = DlibCnnDetector().detect(img)
-    assert len(cnn) == 1 and _nme(cnn[0].points, ref.points) < 0.05
+    assert len(cnn) == 1 and nme(cnn[0].points, ref.points) < 0.05
     monkeypatch.setattr(DlibDetector, "detect_boxes", lambda self, image: [])
     c = FaceCascade(mesh=False)
     faces = c.detect(img)
@@ -123,7 +120,7 @@ def test_mesh_stage_maps_468_points_onto_dlibs_68():
         ref = hog.detect(img)[0]
         m = mesh.mesh_points(img)
         assert len(m) == 1 and m[0].shape == (468, 2)
-        errors.append(_nme(mesh_to_68(m[0]), ref.points))
+        errors.append(nme(mesh_to_68(m[0]), ref.points))
         face = mesh.detect(img)[0]
         assert np.allclose(face.points, mesh_to_68(m[0])) and box_iou(face.box, ref.box) > 0.6
     assert np.mean(errors) < 0.06, errors
@@ -145,10 +142,10 @@ def test_a_tilted_head_gets_the_meshs_points_where_dlibs_predictor_fails():
                       -math.sin(a) * d[:, 0] + math.cos(a) * d[:, 1] + tilted.height / 2], axis=1)
     img = np.asarray(tilted)
     plain = FaceCascade(mesh=False)
-    assert _nme(plain.detect(img)[0].points, truth) > 0.3 and plain.last_stage == "cnn"
+    assert nme(plain.detect(img)[0].points, truth) > 0.3 and plain.last_stage == "cnn"
     c = photo_cascade()
     faces = c.detect(img)
-    assert len(faces) == 1 and _nme(faces[0].points, truth) < 0.15 and c.replaced == 1
+    assert len(faces) == 1 and nme(faces[0].points, truth) < 0.15 and c.replaced == 1
 
 
 @pytest.mark.media

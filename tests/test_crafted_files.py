@@ -24,7 +24,7 @@ from talkinghead.nn import build_generator
 from talkinghead.persons.avatar import Avatar
 from talkinghead.persons.checkpoint import LoadedModel
 
-from model_files import random_model_file
+from helpers import random_model_file
 
 DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError in json
 NESTED = json.dumps({"model": {"attention_sizes": [[[[[[[[[[[[[[[[[[[16]]]]]]]]]]]]]]]]]]]}})

@@ -13,23 +13,17 @@ import pytest
 import torch
 
 from talkinghead.cli import main
-from talkinghead.config import tiny
 from talkinghead.errors import TalkingHeadError
 from talkinghead.evaluation import BASELINES, EvalSettings, split_video
 from talkinghead.evaluation.report import verdict
 from talkinghead.nn import build_models
 
-from model_files import random_model_file
+from helpers import random_model_file
 
 
 def _model_file(tmp_path_factory, cfg, name: str) -> Path:
     """A randomly initialised model of `cfg` (seed 0) saved as NAME.safetensors in a fresh folder."""
     return random_model_file(tmp_path_factory.mktemp(name) / f"{name}.safetensors", cfg)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return _model_file(tmp_path_factory, tiny(), "tiny")
 
 
 # ---- the split of a video into shot and target parts ---------------------------------------------------

@@ -22,7 +22,7 @@ from talkinghead.landmarks.detect import MIN_INTEROCULAR, DlibDetector, interocu
 from talkinghead.persons.shots import prepare_shots
 
 from conftest import MEDIA
-from model_files import random_model_file
+from helpers import random_model_file
 
 PORTRAIT = MEDIA / "images" / "seanconnery.jpg"  # 350×466, one face, 89 px between the outer eye corners
 SIZE = 128  # crop side

@@ -20,14 +20,13 @@ from talkinghead import bundled
 from talkinghead.media import video, video_writer
 from talkinghead.live.camera import Camera, DeviceCamera, FileCamera, FrameGrabber, open_camera
 from talkinghead.persons.checkpoint import LoadedModel
-from talkinghead.cli import main
 from talkinghead.config import warp_tiny
 from talkinghead.errors import TalkingHeadError, Terminated
 from talkinghead.live.puppet import LivePuppet
 from talkinghead.live.loop import run_live
 from talkinghead.live.outputs import FileOutput
 
-from model_files import random_model_file
+from helpers import leftovers, random_model_file, run_cli
 
 CLIP_FRAMES = 12
 
@@ -52,19 +51,9 @@ def avatar(files):
     return make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1), model
 
 
-def _cli(argv, capsys):
-    rc = main(argv)
-    out = capsys.readouterr()
-    return rc, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
-
-
-def _leftovers(folder) -> list[str]:
-    return [p.name for p in folder.iterdir() if "part" in p.name or p.name.startswith(".")]
-
-
 def test_cli_live_file_camera_writes_playable_mp4(files, tmp_path, capsys):
     out = tmp_path / "x.mp4"
-    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+    rc, stdout, err = run_cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
                             "--camera", str(files["clip"]), "--out", str(out), "--report-every", "0"], capsys)
     assert rc == 0, err
     info = video.probe_video(out)
@@ -73,7 +62,7 @@ def test_cli_live_file_camera_writes_playable_mp4(files, tmp_path, capsys):
     assert 1 <= len(frames) <= CLIP_FRAMES and info.fps == pytest.approx(video.probe_video(files["clip"]).fps)
     assert frames[0].shape == (720, 462, 3)  # the Mona Lisa (743x1155) scaled to --max-size 720, even sides
     assert "frames/s" in stdout and "latency" in stdout and f"wrote {out}" in stdout
-    assert _leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == []
 
 
 def test_puppet_follows_the_face_and_holds_without_one(avatar):
@@ -198,7 +187,7 @@ def test_interrupt_finishes_a_playable_file(tmp_path, interrupt):
         s = _run_slow(camera, puppet, [FileOutput(out, camera.fps)])
         assert s.interrupted and s.frames == 4 and len(puppet.behind) == 4
     assert len(list(video.iter_frames(out))) >= 4
-    assert _leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == []
 
 
 def test_stop_event_ends_the_session(tmp_path):
@@ -223,11 +212,11 @@ def test_cli_ctrl_c_finishes_the_file(files, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(LivePuppet, "render", render)
     out = tmp_path / "x.mp4"
-    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+    rc, stdout, err = run_cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
                             "--camera", str(files["clip"]), "--out", str(out), "--report-every", "0"], capsys)
     assert rc == 0, err
     assert len(list(video.iter_frames(out))) >= 3 and f"wrote {out}" in stdout
-    assert _leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == []
 
 
 def test_failing_output_leaves_no_file(tmp_path):
@@ -250,7 +239,7 @@ def test_failing_output_leaves_no_file(tmp_path):
 
 
 def _one_line_error(argv, capsys, *words):
-    rc, _, err = _cli(argv, capsys)
+    rc, _, err = run_cli(argv, capsys)
     assert rc == 1 and len(err) == 1, err
     assert err[0].startswith("talkinghead live: error:") and all(w in err[0] for w in words), err[0]
 
@@ -317,7 +306,7 @@ def test_a_corrupt_camera_file_is_refused_in_one_line(files, tmp_path, capsys):
     with pytest.raises(video.VideoError, match="broken.mp4 is truncated or corrupt: decoded"):
         FileCamera(broken)
     out = tmp_path / "x.mp4"
-    rc, stdout, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
+    rc, stdout, err = run_cli(["live", "--avatar", str(bundled.PORTRAIT), "--model", str(files["model"]),
                             "--camera", str(broken), "--out", str(out)], capsys)
     assert rc == 1 and len(err) == 1 and "broken.mp4 is truncated or corrupt" in err[0], err
     assert not out.exists() and "live:" not in stdout
@@ -346,7 +335,7 @@ def test_live_out_naming_the_camera_file_is_refused(tmp_path, capsys):
         for _ in range(3):
             w.write(np.zeros((32, 32, 3), np.uint8))
     data = clip.read_bytes()
-    rc, _, err = _cli(["live", "--avatar", str(bundled.PORTRAIT), "--camera", str(clip), "--out", str(clip)],
+    rc, _, err = run_cli(["live", "--avatar", str(bundled.PORTRAIT), "--camera", str(clip), "--out", str(clip)],
                       capsys)
     assert rc == 1 and len(err) == 1 and "is the input" in err[0]
     assert clip.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["camera.mp4"]

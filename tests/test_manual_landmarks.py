@@ -18,14 +18,10 @@ from talkinghead.landmarks.manual import (ManualLandmarks, box_of, five_of, manu
                                           parse_points, points_from_five, read_landmarks, write_landmarks)
 
 from conftest import MEDIA
-from model_files import random_model_file
+from helpers import nme
 
 IRONMAN = MEDIA / "images" / "ironman.jpg"  # a drawn Iron Man mask: no detector stage finds a face
 IRONMAN_FIVE = "192,360,405,360,299,467,213,573,387,573"  # its eye centres, nose tip, mouth corners (600×800)
-
-
-def _nme(a, b) -> float:
-    return float(np.linalg.norm(np.asarray(a) - b, axis=1).mean() / interocular(b))
 
 
 def test_mean_shape_is_centred_with_unit_eye_distance():
@@ -49,7 +45,7 @@ def test_five_points_from_ground_truth_give_68_close_to_it():
     to their 5 points lies within 8 % of the eye distance of the truth on the frontal face (takeo); a frontal
     mean shape cannot follow a head turned three-quarters (breakingbad 0.21, einstein 0.15), which is what a
     user corrects in the written file."""
-    errors = {name: _nme(points_from_five(five_of(gt)), gt) for name in ("breakingbad", "einstein", "takeo")
+    errors = {name: nme(points_from_five(five_of(gt)), gt) for name in ("breakingbad", "einstein", "takeo")
               for gt in [load_pts(MEDIA / "landmarks" / f"{name}.pts")]}
     assert errors["takeo"] < 0.08 and max(errors.values()) < 0.25, errors
 
@@ -188,11 +184,6 @@ def test_landmarks_command_writes_points_and_overlay(tmp_path, capsys):
     assert "no face found" in err and "--points" in err and "\n" not in err
     assert not (tmp_path / "none.pts").exists() and not (tmp_path / "none.png").exists()
     assert main(["landmarks", str(photo), "-o", str(tmp_path / "x.txt")]) == 1
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return random_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", discriminator=False)
 
 
 @pytest.fixture(scope="module")

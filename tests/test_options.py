@@ -107,3 +107,23 @@ def test_a_preprocessed_set_records_its_framing(tmp_path):
     assert dataset_framing(tmp_path) == (0.6, CROP_SHIFT_Y)
     with pytest.raises(TalkingHeadError, match="margin"):
         check_dataset_info(tmp_path, {"resolution": 64, "margin": 0.45, "shift_y": CROP_SHIFT_Y})
+
+
+@pytest.mark.parametrize("raised, code", [("terminated", ExitStatus.TERMINATED), ("interrupted", ExitStatus.INTERRUPTED),
+                                          ("error", ExitStatus.ERROR)])
+def test_the_cli_maps_each_ending_to_its_exit_status(monkeypatch, capsys, raised, code):
+    import types
+
+    from talkinghead import cli
+    from talkinghead.errors import TalkingHeadError, Terminated
+
+    exc = {"terminated": Terminated(), "interrupted": KeyboardInterrupt(), "error": TalkingHeadError("bad")}[raised]
+
+    def run(args):
+        raise exc
+
+    real = cli.command_module
+    monkeypatch.setattr(cli, "command_module", lambda name: types.SimpleNamespace(
+        add_arguments=real(name).add_arguments, run=run))
+    assert main(["verify", "x.png"]) == code
+    assert "Traceback" not in capsys.readouterr().err

@@ -20,7 +20,7 @@ from talkinghead.cli import main
 from talkinghead.media.images import save_png
 
 from conftest import MEDIA
-from model_files import random_model_file
+from helpers import random_model_file
 
 
 def picture(h: int = 256, w: int = 256, seed: int = 0, shift: int = 0) -> np.ndarray:
