@@ -106,20 +106,16 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     t0 = time.time()
     info = video.probe_video(path)
     indices, out_fps = _frame_indices(info, fps)
-    # the face-finding cascade of every video path (preprocess, evaluate): HOG, up-sampled for small frames
-    detectors = [lambda: detector or video_cascade()]
     total = info.num_frames if indices is None else len(indices)
-    for make_detector in detectors:
-        tracker = VideoLandmarkTracker(make_detector(), fps=out_fps, face_index=face_index)
-        faces = []
-        with progress_bar(total, "landmarks", "frame", progress) as bar:
-            for face in tracker.track_iter(_driver_frames(path, indices), smooth=False):
-                faces.append(face)
-                bar.update(1)
-        if not faces:
-            raise video.VideoError(f"no frames could be read from {path}")
-        if any(f is not None for f in faces):
-            break
+    # the face-finding cascade of every video path (preprocess, evaluate): HOG, up-sampled for small frames
+    tracker = VideoLandmarkTracker(detector or video_cascade(), fps=out_fps, face_index=face_index)
+    faces = []
+    with progress_bar(total, "landmarks", "frame", progress) as bar:
+        for face in tracker.track_iter(_driver_frames(path, indices), smooth=False):
+            faces.append(face)
+            bar.update(1)
+    if not faces:
+        raise video.VideoError(f"no frames could be read from {path}")
     points = [None if f is None else np.asarray(f.points, np.float32) for f in tracker.smooth_offline(faces)]
     return DriverTrack(str(path), indices, points, out_fps, info.width, info.height, time.time() - t0)
 
