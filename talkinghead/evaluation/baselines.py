@@ -64,8 +64,10 @@ def warp_with_holes(source_image, source_points, target_points, fill="mean", par
     scale. Same types and shapes as `warp_baseline`."""
     warped = warp_baseline(source_image, source_points, target_points, anchors_per_side)
     is_np = not isinstance(warped, torch.Tensor)
-    y = torch.from_numpy(np.asarray(warped, np.float32)).permute(2, 0, 1) if is_np else warped  # (C, H, W) / (1, C, H, W)
-    x = torch.from_numpy(np.asarray(source_image, np.float32)).permute(2, 0, 1) if is_np else source_image
+    def chw(a):  # (H, W, C) array -> (C, H, W) float tensor; tensors as they are ((C, H, W) or (1, C, H, W))
+        return torch.from_numpy(np.asarray(a, np.float32)).permute(2, 0, 1) if is_np else a
+
+    y, x = chw(warped), chw(source_image)
     h, w = y.shape[-2:]
     m = torch.from_numpy(hole_masks(source_points, target_points, (h, w))[part]).to(y.device)  # (H, W)
     c = y.shape[-3]
