@@ -3,6 +3,8 @@
 - `copy_source`: the source shot itself, unchanged (what a model scores when it ignores the driver).
 - `warp_baseline`: the classical landmark warp of the source frame (`landmarks/warp.py`: piecewise-affine over
   the target landmarks and border anchors), sampled bilinearly (torch grid_sample, border padding).
+- `warp_with_holes`: the warp baseline with its holes (`landmarks/holes.py`: the openings the photo does not
+  show, DESIGN.md §2 "What the photo cannot show") filled with one neutral colour instead of stretched lips.
 
 Points are (x, y) pixel coordinates with pixel centres at integers (dlib's convention, as Face.points).
 Images are uint8 (H, W, 3) RGB arrays or float tensors (3, H, W) / (1, 3, H, W); the result has the input's
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkinghead.landmarks.holes import hole_masks
 from talkinghead.landmarks.warp import flow_grid
 
 
@@ -52,3 +55,29 @@ def warp_baseline(source_image, source_points, target_points, anchors_per_side: 
 def warp_sequence(source_image, source_points, target_points_seq, anchors_per_side: int = 4) -> list:
     """warp_baseline for each of T target landmark sets (T, 68, 2); returns a list of T images."""
     return [warp_baseline(source_image, source_points, t, anchors_per_side) for t in target_points_seq]
+
+
+def warp_with_holes(source_image, source_points, target_points, fill="mean", part: str = "all",
+                    anchors_per_side: int = 4):
+    """`warp_baseline` with the warp's holes (`hole_masks`, `part`: "mouth", "eyes" or "all") blended to one
+    colour: fill "mean" (the source image's mean colour), a number or a per-channel sequence, in the image's
+    scale. Same types and shapes as `warp_baseline`."""
+    warped = warp_baseline(source_image, source_points, target_points, anchors_per_side)
+    is_np = not isinstance(warped, torch.Tensor)
+    def chw(a):  # (H, W, C) array -> (C, H, W) float tensor; tensors as they are ((C, H, W) or (1, C, H, W))
+        return torch.from_numpy(np.asarray(a, np.float32)).permute(2, 0, 1) if is_np else a
+
+    y, x = chw(warped), chw(source_image)
+    h, w = y.shape[-2:]
+    m = torch.from_numpy(hole_masks(source_points, target_points, (h, w))[part]).to(y.device)  # (H, W)
+    c = y.shape[-3]
+    if isinstance(fill, str) and fill == "mean":
+        colour = x.float().mean(dim=(-2, -1)).reshape(-1)[-c:]  # (C,)
+    else:
+        colour = torch.as_tensor(fill, dtype=torch.float32).reshape(-1).expand(c)
+    colour = colour.to(y.device).view(c, 1, 1)
+    out = y.float() * (1 - m) + colour * m
+    if is_np:
+        arr = out.permute(1, 2, 0).round().clamp(0, 255).numpy()
+        return arr.astype(np.asarray(source_image).dtype)
+    return out.to(warped.dtype)

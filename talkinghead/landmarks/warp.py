@@ -1,7 +1,11 @@
 """The classical landmark warp (DESIGN.md §2, §6): a backward map that moves an image so its landmarks land on
 other landmarks — piecewise-affine over the Delaunay triangulation of the *target* landmarks plus fixed anchor
-points on the image border (so the whole frame moves smoothly and the border stays put). It is the
-evaluation's warp baseline and the coarse flow of the warp-guided generator (`flow_grid`).
+points on the image border (so the whole frame moves smoothly and the border stays put), except on the
+lips: Delaunay may join the mouth corners across an open mouth (a triangle from the upper to the lower outer
+lip), so the opening would sample lip texture and the lips lose their thickness; the outer-lip polygon is
+therefore always cut by one fixed triangulation (`MOUTH_TRIANGLES`: the lip band as strips between the outer
+and inner lip contours, the opening between the inner lips; DESIGN.md §2, "What the photo cannot show"). It is
+the evaluation's warp baseline and the coarse flow of the warp-guided generator (`flow_grid`).
 
 Points are (x, y) pixel coordinates with pixel centres at integers (dlib's convention, as Face.points).
 """
@@ -26,6 +30,52 @@ def border_anchors(h: int, w: int, per_side: int = 4) -> np.ndarray:
     return np.concatenate([top, right, bottom, left]).astype(np.float64)
 
 
+def _zip_chains(a: list[int], b: list[int]) -> list[tuple[int, int, int]]:
+    """Triangles of the strip between two point chains that start and end together (by chain fraction)."""
+    tris, i, j = [], 0, 0
+    while i < len(a) - 1 or j < len(b) - 1:
+        if j == len(b) - 1 or (i < len(a) - 1 and (i + 1) / (len(a) - 1) <= (j + 1) / (len(b) - 1)):
+            tris.append((a[i], a[i + 1], b[j]))
+            i += 1
+        else:
+            tris.append((a[i], b[j], b[j + 1]))
+            j += 1
+    return tris
+
+
+# iBUG 68: outer lips 48-59 (corners 48, 54), inner lips 60-67 (corners 60, 64; pairs 61-67, 62-66, 63-65).
+MOUTH_TRIANGLES = np.array(
+    _zip_chains(list(range(48, 55)), list(range(60, 65)))  # upper lip band
+    + _zip_chains([54, 55, 56, 57, 58, 59, 48], [64, 65, 66, 67, 60])  # lower lip band
+    + [(60, 61, 67), (61, 62, 67), (62, 66, 67), (62, 63, 66), (63, 65, 66), (63, 64, 65)]  # the opening
+)  # (K, 3)
+
+
+def _affine_maps(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """(K, 3, 2) target and source triangles -> (K, 3, 2) maps M_k with [x y 1] @ M_k = source (x', y')."""
+    dh = np.concatenate([dst, np.ones((len(dst), 3, 1))], 2)  # (K, 3, 3)
+    return np.linalg.pinv(dh) @ src  # pinv: safe for sliver triangles
+
+
+def _mouth_override(out: np.ndarray, pix: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+    """Re-map, in place, the pixels (N, 2) inside the target's `MOUTH_TRIANGLES` with those triangles' maps."""
+    lo, hi = dst[48:68].min(0) - 1, dst[48:68].max(0) + 1
+    near = np.flatnonzero(((pix[:, :2] >= lo) & (pix[:, :2] <= hi)).all(1))  # (n,) pixels by the mouth
+    if not len(near):
+        return
+    tri_d, m = dst[MOUTH_TRIANGLES], _affine_maps(dst[MOUTH_TRIANGLES], src[MOUTH_TRIANGLES])  # (K, 3, 2)
+    e = tri_d[:, [1, 2, 0]] - tri_d  # (K, 3, 2) edge vectors
+    rel = pix[near, None, None, :2] - tri_d[None]  # (n, K, 3, 2)
+    cross = e[None, ..., 0] * rel[..., 1] - e[None, ..., 1] * rel[..., 0]  # (n, K, 3)
+    eps = 1e-9
+    inside = (cross >= -eps).all(-1) | (cross <= eps).all(-1)  # either orientation
+    inside &= np.abs(e[:, 0, 0] * e[:, 2, 1] - e[:, 0, 1] * e[:, 2, 0])[None] > eps  # not degenerate
+    hit = inside.any(1)
+    k = inside.argmax(1)[hit]  # first containing triangle
+    rows = near[hit]
+    out[rows] = np.einsum("nk,nkd->nd", pix[rows], m[k])
+
+
 @functools.lru_cache(maxsize=4)
 def _pixel_grid(h: int, w: int) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w]
@@ -38,8 +88,9 @@ def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndar
                anchors_per_side: int = 4) -> np.ndarray:
     """Backward map (h, w, 2): for each output pixel, the (x, y) source position it samples.
 
-    Piecewise-affine over the Delaunay triangulation of target points + border anchors; pixels outside every
-    triangle (only possible when landmarks lie far outside the frame) map to themselves."""
+    Piecewise-affine over the Delaunay triangulation of target points + border anchors, the lips (68 points)
+    over `MOUTH_TRIANGLES`; pixels outside every triangle (only possible when landmarks lie far outside the
+    frame) map to themselves."""
     src = np.asarray(source_points, np.float64).reshape(-1, 2)
     dst = np.asarray(target_points, np.float64).reshape(-1, 2)
     if src.shape != dst.shape:
@@ -49,12 +100,13 @@ def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndar
     tri = Delaunay(dst_all)  # duplicate points (closed lips) are dropped by qhull, never referenced
     # Per-triangle affine map dst → src: [x y 1] @ M_k = (x', y'), M_k (3, 2) = [D_k 1]⁻¹ S_k.
     simp = tri.simplices  # (K, 3)
-    dh = np.concatenate([dst_all[simp], np.ones((len(simp), 3, 1))], 2)  # (K, 3, 3)
-    m = np.linalg.pinv(dh) @ src_all[simp]  # (K, 3, 2); pinv: safe for sliver triangles
+    m = _affine_maps(dst_all[simp], src_all[simp])  # (K, 3, 2)
     pix = _pixel_grid(h, w)  # (N, 3) homogeneous pixel centres
     simplex = tri.find_simplex(pix[:, :2])  # (N,), -1 outside the hull
     m = np.concatenate([m, np.eye(3)[None, :, :2]])  # index -1 → identity
     out = np.einsum("nk,nkd->nd", pix, m[simplex])  # (N, 2)
+    if len(src) == 68:
+        _mouth_override(out, pix, src, dst)
     return out.reshape(h, w, 2)
 
 
