@@ -26,8 +26,11 @@ def random_model_file(path, cfg: Config | None = None, seed: int = 0, discrimina
     return Path(path)
 
 
-def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0) -> np.ndarray:
-    """68 iBUG-ordered points of a cartoon face: jaw half-ellipse, brows, nose, eyes, lips. (68, 2)."""
+def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0,
+                   eye_open: float = 1.0) -> np.ndarray:
+    """68 iBUG-ordered points of a cartoon face: jaw half-ellipse, brows, nose, eyes (their height scaled by
+    eye_open), lips (the upper lip 49-53, 61-63 above the mouth corners); mouth_open moves the lower lip and
+    the chin down by that share of the height. (68, 2)."""
     w, h = width, height
     p = np.zeros((68, 2))
     th = np.linspace(math.pi, 0, 17)
@@ -38,12 +41,11 @@ def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.
     p[31:36] = np.stack([np.linspace(-0.1, 0.1, 5) * w, np.full(5, 0.38 * h)], 1)
     for start, ex in ((36, -0.22), (42, 0.22)):
         a = np.linspace(0, 2 * math.pi, 7)[:-1] + math.pi
-        p[start:start + 6] = np.stack([ex * w + 0.08 * w * np.cos(a), -0.1 * h + 0.03 * h * np.sin(a)], 1)
+        p[start:start + 6] = np.stack([ex * w + 0.08 * w * np.cos(a), -0.1 * h + eye_open * 0.03 * h * np.sin(a)], 1)
     a = np.linspace(0, 2 * math.pi, 13)[:-1] + math.pi
-    p[48:60] = np.stack([0.2 * w * np.cos(a), 0.62 * h + 0.07 * h * np.sin(-a)], 1)
+    p[48:60] = np.stack([0.2 * w * np.cos(a), 0.62 * h + 0.07 * h * np.sin(a)], 1)
     a = np.linspace(0, 2 * math.pi, 9)[:-1] + math.pi
-    p[60:68] = np.stack([0.12 * w * np.cos(a), 0.62 * h + 0.01 * h * np.sin(-a)], 1)
-    # mouth opening: lower lip (outer 55-59, inner 65-67) and chin (jaw 6-10) move down
+    p[60:68] = np.stack([0.12 * w * np.cos(a), 0.62 * h + 0.01 * h * np.sin(a)], 1)
     p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += mouth_open * h
     p[6:11, 1] += 0.6 * mouth_open * h
     return (p + [cx, cy]).astype(np.float32)

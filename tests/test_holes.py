@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -11,34 +10,11 @@ import torch
 from matplotlib.path import Path as MplPath
 
 from talkinghead.evaluation.baselines import warp_baseline, warp_with_holes
-from talkinghead.landmarks.holes import MOUTH, hole_mask_tensor, hole_masks
+from talkinghead.landmarks.holes import hole_mask_tensor, hole_masks
 from talkinghead.landmarks.warp import warp_field
+from helpers import synthetic_face
 
 S = 200
-
-
-def synthetic_face(width: float, height: float, mouth_open: float = 0.0, cx=100.0, cy=100.0,
-                   eye_open: float = 1.0) -> np.ndarray:
-    """tests/test_animate.py's cartoon face (68 iBUG points), with the eyes' height scaled by eye_open and the
-    upper lip points (49-53, 61-63) above the mouth corners (there they lie below, inside an open mouth)."""
-    w, h = width, height
-    p = np.zeros((68, 2))
-    th = np.linspace(math.pi, 0, 17)
-    p[0:17] = np.stack([w / 2 * np.cos(th), h * np.sin(th)], 1)
-    p[17:22] = np.stack([np.linspace(-0.4, -0.1, 5) * w, np.full(5, -0.35 * h)], 1)
-    p[22:27] = np.stack([np.linspace(0.1, 0.4, 5) * w, np.full(5, -0.35 * h)], 1)
-    p[27:31] = np.stack([np.zeros(4), np.linspace(-0.2, 0.3, 4) * h], 1)
-    p[31:36] = np.stack([np.linspace(-0.1, 0.1, 5) * w, np.full(5, 0.38 * h)], 1)
-    for start, ex in ((36, -0.22), (42, 0.22)):
-        a = np.linspace(0, 2 * math.pi, 7)[:-1] + math.pi
-        p[start:start + 6] = np.stack([ex * w + 0.08 * w * np.cos(a), -0.1 * h + eye_open * 0.03 * h * np.sin(a)], 1)
-    a = np.linspace(0, 2 * math.pi, 13)[:-1] + math.pi
-    p[48:60] = np.stack([0.2 * w * np.cos(a), 0.62 * h + 0.07 * h * np.sin(a)], 1)
-    a = np.linspace(0, 2 * math.pi, 9)[:-1] + math.pi
-    p[60:68] = np.stack([0.12 * w * np.cos(a), 0.62 * h + 0.01 * h * np.sin(a)], 1)
-    p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += mouth_open * h
-    p[6:11, 1] += 0.6 * mouth_open * h
-    return (p + [cx, cy]).astype(np.float32)
 
 
 def face(mouth_open=0.0, eye_open=1.0):
