@@ -1,0 +1,141 @@
+"""Does the animated face show teeth when the driver does, and blink when the driver blinks? A video-level check of
+`animate` (the bundled Mona Lisa by default) against its drivers: the bundled clip and, where the real media is
+there, two val clips of `talking/`.
+
+    python benchmarks/bench_mouth_eyes.py [--source PHOTO] [--model FILE] [--json OUT.json]
+
+Per driver, from dlib's 68 points found on the driver's and on the output's frames:
+- teeth share: the share of bright, low-saturation pixels (HSV value > 0.55, saturation < 0.35) inside the inner-lip
+  polygon (points 60-67); "teeth frames" are the driver's frames with a share above 0.3. Printed: the driver's and
+  the output's mean share on those frames, and their ratio (the target is at least 0.5).
+- blink: the eye aspect ratio (mean of both eyes) as a share of its clip's median; "blink frames" are the driver's
+  below 0.6. Printed: the driver's, the rendered targets' (what the renderer was asked to draw) and the output's
+  share on those frames (the target is below 0.6). dlib can misplace the upper lid of a painted, closed eye on the
+  crease above it, so the output's figure is a lower bound of the blink; look at the frames too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import timing  # noqa: E402,F401 - idle OpenMP workers sleep (before torch)
+
+MEDIA = HERE.parent.parent / "shared" / "data"
+VAL_DRIVERS = ("talking/id00057/LivePortrait/assets_examples_driving_d14.mp4",
+               "talking/id00111/EDTalk/test_data_expression_source.mp4")
+TEETH_FRAME, BLINK_FRAME = 0.3, 0.6
+
+
+def teeth_share(frame: np.ndarray, points: np.ndarray) -> float:
+    """Share of bright, low-saturation pixels inside the inner-lip polygon of `points` (68, 2)."""
+    from matplotlib.path import Path as Polygon
+
+    poly = points[60:68]
+    x0, y0 = np.floor(poly.min(0)).astype(int)
+    x1, y1 = np.ceil(poly.max(0)).astype(int) + 1
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, frame.shape[1]), min(y1, frame.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    inside = Polygon(poly).contains_points(np.stack([xx.ravel(), yy.ravel()], 1)).reshape(xx.shape)
+    if not inside.any():
+        return 0.0
+    rgb = frame[y0:y1, x0:x1].astype(np.float32) / 255
+    value, low = rgb.max(-1), rgb.min(-1)
+    saturation = (value - low) / np.maximum(value, 1e-6)
+    teeth = (value > 0.55) & (saturation < 0.35)
+    return float(teeth[inside].mean())
+
+
+def face_points(frames) -> list[np.ndarray | None]:
+    """dlib's 68 points of the largest face in each frame (None where none is found)."""
+    from talkinghead.landmarks.detect import DlibDetector, pick_face
+
+    det = DlibDetector(upsample=1)
+    out = []
+    for f in frames:
+        face = pick_face(det.detect(f), f.shape, None)
+        out.append(None if face is None else face.points)
+    return out
+
+
+def aperture(points: list[np.ndarray | None]) -> np.ndarray:
+    """(T,) mean eye aspect ratio per frame as a share of the clip's median (nan where no face)."""
+    from talkinghead.landmarks.blinks import eye_aperture
+
+    ear = np.array([np.nan if p is None else float(eye_aperture(p).mean()) for p in points])
+    return ear / np.nanmedian(ear)
+
+
+def check(source: Path, driver: Path, model, workdir: Path) -> dict:
+    from talkinghead.inference.pipeline import animate_video, driving_targets, track_driver
+    from talkinghead.media import video
+    from talkinghead.persons.avatar import make_ff_avatar
+
+    avatar = make_ff_avatar([str(source)], model, shots=1)
+    track = track_driver(driver, progress=False)
+    out = workdir / f"{driver.stem}.mp4"
+    animate_video(avatar, driver, out, model=model, track=track, progress=False)
+    drv_frames = list(video.iter_frames(driver))
+    if track.indices is not None:
+        drv_frames = [drv_frames[i] for i in track.indices]
+    out_frames = list(video.iter_frames(out))
+    n = min(len(drv_frames), len(out_frames))
+    drv_pts, out_pts = face_points(drv_frames[:n]), face_points(out_frames[:n])
+    row: dict = {"driver": str(driver.name), "frames": n}
+    teeth = [i for i in range(n) if drv_pts[i] is not None and teeth_share(drv_frames[i], drv_pts[i]) > TEETH_FRAME]
+    row["teeth_frames"] = len(teeth)
+    if teeth:
+        d = np.mean([teeth_share(drv_frames[i], drv_pts[i]) for i in teeth])
+        o = np.mean([0.0 if out_pts[i] is None else teeth_share(out_frames[i], out_pts[i]) for i in teeth])
+        row.update(teeth_driver=round(float(d), 3), teeth_output=round(float(o), 3), teeth_ratio=round(float(o / d), 3))
+    drv_ear = aperture(drv_pts)
+    blinks = [i for i in range(n) if drv_ear[i] < BLINK_FRAME]
+    row["blink_frames"] = len(blinks)
+    if blinks:
+        crop_targets = driving_targets(avatar, track)[:n]  # (T, 68, 2) in the avatar's crop
+        row.update(blink_driver=round(float(np.nanmean(drv_ear[blinks])), 3),
+                   blink_targets=round(float(np.nanmean(aperture(list(crop_targets))[blinks])), 3),
+                   blink_output=round(float(np.nanmean(aperture(out_pts)[blinks])), 3))
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", help="the photo animated [default: the bundled Mona Lisa]")
+    ap.add_argument("--model", help="model file [default: the bundled one]")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args()
+    from talkinghead import bundled
+    from talkinghead.persons.checkpoint import LoadedModel, resolve_model
+
+    model = LoadedModel.load(resolve_model(args.model), "cpu", with_discriminator=False)
+    source = Path(args.source) if args.source else bundled.PORTRAIT
+    drivers = [bundled.DRIVING] + [MEDIA / p for p in VAL_DRIVERS if (MEDIA / p).is_file()]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in drivers:
+            rows.append(check(source, d, model, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"teeth: output/driver share on the driver's teeth frames (target >= 0.5); blink: eye aperture on the "
+          f"driver's blink frames as a share of the median (target < {BLINK_FRAME})")
+    for r in rows:
+        print(f"  {r['driver']}: teeth {r.get('teeth_ratio', '–')} ({r['teeth_frames']} frames), blink driver "
+              f"{r.get('blink_driver', '–')} targets {r.get('blink_targets', '–')} output {r.get('blink_output', '–')} "
+              f"({r['blink_frames']} frames)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
