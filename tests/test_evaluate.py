@@ -299,11 +299,11 @@ def test_evaluate_on_a_plain_folder_without_a_split(tiny_model, media, tmp_path,
 
 # ---- the warp-guided generator (model.generator = "warp") ------------------------------------------------
 def test_warp_render_draws_each_target_from_its_nearest_shot():
-    """protocol.render with an untrained warp G: a target whose landmarks equal shot k's is that shot's texture
+    """renders.render with an untrained warp G: a target whose landmarks equal shot k's is that shot's texture
     under the identity flow, so it comes back as shot k (the untrained G is the classical warp,
     nn/warp_generator.py), whichever order the targets come in."""
     from talkinghead.config import warp_tiny
-    from talkinghead.evaluation.protocol import WarpSources, render
+    from talkinghead.evaluation.renders import WarpSources, render
     from talkinghead.landmarks.rasterize import landmark_image_tensor
 
     torch.manual_seed(0)

@@ -28,9 +28,9 @@ protocol, plus FID lines), report.md (tables of means over videos), config.json,
 examples.png (shots | driver | methods | ground truth), cross_examples.png; the preprocessed validation
 crops are cached (resumable) under REPORT_DIR/cache or --cache.
 
-Modules: settings (EvalSettings, the protocol's constants), data (videos, shot/target split), protocol (the
-steps and `evaluate`), report (aggregation, Markdown, verdict), plots (figures). The command line is
-talkinghead/commands/evaluate.py.
+Modules: settings (EvalSettings, the protocol's constants), data (videos, shot/target split), renders (the
+few-shot models, the warp G's textures, the baselines), protocol (the steps and `evaluate`), report (aggregation,
+Markdown, verdict), plots (figures). The command line is talkinghead/commands/evaluate.py.
 """
 
 from talkinghead.evaluation.data import EvalVideo, split_video
