@@ -2,7 +2,7 @@
 `animate` (the bundled Mona Lisa by default) against its drivers: the bundled clip and, where the real media is
 there, two val clips of `talking/`.
 
-    python benchmarks/bench_mouth_eyes.py [--source PHOTO] [--model FILE] [--json OUT.json]
+    python benchmarks/bench_mouth_eyes.py [--source PHOTO] [--model FILE] [--json OUT.json] [--quick]
 
 Per driver, from dlib's 68 points found on the driver's and on the output's frames:
 - teeth share: the share of bright, low-saturation pixels (HSV value > 0.55, saturation < 0.35) inside the inner-lip
@@ -70,7 +70,7 @@ def face_points(frames) -> list[np.ndarray | None]:
 
 def aperture(points: list[np.ndarray | None]) -> np.ndarray:
     """(T,) mean eye aspect ratio per frame as a share of the clip's median (nan where no face)."""
-    from talkinghead.landmarks.blinks import eye_aperture
+    from talkinghead.landmarks.openness import eye_aperture
 
     ear = np.array([np.nan if p is None else float(eye_aperture(p).mean()) for p in points])
     return ear / np.nanmedian(ear)
@@ -114,13 +114,14 @@ def main() -> int:
     ap.add_argument("--source", help="the photo animated [default: the bundled Mona Lisa]")
     ap.add_argument("--model", help="model file [default: the bundled one]")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--quick", action="store_true", help="the bundled clip only (the val clips take minutes)")
     args = ap.parse_args()
     from talkinghead import bundled
     from talkinghead.persons.checkpoint import LoadedModel, resolve_model
 
     model = LoadedModel.load(resolve_model(args.model), "cpu", with_discriminator=False)
     source = Path(args.source) if args.source else bundled.PORTRAIT
-    drivers = [bundled.DRIVING] + [MEDIA / p for p in VAL_DRIVERS if (MEDIA / p).is_file()]
+    drivers = [bundled.DRIVING] + ([] if args.quick else [MEDIA / p for p in VAL_DRIVERS if (MEDIA / p).is_file()])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in drivers:

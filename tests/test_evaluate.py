@@ -293,7 +293,7 @@ def test_evaluate_on_a_plain_folder_without_a_split(tiny_model, media, tmp_path,
 
 # ---- the warp-guided generator (model.generator = "warp") ------------------------------------------------
 def test_warp_render_draws_each_target_from_its_nearest_shot():
-    """protocol.render with an untrained warp G: a target whose landmarks equal shot k's is that shot's texture
+    """renders.render with an untrained warp G: a target whose landmarks equal shot k's is that shot's texture
     under the identity flow, so it comes back as shot k (the untrained G is the classical warp,
     nn/warp_generator.py), whichever order the targets come in."""
     from talkinghead.config import warp_tiny
@@ -368,3 +368,153 @@ def test_evaluate_warp_generator_end_to_end(warp_model, media, tmp_path, capsys)
     assert {(r["video"], r["method"], r["T"]) for r in cross if r["method"] in ("ff", "ft")} == {
         (v, m, T) for v in ("capman_2", "pexels_woman") for m in ("ff", "ft") for T in (1, 2)}
     assert all(math.isfinite(r["metrics"]["csim"]) for r in cross)
+
+
+# ---- the open-mouth and closing-eyes subsets -------------------------------------------------------------
+def _face(gap: float = 0.0, ear: float = 0.3, size: int = 64) -> np.ndarray:
+    """A synthetic (68, 2) face in a size² crop: its inner lips `gap` inter-ocular distances apart, both eyes of
+    aspect ratio `ear`."""
+    s = size / 64
+    rng = np.random.default_rng(0)
+    p = rng.uniform(16, 48, (68, 2))  # jaw, brows, nose: anywhere on the face
+    for k, x0 in enumerate((14.0, 34.0)):  # the subject's right eye (36-41), then the left (42-47); width 16
+        h = ear * 16 / 2  # half the lids' distance: (2h + 2h) / (2 · 16) = ear
+        p[36 + 6 * k:42 + 6 * k] = [[x0, 24], [x0 + 5, 24 - h], [x0 + 11, 24 - h], [x0 + 16, 24],
+                                    [x0 + 11, 24 + h], [x0 + 5, 24 + h]]
+    iod = 50 - 14  # outer corners 36 (x 14) and 45 (x 50)
+    p[48:60] = [[22 + 20 * (1 - np.cos(a)) / 2, 44 + 6 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 13)[:-1]]
+    lo = 44 + gap * iod
+    p[60:68] = [[24, 44], [28, 44], [32, 44], [36, 44], [40, 44], [36, lo], [32, lo], [28, lo]]
+    return (p * s).astype(np.float32)
+
+
+def test_openness_of_the_synthetic_face():
+    from talkinghead.landmarks.openness import eye_aperture, mouth_gap
+
+    assert mouth_gap(_face(gap=0.2)) == pytest.approx(0.2, abs=1e-6)
+    assert mouth_gap(np.stack([_face(gap=0.0), _face(gap=0.3)])).tolist() == pytest.approx([0.0, 0.3], abs=1e-6)
+    assert eye_aperture(_face(ear=0.25)) == pytest.approx([0.25, 0.25], abs=1e-6)
+
+
+def test_subset_selection_on_synthetic_landmarks():
+    from talkinghead.evaluation.subsets import closing_eyes, median_ear, open_mouth, texture_shots
+
+    closed, opened, ajar = _face(gap=0.0), _face(gap=0.3), _face(gap=0.1)
+    targets = np.stack([opened, closed, opened, ajar])
+    shots = np.stack([closed, closed, opened, closed])
+    # an open target over a closed shot: selected; a closed one, or an open one over an open shot, or ajar: not
+    assert open_mouth(targets, shots).tolist() == [True, False, False, False]
+    video = np.stack([_face(ear=0.3)] * 8 + [_face(ear=0.05)] * 2)  # mostly open, two blinks
+    ear = median_ear(video)
+    assert ear == pytest.approx(0.3)
+    blink, open_eyes, wide = _face(ear=0.1), _face(ear=0.3), _face(ear=0.35)
+    targets = np.stack([blink, open_eyes, blink, blink])
+    shots = np.stack([wide, wide, _face(ear=0.25), blink])
+    # a blink over an open shot (above the median): selected; open eyes, or a blink over a less open shot: not
+    assert closing_eyes(targets, shots, ear).tolist() == [True, False, False, False]
+    # the texture shot: the nearest in pose unless given
+    cand = np.stack([closed, opened])
+    assert np.array_equal(texture_shots(cand, np.stack([opened, closed])), np.stack([opened, closed]))
+    assert np.array_equal(texture_shots(cand, np.stack([opened, closed]), source=[0, 0]), np.stack([closed] * 2))
+
+
+def test_subset_scores_only_on_the_subset_frames(monkeypatch):
+    """The region metrics see the qualifying frames only; None and 0 frames where nothing qualifies."""
+    import talkinghead.metrics as metrics
+    from talkinghead.evaluation.subsets import KEYS, subset_scores
+
+    seen = []
+
+    def fake_metric(name):
+        def fn(fake, real, real_points=None):
+            seen.append((name, len(fake), len(real_points)))
+            return {name: torch.full((len(fake),), 0.5), name + "_l1": torch.full((len(fake),), 0.25)}
+        return fn
+
+    monkeypatch.setattr(metrics, "mouth_metrics", fake_metric("mouth"))
+    monkeypatch.setattr(metrics, "eyes_metrics", fake_metric("eyes"))
+    x = torch.zeros(3, 3, 64, 64)
+    targets = np.stack([_face(gap=0.3), _face(), _face(gap=0.3)])
+    subs = subset_scores(x, x, targets, np.stack([_face()] * 3), 0.3)
+    assert set(subs) == set(KEYS) and seen == [("mouth", 2, 2)]
+    assert subs == {"mouth_open": 0.5, "mouth_l1_open": 0.25, "open_frames": 2, "eyes_closing": None,
+                    "eyes_l1_closing": None, "closing_frames": 0}
+    subs = subset_scores(x, x, targets, np.stack([_face()] * 3), 0.3, measure=False)  # counts only
+    assert subs["open_frames"] == 2 and subs["mouth_open"] is None and len(seen) == 1
+
+
+@pytest.mark.parametrize("preset", ["tiny", "warp_tiny"])
+def test_self_rows_carry_the_subsets_for_every_method(preset, tmp_path):
+    """Baselines and FF rows of a synthetic video (random tiny models): the six subset keys on every row; the
+    open-mouth target measured where its texture shot is closed (the baselines' first shot; FF's at T = 1) and
+    None at T = 2, where FF's texture shot is the nearer, ajar one; the closing-eyes values None (no blink)."""
+    from types import SimpleNamespace
+
+    from talkinghead import config
+    from talkinghead.evaluation import protocol
+    from talkinghead.evaluation.data import EvalVideo
+    from talkinghead.evaluation.subsets import KEYS
+    from talkinghead.landmarks.rasterize import landmark_image_tensor
+    from talkinghead.persons.checkpoint import LoadedModel
+
+    cfg = getattr(config, preset)()
+    S = cfg.model.image_size
+    lm = LoadedModel.load(random_model_file(tmp_path / "m.safetensors", cfg), "cpu", with_discriminator=False)
+    pts = np.stack([_face(size=S), _face(gap=0.1, size=S), _face(gap=0.3, size=S), _face(size=S)])  # (4, 68, 2)
+    x = torch.rand(4, 3, S, S) * 2 - 1
+    y = landmark_image_tensor(pts, S)
+    shard = SimpleNamespace(landmarks=pts, frame_indices=[0, 3, 6, 9])
+    v = EvalVideo("synthetic", "someone", shard, [2, 3], x[2:], y[2:], pts[2:],
+                  {1: ([0], x[:1], y[:1], pts[:1]), 2: ([0, 1], x[:2], y[:2], pts[:2])})
+    st = SimpleNamespace(metrics=("ssim", "mouth"), shots=(1, 2), modes=("ff",), seed=0)
+    run = SimpleNamespace(st=st, lm=lm, device=torch.device("cpu"), common={}, want_fid=False)
+    res = protocol.SelfResult()
+    renders = protocol._self_baselines(run, v, res)
+    for T in (1, 2):
+        protocol._self_models(run, v, T, renders, res)
+    assert {(r["method"], r["T"]) for r in res.rows} == {(m, T) for m in ("copy", "warp", "ff") for T in (1, 2)}
+    for r in res.rows:
+        assert set(KEYS) <= set(r) and r["closing_frames"] == 0
+        assert r["eyes_closing"] is None and r["eyes_l1_closing"] is None
+        if r["method"] == "ff" and r["T"] == 2:  # drawn from the ajar shot: nothing qualifies
+            assert r["open_frames"] == 0 and r["mouth_open"] is None and r["mouth_l1_open"] is None
+        else:  # the open target over the closed first shot
+            assert r["open_frames"] == 1 and math.isfinite(r["mouth_open"]) and math.isfinite(r["mouth_l1_open"])
+    if preset == "warp_tiny":
+        assert [r["texture_frames"] for r in res.rows if r["method"] == "ff"] == [[0, 0], [3, 0]]
+    json.dumps(res.rows)  # plain numbers and None: JSONL as they are
+
+
+def test_report_shows_the_subset_table():
+    from talkinghead.evaluation.report import aggregate_subsets, subset_table
+
+    def row(video, method, mouth, frames):
+        return {"video": video, "method": method, "T": 1, "mouth_open": mouth, "mouth_l1_open": mouth,
+                "open_frames": frames, "eyes_closing": None, "eyes_l1_closing": None, "closing_frames": 0}
+
+    rows = [row("a", "copy", 0.2, 1), row("b", "copy", 0.5, 3), row("a", "ff", None, 0), row("b", "ff", 0.1, 2)]
+    agg = aggregate_subsets(rows, ["copy", "ff"], [1])
+    assert agg[("copy", 1)]["mouth_open"] == pytest.approx((0.2 + 3 * 0.5) / 4)  # frame-weighted over videos
+    assert agg[("ff", 1)]["mouth_open"] == pytest.approx(0.1) and agg[("ff", 1)]["open_frames"] == 2
+    lines = subset_table(agg, ["copy", "ff"], [1])
+    assert lines[0] == ("| method | T | mouth LPIPS-like (open) ↓ | mouth L1 (open) ↓ | open frames | "
+                        "eyes LPIPS-like (closing) ↓ | eyes L1 (closing) ↓ | closing frames |")
+    assert lines[2] == "| copy source (baseline) | 1 | 0.4250 | 0.4250 | 4 | – | – | 0 |"
+    assert lines[3] == "| model FF | 1 | 0.1000 | 0.1000 | 2 | – | – | 0 |"
+
+
+@pytest.mark.media
+def test_quick_rows_and_report_carry_the_subsets(quick_report):
+    from talkinghead.evaluation.subsets import KEYS
+
+    rows = [r for r in _lines(quick_report) if r["protocol"] == "self" and r["video"] != "all"]
+    for r in rows:
+        assert set(KEYS) <= set(r), (r["video"], r["method"], r["T"])
+        for frames, keys in (("open_frames", KEYS[:2]), ("closing_frames", KEYS[3:5])):
+            assert isinstance(r[frames], int) and 0 <= r[frames] <= 5
+            assert all((r[k] is None) == (r[frames] == 0) for k in keys), r  # measured: null iff none qualifies
+    md = (quick_report / "report.md").read_text()
+    assert "## Open mouth and closing eyes" in md and "| method | T | mouth LPIPS-like (open) ↓ |" in md
+    for name in ("copy source (baseline)", "landmark warp (baseline)", "model FF", "model FT"):
+        assert sum(line.startswith(f"| {name} | 1 |") for line in md.splitlines()) >= 2  # main table + subsets
+    assert "inner-lip gap (points 61-63 to 67-65) is above 0.15 inter-ocular distances" in md

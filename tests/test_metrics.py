@@ -263,3 +263,22 @@ def test_mouth_metric_compares_only_the_mouth_box():
     assert v["mouth_l1"][0] == 0 and v["mouth"][0] == pytest.approx(0.0, abs=1e-6)
     assert v["mouth_l1"][1] == pytest.approx(0.5, abs=0.02) and v["mouth"][1] > 0
     assert not higher_is_better("mouth") and not higher_is_better("mouth_l1") and label("mouth_l1").endswith("↓")
+
+
+def test_eyes_metric_compares_only_the_eye_box():
+    """The eye box (both eyes, grown by 0.15 of their width) is cut at the target's eyes: differences at the
+    mouth do not count, inside the box they do (L1 by hand)."""
+    from talkinghead.landmarks.rasterize import eye_box
+    from talkinghead.metrics import eyes_metrics
+
+    real = torch.zeros(2, 3, 64, 64)
+    pts = np.zeros((2, 68, 2), np.float32)
+    pts[:, 48:68] = [32, 50]  # the mouth, far below
+    pts[:, 36:48] = [[12, 20], [52, 24]] * 6  # eyes x 12..52, y 20..24 -> box x 6..58, y 14..30
+    assert np.allclose(eye_box(pts[0]), [6, 14, 58, 30])
+    fake = real.clone()
+    fake[:, :, 40:] = 1.0  # the mouth and below
+    fake[1, :, 14:31, 6:59] = 0.5  # the whole eye box of image 1
+    v = eyes_metrics(fake, real, real_points=pts)
+    assert v["eyes_l1"][0] == 0 and v["eyes"][0] == pytest.approx(0.0, abs=1e-6)
+    assert v["eyes_l1"][1] == pytest.approx(0.5, abs=0.02) and v["eyes"][1] > 0

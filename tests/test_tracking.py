@@ -318,7 +318,7 @@ def _blinking(n=60, blink=(30,), closed=0.2, noise=0.3, seed=4):
 def test_offline_smoothing_keeps_a_one_frame_blink_and_still_smooths_the_eyes():
     """A blink of one frame keeps its depth through the tracker's zero-lag smoothing (a low-pass filter alone
     leaves the eye mostly open); elsewhere the eyes are smoothed as before and the rest of the face unchanged."""
-    from talkinghead.landmarks.blinks import eye_aperture
+    from talkinghead.landmarks.openness import eye_aperture
 
     truth = _blinking()
     tracker = VideoLandmarkTracker(ScriptedDetector(truth), fps=25, smoothing=1.0)

@@ -17,6 +17,8 @@ ground-truth frame by the metrics registry (talkinghead.metrics): SSIM, PSNR, LP
 truth), AKD + no-face rate (vs the target's landmarks) per frame, FID per method × T over all videos' targets (set
 level; strongly biased below a few hundred frames, flagged as unreliable).
 The baselines use the first shot only, so their values do not depend on T (they are listed per T anyway).
+Two subsets of the targets are scored again with the region metrics (evaluation.subsets): where the mouth opens
+over a closed texture shot (the mouth metric) and where the eyes close over open ones (the same on the eyes).
 
 Cross-identity (DESIGN.md §2): source video a's avatars driven by video b's target frames (a, b of different
 identities), the driver's motion retargeted relative to its most neutral frame onto a's first shot
@@ -28,8 +30,9 @@ protocol, plus FID lines), report.md (tables of means over videos), config.json,
 examples.png (shots | driver | methods | ground truth), cross_examples.png; the preprocessed validation
 crops are cached (resumable) under REPORT_DIR/cache or --cache.
 
-Modules: settings (EvalSettings, the protocol's constants), data (videos, shot/target split), protocol (the
-steps and `evaluate`), report (aggregation, Markdown, verdict), plots (figures). The command line is
+Modules: settings (EvalSettings, the protocol's constants), data (videos, shot/target split), renders (the
+few-shot models, the warp G's textures, the baselines), subsets (open mouth, closing eyes), protocol (the steps
+and `evaluate`), report (aggregation, Markdown, verdict), plots (figures). The command line is
 talkinghead/commands/evaluate.py.
 """
 

@@ -17,7 +17,7 @@ from talkinghead.console import log
 from talkinghead.errors import TalkingHeadError
 from talkinghead.config import CROP_MARGIN
 from talkinghead.train.run_folder import RunFolder
-from talkinghead.evaluation import plots, report
+from talkinghead.evaluation import plots, report, subsets
 from talkinghead.evaluation.renders import PersonModels, render_baselines, render_modes
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
@@ -154,19 +154,27 @@ class SelfResult:
     examples: dict = field(default_factory=dict)  # video_id -> shots, targets, driver, renders
     e_norms: list = field(default_factory=list)  # ‖ê‖ per (video, T): all zero = a dead embedder
     metric_seconds: float = 0.0
+    ears: dict = field(default_factory=dict)  # video_id -> its median eye aspect ratio
 
-    def score(self, run: Run, v: EvalVideo, fake: torch.Tensor, methods_T: list) -> tuple[dict, dict]:
-        """Pair metrics of one method's renders of v's targets; FID features for each (method, T) given."""
+    def score(self, run: Run, v: EvalVideo, fake: torch.Tensor, methods_T: list, shots: np.ndarray
+              ) -> tuple[dict, dict, dict]:
+        """Pair metrics of one method's renders of v's targets; FID features for each (method, T) given; the
+        open-mouth and closing-eyes subsets (evaluation.subsets) of the targets, shots (n, 68, 2) being each
+        target's texture shot's landmarks."""
         from talkinghead.metrics import inception_features
 
         t0 = time.time()
         summ, per = pair_summaries(run.st.metrics, fake, v.x_targets, v.x_targets, v.p_targets)
+        if v.video_id not in self.ears:
+            self.ears[v.video_id] = subsets.median_ear(v.shard.landmarks)
+        subs = subsets.subset_scores(fake, v.x_targets, v.p_targets, shots, self.ears[v.video_id],
+                                     measure="mouth" in run.st.metrics)
         self.metric_seconds += time.time() - t0
         if run.want_fid:
             feats = inception_features(fake)
             for key in methods_T:
                 self.fid_fake.setdefault(key, []).append(feats)
-        return summ, per
+        return summ, per, subs
 
 
 def _self_row(run: Run, v: EvalVideo, method: str, T: int, shot_pos, summ, per, **extra) -> dict:
@@ -210,9 +218,10 @@ def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:
     renders = render_baselines(xs0[0], ps0[0], v.p_targets)
     if run.want_fid:
         res.fid_real.append(inception_features(v.x_targets))
+    shots = np.repeat(ps0[:1], len(v.p_targets), axis=0)  # (n, 68, 2): the source of every target
     for meth in BASELINES:
-        summ, per = res.score(run, v, renders[(meth, None)], [(meth, T) for T in run.st.shots])
-        res.rows += [_self_row(run, v, meth, T, sp0[:1], summ, per) for T in run.st.shots]
+        summ, per, subs = res.score(run, v, renders[(meth, None)], [(meth, T) for T in run.st.shots], shots)
+        res.rows += [_self_row(run, v, meth, T, sp0[:1], summ, per, **subs) for T in run.st.shots]
     return renders
 
 
@@ -224,10 +233,11 @@ def _self_models(run: Run, v: EvalVideo, T: int, renders: dict, res: SelfResult)
     res.e_norms.append(norm)
     res.persons[(v.video_id, T)] = pm
     warp = pm.warp_sources(v.p_targets)  # None for the paper's G
+    shots = subsets.texture_shots(ps, v.p_targets, None if warp is None else warp.source.numpy())  # (n, 68, 2)
     for mode, fake in render_modes(pm.gens, v.y_targets, warp=warp).items():  # (n, 3, S, S) each
         renders[(mode, T)] = fake
-        summ, per = res.score(run, v, fake, [(mode, T)])
-        extra = {"embedding_norm": round(norm, 6)}
+        summ, per, subs = res.score(run, v, fake, [(mode, T)], shots)
+        extra = {"embedding_norm": round(norm, 6), **subs}
         if warp is not None:  # the shot each target's texture came from (source-video frame)
             extra["texture_frames"] = v.frames([sp[k] for k in warp.source.tolist()])
         if mode == "ft":
@@ -350,7 +360,8 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     seconds["total"] = time.time() - t_start
     ft_seconds = [pm.seconds["ft"] for pm in res.persons.values() if "ft" in pm.seconds]
     result = {"run_id": run.common["run_id"], "model": run.common["model"], "settings": run.common["settings"],
-              "self": agg_self, "cross": report.aggregate(cross_rows, methods, st.shots), "fid": fid,
+              "self": agg_self, "subsets": report.aggregate_subsets(res.rows, methods, st.shots),
+              "cross": report.aggregate(cross_rows, methods, st.shots), "fid": fid,
               "videos": [{"video_id": v.video_id, "identity": v.identity, "frames": len(v.shard),
                           "targets": len(v.target_pos)} for v in videos],
               "skipped": skipped, "seconds": seconds, "ft_seconds_mean": report.nanmean(ft_seconds),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.evaluation.settings import BASELINES, FID_RELIABLE_FRAMES, SHOT_PART, TARGET_PART
+from talkinghead.evaluation.subsets import DEFINITION as SUBSETS_DEFINITION
 from talkinghead.metrics import higher_is_better, label
 
 KEYS = ("ssim", "psnr", "lpips", "csim", "akd", "mouth", "mouth_l1", "akd_no_face_rate",
@@ -38,6 +39,46 @@ def aggregate(rows: list[dict], methods, shots) -> dict:
             agg["frames"] = int(sum(r["metrics"].get("n", 0) or 0 for r in sel))
             out[(m, T)] = agg
     return out
+
+
+SUBSETS = (("open_frames", ("mouth_open", "mouth_l1_open")), ("closing_frames", ("eyes_closing", "eyes_l1_closing")))
+SUBSET_HEAD = ["mouth LPIPS-like (open) ↓", "mouth L1 (open) ↓", "open frames", "eyes LPIPS-like (closing) ↓",
+               "eyes L1 (closing) ↓", "closing frames"]
+
+
+def aggregate_subsets(rows: list[dict], methods, shots) -> dict:
+    """{(method, T): {subset value: frame-weighted mean over videos, or None; "open_frames"/"closing_frames":
+    the subset frames over all videos}} from the self-reenactment rows (evaluation.subsets)."""
+    out = {}
+    for m in methods:
+        for T in shots:
+            sel = [r for r in rows if r["method"] == m and r["T"] == T and "open_frames" in r]
+            if not sel:
+                continue
+            agg = {}
+            for frames, keys in SUBSETS:
+                agg[frames] = int(sum(r[frames] or 0 for r in sel))
+                for k in keys:
+                    pairs = [(r[k], r[frames]) for r in sel if r[k] is not None and r[frames]]
+                    n = sum(f for _, f in pairs)
+                    agg[k] = sum(v * f for v, f in pairs) / n if n else None
+            out[(m, T)] = agg
+    return out
+
+
+def subset_table(agg: dict, methods, shots) -> list[str]:
+    """Markdown table of `aggregate_subsets`: one row per (method, T)."""
+    lines = [_row(["method", "T", *SUBSET_HEAD]), "|" + "---|" * (2 + len(SUBSET_HEAD))]
+    for m in methods:
+        for T in shots:
+            a = agg.get((m, T))
+            if a is None:
+                continue
+            cells = [NAME.get(m, m), str(T)]
+            for frames, keys in SUBSETS:
+                cells += [fmt(a[k], k) for k in keys] + [str(a[frames])]
+            lines.append(_row(cells))
+    return lines
 
 
 def per_video(rows: list[dict]) -> dict:
@@ -170,6 +211,16 @@ def _cross_section(res: dict, methods, shots) -> list[str]:
             "", *verdict(res["cross"], {}, methods, shots, [c for c in ("csim", "akd") if c in metrics])]
 
 
+def _subsets_section(res: dict, methods, shots) -> list[str]:
+    if not res.get("subsets"):
+        return []
+    return ["", "## Open mouth and closing eyes (self-reenactment subsets)", "",
+            *subset_table(res["subsets"], methods, shots), "",
+            f"Subsets of the targets: {SUBSETS_DEFINITION} Values: the mouth metric on the open-mouth targets, the "
+            "same on a box around both eyes on the closing-eyes targets; means over those frames of all videos "
+            "(–: no target qualifies, or the run does not measure the mouth metric)."]
+
+
 def _per_video_section(res: dict, methods) -> list[str]:
     pcols = [c for c in ("ssim", "psnr", "lpips", "csim", "akd") if c in res["settings"]["metrics"]]
     head = ["video", "method", "T"] + [label(c) for c in pcols]
@@ -195,6 +246,8 @@ def _closing(res: dict) -> list[str]:
 
 
 def markdown_report(res: dict, methods, shots) -> str:
-    """report.md: header, self-reenactment table + verdict, cross-identity, per video, figures, timings."""
-    return "\n".join(_header(res, shots) + [""] + _self_section(res, methods, shots) + _cross_section(res, methods, shots)
+    """report.md: header, self-reenactment table + verdict, the subsets, cross-identity, per video, figures,
+    timings."""
+    return "\n".join(_header(res, shots) + [""] + _self_section(res, methods, shots)
+                     + _subsets_section(res, methods, shots) + _cross_section(res, methods, shots)
                      + _per_video_section(res, methods) + _closing(res))

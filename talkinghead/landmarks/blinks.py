@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-EYES = (np.arange(36, 42), np.arange(42, 48))  # per eye: corner, two upper lid points, corner, two lower lid points
+from talkinghead.landmarks.openness import EYES, eye_aperture
+
 # A departure of the raw aperture from the smoothed one, in units of the run's robust noise level: below
 # EVENT_START it is noise (the smoothed aperture stays); from EVENT_FULL on it is an event (the raw lids are kept).
 EVENT_START, EVENT_FULL = 3.0, 6.0
 MIN_NOISE = 1e-3  # floor of the noise level (aperture units), for runs without noise
 MIN_FRAMES = 5  # shorter runs have no noise level to judge by: left as smoothed
-
-
-def eye_aperture(points: np.ndarray) -> np.ndarray:
-    """(..., 68, 2) -> (..., 2): the eye aspect ratio of each eye (the subject's right eye, then left)."""
-    p = np.asarray(points, np.float64)
-
-    def dist(i, j):
-        return np.linalg.norm(p[..., i, :] - p[..., j, :], axis=-1)
-
-    return np.stack([(dist(e[1], e[5]) + dist(e[2], e[4])) / (2 * np.maximum(dist(e[0], e[3]), 1e-6))
-                     for e in EYES], axis=-1)
 
 
 def _corners_onto(raw: np.ndarray, smooth: np.ndarray, eye: np.ndarray) -> np.ndarray:

@@ -112,15 +112,28 @@ def landmark_image_tensor(points, size, thickness: float | None = None) -> torch
 
 
 MOUTH = slice(48, 68)  # iBUG outer + inner lips
+EYES = slice(36, 48)  # iBUG right + left eye
+
+
+def part_box(points: np.ndarray, part: slice, margin: float) -> np.ndarray:
+    """(68, 2) or (B, 68, 2) landmarks -> (4,) or (B, 4) box (x0, y0, x1, y1) around the points `part`, grown by
+    `margin` of their width on every side."""
+    pts = np.asarray(points, np.float32)[..., part, :]  # (..., k, 2)
+    lo, hi = pts.min(axis=-2), pts.max(axis=-2)  # (..., 2)
+    pad = margin * (hi[..., :1] - lo[..., :1])  # (..., 1), from the width
+    return np.concatenate([lo - pad, hi + pad], axis=-1)
 
 
 def mouth_box(points: np.ndarray, margin: float = 0.25) -> np.ndarray:
     """(68, 2) or (B, 68, 2) landmarks -> (4,) or (B, 4) box (x0, y0, x1, y1) around the lips, grown by
     `margin` of the lips' width on every side (the region a warp cannot fill when the mouth opens)."""
-    lips = np.asarray(points, np.float32)[..., MOUTH, :]  # (..., 20, 2)
-    lo, hi = lips.min(axis=-2), lips.max(axis=-2)  # (..., 2)
-    pad = margin * (hi[..., :1] - lo[..., :1])  # (..., 1), from the width
-    return np.concatenate([lo - pad, hi + pad], axis=-1)
+    return part_box(points, MOUTH, margin)
+
+
+def eye_box(points: np.ndarray, margin: float = 0.15) -> np.ndarray:
+    """(68, 2) or (B, 68, 2) landmarks -> (4,) or (B, 4) box (x0, y0, x1, y1) around both eyes, grown by
+    `margin` of the eyes' width (outer corner to outer corner) on every side (the lids a warp cannot close)."""
+    return part_box(points, EYES, margin)
 
 
 def mouth_square(points: np.ndarray, margin: float = 0.25) -> np.ndarray:

@@ -5,6 +5,8 @@ Images everywhere are torch tensors (B, 3, H, W) float in [-1, 1].
   ssim, psnr, lpips (vs the ground-truth frame), csim (vs the *source* identity frame), akd (vs the driving
   frame; extra output akd_no_face, the share of which is the no-face rate).
 - set metrics compare two sets: fid (use `FIDAccumulator` or `MetricSuite` to collect batch by batch).
+- outside the registry: `eyes_metrics`, the mouth metric's LPIPS-like and L1 on the box around the target's
+  eyes (the evaluation scores it on the frames where the eyes close, not on every frame).
 
     suite = MetricSuite(get_metrics("ssim,psnr,lpips,csim,fid,akd"))
     for fake, real, source in batches: suite.update(fake, real, source)
@@ -24,7 +26,7 @@ from talkinghead.metrics.akd import AKDResult, akd
 from talkinghead.metrics.csim import csim
 from talkinghead.metrics.fid import FIDAccumulator, fid, fid_from_features, inception_features
 from talkinghead.metrics.lpips import lpips
-from talkinghead.metrics.mouth import mouth_metrics
+from talkinghead.metrics.mouth import eyes_metrics, mouth_metrics
 from talkinghead.metrics.ssim import PSNR_CAP, psnr, ssim
 
 
@@ -189,4 +191,5 @@ class MetricSuite:
 __all__ = [
     "REGISTRY", "Metric", "MetricSuite", "get_metrics", "higher_is_better", "label", "compute_pairwise", "ssim", "psnr", "lpips", "csim",
     "akd", "AKDResult", "fid", "fid_from_features", "inception_features", "FIDAccumulator", "PSNR_CAP",
+    "mouth_metrics", "eyes_metrics",
 ]
