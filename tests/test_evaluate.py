@@ -368,3 +368,32 @@ def test_evaluate_warp_generator_end_to_end(warp_model, media, tmp_path, capsys)
     assert {(r["video"], r["method"], r["T"]) for r in cross if r["method"] in ("ff", "ft")} == {
         (v, m, T) for v in ("capman_2", "pexels_woman") for m in ("ff", "ft") for T in (1, 2)}
     assert all(math.isfinite(r["metrics"]["csim"]) for r in cross)
+
+
+@pytest.mark.media
+def test_evaluate_with_a_teeth_bank(tiny_model, media, tmp_path, capsys):
+    """--build-teeth-bank writes --teeth-bank FILE from a preprocessed train folder; the run scores a third
+    baseline, teeth_bank, in the self and cross rows."""
+    import os
+
+    from helpers import run_cli
+    from test_teeth_bank import write_shards
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    for name in ("capman_2", "pexels_woman"):
+        os.symlink(media / "videos" / f"{name}.mp4", data / f"{name}.mp4")
+    train, bank, out = tmp_path / "train", tmp_path / "teeth.npz", tmp_path / "report"
+    write_shards(train, [("t1", "T", "train", [0.2, 0.3, 0.4])])
+    args = ["evaluate", "--model", str(tiny_model), "--data", str(data), "--shots", "1", "--modes", "ff",
+            "--metrics", "ssim,csim", "--targets", "2", "--frames-per-video", "40", "--out", str(out),
+            "--no-progress", "--teeth-bank", str(bank)]
+    rc, _, err = run_cli(args[:-2] + ["--build-teeth-bank", str(train)], capsys)
+    assert rc != 0 and len(err) == 1 and "--teeth-bank" in err[0]
+    rc, stdout, err = run_cli(args + ["--build-teeth-bank", str(train)], capsys)
+    assert rc == 0, err
+    assert "teeth bank of 3 mouths from 1 people" in stdout and bank.is_file()
+    rows = [r for r in _lines(out) if r["video"] != "all"]
+    for protocol in ("self", "cross"):
+        assert {r["method"] for r in rows if r["protocol"] == protocol} == {*BASELINES, "teeth_bank", "ff"}
+    assert "| warp + teeth bank (baseline) | 1 |" in (out / "report.md").read_text()

@@ -89,3 +89,38 @@ def test_open_source_mouth_gives_the_warp_baseline(bank):
     p_src, p_tgt = open_face(0.3), open_face(0.35)
     img = face_image(p_src)
     assert np.array_equal(teeth_bank_baseline(img, p_src, p_tgt, bank), warp_baseline(img, p_src, p_tgt))
+
+
+def write_shards(root, people) -> None:
+    """A preprocessed folder by hand: one 128² shard per (video_id, identity, split, [mouth_open, ...])."""
+    import json
+
+    from PIL import Image
+
+    entries = []
+    for vid, ident, split, opens in people:
+        d = root / "videos" / vid
+        (d / "frames").mkdir(parents=True)
+        pts = np.stack([open_face(m) for m in opens]).astype(np.float32)
+        for i, p in enumerate(pts):
+            Image.fromarray(face_image(p, seed=i)).save(d / "frames" / f"{i:06d}.jpg")
+        np.save(d / "landmarks.npy", pts)
+        meta = {"video_id": vid, "identity": ident, "split": split, "num_frames": len(opens),
+                "frame_indices": list(range(len(opens))), "resolution": 128, "fps": 25.0}
+        (d / "meta.json").write_text(json.dumps(meta))
+        entries.append({"video_id": vid, "identity": ident, "split": split, "path": f"videos/{vid}"})
+    (root / "manifest.json").write_text(json.dumps({"videos": entries}))
+
+
+def test_build_keeps_open_train_mouths_spread_over_shapes(tmp_path):
+    from talkinghead.evaluation.teeth_bank import build_teeth_bank
+
+    write_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
+                            ("c1", "C", "val", [0.3, 0.35])])
+    bank = build_teeth_bank(tmp_path, max_entries=3, size=32)
+    assert len(bank) == 3 and set(bank.identity) <= {"A", "B"} and bank.crops.shape == (3, 32, 32, 3)
+    assert sorted(bank.frame[bank.identity == "A"].tolist())[-1] == 4  # the widest mouth is kept
+    assert 1 in bank.frame[bank.video == "b1"]
+    assert (bank.lips.mean(1) < 140).all()  # the dark lips' colour, not the skin's
+    with pytest.raises(Exception, match="no train frame"):
+        build_teeth_bank(tmp_path, open_gap=10.0)
