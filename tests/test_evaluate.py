@@ -466,8 +466,8 @@ def test_self_rows_carry_the_subsets_for_every_method(preset, tmp_path):
     shard = SimpleNamespace(landmarks=pts, frame_indices=[0, 3, 6, 9])
     v = EvalVideo("synthetic", "someone", shard, [2, 3], x[2:], y[2:], pts[2:],
                   {1: ([0], x[:1], y[:1], pts[:1]), 2: ([0, 1], x[:2], y[:2], pts[:2])})
-    st = SimpleNamespace(metrics=("ssim", "mouth"), shots=(1, 2), modes=("ff",), seed=0)
-    run = SimpleNamespace(st=st, lm=lm, device=torch.device("cpu"), common={}, want_fid=False)
+    st = SimpleNamespace(metrics=("ssim", "mouth"), shots=(1, 2), modes=("ff",), seed=0, baselines=BASELINES)
+    run = SimpleNamespace(st=st, lm=lm, device=torch.device("cpu"), common={}, want_fid=False, teeth=None)
     res = protocol.SelfResult()
     renders = protocol._self_baselines(run, v, res)
     for T in (1, 2):
@@ -518,3 +518,32 @@ def test_quick_rows_and_report_carry_the_subsets(quick_report):
     for name in ("copy source (baseline)", "landmark warp (baseline)", "model FF", "model FT"):
         assert sum(line.startswith(f"| {name} | 1 |") for line in md.splitlines()) >= 2  # main table + subsets
     assert "inner-lip gap (points 61-63 to 67-65) is above 0.15 inter-ocular distances" in md
+
+
+@pytest.mark.media
+def test_evaluate_with_a_teeth_bank(tiny_model, media, tmp_path, capsys):
+    """--build-teeth-bank writes --teeth-bank FILE from a preprocessed train folder; the run scores a third
+    baseline, teeth_bank, in the self and cross rows."""
+    import os
+
+    from helpers import run_cli
+    from test_teeth_bank import write_shards
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    for name in ("capman_2", "pexels_woman"):
+        os.symlink(media / "videos" / f"{name}.mp4", data / f"{name}.mp4")
+    train, bank, out = tmp_path / "train", tmp_path / "teeth.npz", tmp_path / "report"
+    write_shards(train, [("t1", "T", "train", [0.2, 0.3, 0.4])])
+    args = ["evaluate", "--model", str(tiny_model), "--data", str(data), "--shots", "1", "--modes", "ff",
+            "--metrics", "ssim,csim", "--targets", "2", "--frames-per-video", "40", "--out", str(out),
+            "--no-progress", "--teeth-bank", str(bank)]
+    rc, _, err = run_cli(args[:-2] + ["--build-teeth-bank", str(train)], capsys)
+    assert rc != 0 and len(err) == 1 and "--teeth-bank" in err[0]
+    rc, stdout, err = run_cli(args + ["--build-teeth-bank", str(train)], capsys)
+    assert rc == 0, err
+    assert "teeth bank of 3 mouths from 1 people" in stdout and bank.is_file()
+    rows = [r for r in _lines(out) if r["video"] != "all"]
+    for protocol in ("self", "cross"):
+        assert {r["method"] for r in rows if r["protocol"] == protocol} == {*BASELINES, "teeth_bank", "ff"}
+    assert "| warp + teeth bank (baseline) | 1 |" in (out / "report.md").read_text()

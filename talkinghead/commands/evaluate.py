@@ -12,7 +12,7 @@ from talkinghead.commands.options import (add_device, add_model, add_progress, d
                                           name_list)
 from talkinghead.evaluation import ALL_METRICS, MODES, EvalSettings
 from talkinghead.evaluation.settings import QUICK_FT_STEPS, check_modes
-from talkinghead.errors import ExitStatus
+from talkinghead.errors import ExitStatus, TalkingHeadError
 
 _QUICK = EvalSettings.preset(quick=True)
 
@@ -71,6 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="preprocessing: every n-th frame [default: %(default)s]")
     p.add_argument("--cache", help="folder for the preprocessed validation crops [default: REPORT_DIR/cache]")
     p.add_argument("--no-cross", action="store_true", help="skip cross-identity reenactment")
+    p.add_argument("--teeth-bank", metavar="FILE",
+                   help="also score the teeth-bank baseline (the warp with other people's inner mouths, nearest in "
+                        "inner-lip shape) from this bank (.npz) [default: copy and warp only]")
+    p.add_argument("--build-teeth-bank", metavar="TRAIN_DATA",
+                   help="first build --teeth-bank FILE from the train split of this preprocessed folder "
+                        "(`talkinghead preprocess --out TRAIN_DATA`), replacing it")
     p.add_argument("--seed", type=int_range(0), default=default_of(EvalSettings, "seed"),
                    help="fine-tuning seed [default: %(default)s]")
     p.add_argument("--threads", type=int_range(1), help="torch CPU threads [default: torch's]")
@@ -85,11 +91,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.build_teeth_bank:
+        from talkinghead.evaluation.teeth_bank import build_teeth_bank
+
+        if not args.teeth_bank:
+            raise TalkingHeadError("--build-teeth-bank needs --teeth-bank FILE to write the bank to")
+        bank = build_teeth_bank(args.build_teeth_bank)
+        print(f"evaluate: teeth bank of {len(bank)} mouths from {len(set(bank.identity))} people -> "
+              f"{bank.save(args.teeth_bank)}")
     st = EvalSettings.preset(args.quick, shots=args.shots, modes=args.modes, metrics=args.metrics, split=args.split,
                              targets=args.targets, max_videos=args.max_videos, ft_steps=args.ft_steps,
                              ft_set=tuple(args.ft_set),
                              frames_per_video=args.frames_per_video, every=args.every, cross=not args.no_cross,
-                             seed=args.seed, device=args.device)
+                             seed=args.seed, device=args.device, teeth_bank=args.teeth_bank)
     res = evaluate(args.model, args.data, args.out, st, cache=args.cache, progress=not args.no_progress)
     report = Path(args.out) / "report.md"
     print(f"evaluate: {len(res['videos'])} video(s) in {res['seconds']['total']:.0f} s -> {report}")

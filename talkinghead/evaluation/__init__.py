@@ -8,6 +8,8 @@ evenly spread; never overlapping the shot part). Each target is rendered from it
 (absolute, in its crop's pixels) by
 - copy: the first shot unchanged (baselines.copy_source),
 - warp: the first shot warped piecewise-affinely from its landmarks to the target's (baselines.warp_baseline),
+- teeth_bank (with --teeth-bank FILE): the warp with an opening mouth filled from other people's training
+        mouths nearest in inner-lip shape (baselines.teeth_bank_baseline, teeth_bank.TeethBank),
 - ff:   G with ψ̂ = P·ê, ê = mean of E over the T shots (paper §3.3 feed-forward),
 - ft:   G' and ψ' fine-tuned on the T shots (paper §3.3; train.finetune.finetune_generator).
 The warp-guided G (model.generator = "warp", DESIGN.md §2) draws each target (FF and FT) from the texture of the

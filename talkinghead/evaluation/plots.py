@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.evaluation.report import NAME
-from talkinghead.evaluation.settings import BASELINES
+from talkinghead.evaluation.settings import ALL_BASELINES
 from talkinghead.media.files import atomic_write
 from talkinghead.media.images import save_grid
 from talkinghead.metrics import label
@@ -33,7 +33,7 @@ def plot_metrics(path: Path, agg, fid, methods, shots) -> str | None:
             ys = [(fid if k == "fid" else agg).get((m, T), {}).get(k) for T in shots]
             if all(y is None for y in ys):
                 continue
-            ax.plot(shots, [np.nan if y is None else y for y in ys], "--" if m in BASELINES else "-o",
+            ax.plot(shots, [np.nan if y is None else y for y in ys], "--" if m in ALL_BASELINES else "-o",
                     label=NAME.get(m, m))
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots)
@@ -61,8 +61,8 @@ def _mosaic(xs: torch.Tensor) -> torch.Tensor:
 
 
 def _method_cols(methods, shots, renders) -> list[tuple[str, int | None]]:
-    cols = [(m, None) for m in BASELINES if (m, None) in renders]
-    return cols + [(m, T) for T in shots for m in methods if m not in BASELINES and (m, T) in renders]
+    cols = [(m, None) for m in ALL_BASELINES if (m, None) in renders]
+    return cols + [(m, T) for T in shots for m in methods if m not in ALL_BASELINES and (m, T) in renders]
 
 
 def _col_names(cols) -> list[str]:

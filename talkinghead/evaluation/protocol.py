@@ -21,7 +21,7 @@ from talkinghead.evaluation import plots, report, subsets
 from talkinghead.evaluation.renders import PersonModels, render_baselines, render_modes
 from talkinghead.evaluation.data import EvalVideo, load_videos, prepare_videos, select_records
 from talkinghead.evaluation.settings import (
-    BASELINES, CROSS_EXAMPLES, CROSS_METRICS, FID_MIN_FRAMES, FID_RELIABLE_FRAMES, QUICK_FT_STEPS, SHOT_PART,
+    CROSS_EXAMPLES, CROSS_METRICS, FID_MIN_FRAMES, FID_RELIABLE_FRAMES, QUICK_FT_STEPS, SHOT_PART,
     TARGET_PART, EvalSettings, finetune_config,
 )
 
@@ -40,6 +40,7 @@ class Run:
     records: list  # data.sources.VideoRecord of the split's validation videos to use
     progress: bool = True
     terms: list | None = None  # FT content-loss terms, built once per run
+    teeth: object = None  # teeth_bank.TeethBank of the teeth-bank baseline, or None
 
     @property
     def size(self) -> int:
@@ -90,6 +91,11 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
     device = _device(st.device)
     records = select_records(data, st.split, st.max_videos)
     out = _out_dir(out)
+    teeth = None
+    if st.teeth_bank:
+        from talkinghead.evaluation.teeth_bank import TeethBank
+
+        teeth = TeethBank.load(st.teeth_bank)
     lm = LoadedModel.load(model_path, device, with_discriminator="ft" in st.modes)
     ft_cfg = finetune_config(lm.cfg.finetune, st.ft_set)
     if st.ft_steps is not None:
@@ -111,7 +117,7 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
         from talkinghead.train.objective import build_content_terms
 
         terms = build_content_terms(lm.cfg, device)
-    return Run(st, lm, device, ft_cfg, out, common, records, show_progress, terms)
+    return Run(st, lm, device, ft_cfg, out, common, records, show_progress, terms, teeth)
 
 
 def load_run_videos(run: Run, data, cache=None) -> tuple[list[EvalVideo], list[dict]]:
@@ -211,15 +217,15 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
 
 
 def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:
-    """Copy and warp of v's first shot scored on its targets (the same rows for every T); returns the renders."""
+    """The baselines of v's first shot scored on its targets (the same rows for every T); returns the renders."""
     from talkinghead.metrics import inception_features
 
     sp0, xs0, _, ps0 = v.shots[min(v.shots)]
-    renders = render_baselines(xs0[0], ps0[0], v.p_targets)
+    renders = render_baselines(xs0[0], ps0[0], v.p_targets, run.teeth, (v.identity, v.video_id))
     if run.want_fid:
         res.fid_real.append(inception_features(v.x_targets))
     shots = np.repeat(ps0[:1], len(v.p_targets), axis=0)  # (n, 68, 2): the source of every target
-    for meth in BASELINES:
+    for meth in run.st.baselines:
         summ, per, subs = res.score(run, v, renders[(meth, None)], [(meth, T) for T in run.st.shots], shots)
         res.rows += [_self_row(run, v, meth, T, sp0[:1], summ, per, **subs) for T in run.st.shots]
     return renders
@@ -294,7 +300,7 @@ def _cross_pair(run: Run, a: EvalVideo, b: EvalVideo, persons: dict, names) -> t
     pts = retarget(ps0[0], b.p_targets, b.p_targets[ref])  # (n, 68, 2) in a's first-shot crop pixels
     src = xs0[0][None].expand(len(pts), -1, -1, -1)  # (n, 3, S, S) the source identity
     y = landmark_image_tensor(pts, run.size)  # (n, 3, S, S)
-    renders = render_baselines(xs0[0], ps0[0], pts)
+    renders = render_baselines(xs0[0], ps0[0], pts, run.teeth, (a.identity, a.video_id, b.identity, b.video_id))
     for T in a.shots:
         pm = persons[(a.video_id, T)]
         warp = pm.warp_sources(pts)  # the warp G: a's shot nearest to each retargeted pose; None for the paper's
@@ -351,7 +357,7 @@ def evaluate(model, data, out, settings: EvalSettings | None = None, cache=None,
     cross_rows, cross_examples = cross_identity(run, videos, res.persons)
     seconds["cross"] = time.time() - t0
     append_jsonl(run.out / "results.jsonl", res.rows + fids + cross_rows)
-    methods = [*BASELINES, *st.modes]
+    methods = [*st.baselines, *st.modes]
     agg_self = report.aggregate(res.rows, methods, st.shots)
     fid = {(r["method"], r["T"]): r["metrics"] for r in fids}
     t0 = time.time()

@@ -63,14 +63,20 @@ def render_modes(gens: dict, y: torch.Tensor, batch: int = 8, warp: WarpSources 
     return {mode: torch.cat(frames).clamp(-1, 1) for mode, frames in out.items()}
 
 
-def render_baselines(x_src: torch.Tensor, p_src: np.ndarray, p_targets: np.ndarray) -> dict:
-    """Both baselines for n targets: {("copy", None): the source crop (3, S, S) unchanged n times,
-    ("warp", None): it warped to each target's landmarks (n, 68, 2)}, each (n, 3, S, S) in [-1, 1]."""
-    from talkinghead.evaluation.baselines import copy_source, warp_baseline
+def render_baselines(x_src: torch.Tensor, p_src: np.ndarray, p_targets: np.ndarray, teeth=None,
+                     exclude=()) -> dict:
+    """The baselines for n targets: {("copy", None): the source crop (3, S, S) unchanged n times,
+    ("warp", None): it warped to each target's landmarks (n, 68, 2)}, each (n, 3, S, S) in [-1, 1]; with a
+    TeethBank `teeth`, also ("teeth_bank", None): the warp with inner mouths from people not in `exclude`."""
+    from talkinghead.evaluation.baselines import copy_source, teeth_bank_baseline, warp_baseline
 
     n = len(p_targets)
-    return {("copy", None): copy_source(x_src)[None].expand(n, -1, -1, -1).contiguous(),
-            ("warp", None): torch.stack([warp_baseline(x_src, p_src, p) for p in p_targets]).clamp(-1, 1)}
+    out = {("copy", None): copy_source(x_src)[None].expand(n, -1, -1, -1).contiguous(),
+           ("warp", None): torch.stack([warp_baseline(x_src, p_src, p) for p in p_targets]).clamp(-1, 1)}
+    if teeth is not None:
+        out[("teeth_bank", None)] = torch.stack([teeth_bank_baseline(x_src, p_src, p, teeth, exclude)
+                                                 for p in p_targets]).clamp(-1, 1)
+    return out
 
 
 @dataclass

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.evaluation.settings import BASELINES, FID_RELIABLE_FRAMES, SHOT_PART, TARGET_PART
+from talkinghead.evaluation.settings import ALL_BASELINES, FID_RELIABLE_FRAMES, SHOT_PART, TARGET_PART
 from talkinghead.evaluation.subsets import DEFINITION as SUBSETS_DEFINITION
 from talkinghead.metrics import higher_is_better, label
 
 KEYS = ("ssim", "psnr", "lpips", "csim", "akd", "mouth", "mouth_l1", "akd_no_face_rate",
         "csim_no_face_rate")  # averaged per (method, T)
-NAME = {"copy": "copy source (baseline)", "warp": "landmark warp (baseline)", "ff": "model FF", "ft": "model FT"}
+NAME = {"copy": "copy source (baseline)", "warp": "landmark warp (baseline)",
+        "teeth_bank": "warp + teeth bank (baseline)", "ff": "model FF", "ft": "model FT"}
 
 
 def nanmean(vals) -> float | None:
@@ -131,7 +132,7 @@ def _beats(a: float, b: float, key: str) -> bool:
 def verdict(agg, fid, methods, shots, metrics) -> list[str]:
     """For each metric: the best model row vs each baseline — written whatever the numbers say."""
     lines = []
-    models = [m for m in methods if m not in BASELINES]
+    models = [m for m in methods if m not in ALL_BASELINES]
     for k in metrics:
         def val(m, T):
             return (fid if k == "fid" else agg).get((m, T), {}).get(k)
@@ -144,13 +145,13 @@ def verdict(agg, fid, methods, shots, metrics) -> list[str]:
             continue
         sign = 1 if higher_is_better(k) else -1
         best = max(cand, key=lambda c: sign * c[0])
-        base = {b: nanmean([val(b, T) for T in shots]) for b in BASELINES}
+        base = {b: nanmean([val(b, T) for T in shots]) for b in methods if b in ALL_BASELINES}
         base = {b: v for b, v in base.items() if v is not None}
         parts = [f"{'beats' if _beats(best[0], bv, k) else 'does NOT beat'} {b} ({fmt(bv, k)})"
                  for b, bv in base.items()]
         n_rows = sum(all(_beats(c[0], bv, k) for bv in base.values()) for c in cand)
         lines.append(f"- **{label(k)}**: best model row ({best[1].upper()}, T={best[2]}) = {fmt(best[0], k)} "
-                     f"{' and '.join(parts)}; {n_rows} of {len(cand)} model rows beat both baselines.")
+                     f"{' and '.join(parts)}; {n_rows} of {len(cand)} model rows beat every baseline.")
     return lines
 
 

@@ -12,7 +12,9 @@ ALL_METRICS = tuple(REGISTRY)  # ssim, psnr, lpips, csim, fid, akd
 CROSS_METRICS = ("csim", "akd")  # the metrics that make sense without a ground-truth frame
 CROSS_EXAMPLES = 24  # cross_examples.png: rows for the first pair of each source video, at most this many
 MODES = ("ff", "ft")  # few-shot modes of the model (paper §3.3)
-BASELINES = ("copy", "warp")
+BASELINES = ("copy", "warp")  # always run
+TEETH_BANK = "teeth_bank"  # the third baseline, run when EvalSettings.teeth_bank names a bank file
+ALL_BASELINES = (*BASELINES, TEETH_BANK)
 SHOT_PART = 0.5  # shots come from the first half of a video's frames ...
 TARGET_PART = 0.25  # ... targets from its last quarter (a gap in between: targets are not near-copies of shots)
 FID_MIN_FRAMES = 2  # FID needs at least 2 frames per set ...
@@ -38,6 +40,12 @@ class EvalSettings:
     cross: bool = True
     seed: int = 0
     device: str = "cpu"
+    teeth_bank: str = ""  # a TeethBank .npz (evaluation.teeth_bank): adds the teeth-bank baseline
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The baselines this run scores."""
+        return (*BASELINES, TEETH_BANK) if self.teeth_bank else BASELINES
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> "EvalSettings":
