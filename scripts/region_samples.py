@@ -46,7 +46,11 @@ def main() -> None:
         grid = [[b["blanked"][i], out[i], val.warp[i], b["crop"][i], b["ref"][i], alpha[i].expand(3, -1, -1) * 2 - 1]
                 for i in rows]
         save_grid(out_dir / f"mouth_{name}_step{meta.get('step')}.png", grid)
-        summary[name] = {"items": len(items), "val_l1": round(l1, 4), **{k: round(v, 4) for k, v in val.baselines.items()},
+        # the same items with another val item's reference (mostly another person): what the reference adds
+        perm = torch.roll(torch.arange(len(items)), len(items) // 2)
+        shuffled = ValSet(dict(b, ref=b["ref"][perm], ref_lips=b["ref_lips"][perm]), val.mean_fill, val.warp)
+        summary[name] = {"items": len(items), "val_l1": round(l1, 4),
+                         "val_l1_other_ref": round(shuffled.evaluate(G)[0], 4), **{k: round(v, 4) for k, v in val.baselines.items()},
                          "people": [val_ds.identities[val_ds.person_of[items[i][0]]] for i in rows]}
     (out_dir / f"mouth_summary_step{meta.get('step')}.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
