@@ -305,3 +305,50 @@ def preset(name: str) -> Config:
         return PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+@dataclass
+class RegionConfig:
+    """A region generator and its training on crops around the region (DESIGN.md §2, "What the photo cannot
+    show"): a slim U-Net fills the region's hole, ê through AdaIN (ψ = P·ê as paper §3.2), so FF and FT of
+    §3.3 keep their meaning. Saved inside the region's model file (persons/regions.py)."""
+
+    region: str = "mouth"  # the only region so far: the mouth interior (teeth, tongue, cavity)
+    crop_size: int = 64  # side of the square crop the network sees
+    crop_scale: float = 1.9  # crop side / distance between the mouth corners (points 48, 54)
+    dilate: int = 1  # the inner-lip polygon's hole grown by this many crop pixels
+    channels: tuple[int, ...] = (16, 32, 64, 96)  # U-Net widths at crop_size, /2, /4, /8
+    bottleneck_blocks: int = 2  # AdaIN residual blocks at the lowest resolution
+    embed_dim: int = 64  # N, size of the person embedding ê
+    ref_channels: int = 16  # first width of the reference encoder (ê from the person's own crops)
+    # training
+    batch_size: int = 32
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    open_weight: float = 4.0  # open mouths drawn this many times as often as closed ones
+    open_threshold: float = 0.15  # inner-lip gap / corner distance above which a mouth counts as open
+    content_weight: float = 0.0  # L_CNT of the composite crop (paper §3.2's term); 0 = L1 only
+    content_backbone: str = "inception"  # backbones.perceptual name (as LossConfig.imagenet_backbone)
+    content_resolution: int = 0  # side the crops are resized to for it (0: the crop's own)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RegionConfig":
+        return _from_dict(cls, d)
+
+
+def mouth_region(size: int = 64) -> RegionConfig:
+    """The mouth-interior generator at `size`² (64: CPU training in tens of minutes)."""
+    return RegionConfig(crop_size=size)
+
+
+def mouth_region_tiny() -> RegionConfig:
+    """For tests: 32², a few thousand parameters per layer."""
+    return RegionConfig(crop_size=32, channels=(8, 16, 16, 16), bottleneck_blocks=1, embed_dim=16,
+                        ref_channels=8, batch_size=4)
+
+
+REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "mouth_tiny": mouth_region_tiny}

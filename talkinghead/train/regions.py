@@ -1,0 +1,224 @@
+"""Training a region generator on crops around its region (DESIGN.md §2, "What the photo cannot show").
+
+One phase per step through train/step.py's StepRunner: ê from the reference crop (nn/regions.py's encoder),
+ψ̂ = P·ê, the hole filled, L1 inside the hole (plus L_CNT of the crop when cfg.content_weight > 0). The run
+folder (train/run_folder.py) gets config.json, log.jsonl (train losses) and val.jsonl: every few minutes the
+hole's L1 on held-out people against three fills that need no learning — the training set's mean hole colour,
+the blanked input itself, and the classical landmark warp of the person's other frame — plus sample grids,
+`region.safetensors` (persons/regions.py) and `checkpoints/last.pt` (resume: model, optimiser, step).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkinghead.config import RegionConfig
+from talkinghead.console import log
+from talkinghead.errors import TalkingHeadError
+from talkinghead.data.regions import MouthCropDataset, load_crops, warped_crops
+from talkinghead.media.images import save_grid
+from talkinghead.nn.regions import RegionGenerator
+from talkinghead.persons.checkpoint import load_training_state, save_training_state
+from talkinghead.persons.regions import save_region_model
+from talkinghead.train.losses import content_loss, weighted_l1
+from talkinghead.train.run_folder import RunFolder
+from talkinghead.train.step import Phase, PhaseLosses, StepRunner
+
+
+def hole_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean |fake − real| over the hole's pixels and channels (fake, real (B, 3, s, s), mask (B, 1, s, s))."""
+    return weighted_l1(fake, real, mask)
+
+
+def balanced_items(ds: MouthCropDataset, per_person: int, seed: int = 0, open_only: bool = True,
+                   closed_ref: float | None = None) -> list:
+    """Up to `per_person` (target, reference) flat index pairs per person (open mouths only, if asked): a val
+    set in which no one person outweighs the others. closed_ref: draw references among the person's frames
+    with openness below it (a photo with the mouth closed; people without one are left out)."""
+    rng = np.random.default_rng(seed)
+    gap = np.concatenate([v.openness for v in ds.videos])  # (N,)
+    items = []
+    for frames in ds.frames_of_person:
+        cand = frames[ds.open[frames]] if open_only else frames
+        refs = frames if closed_ref is None else frames[gap[frames] < closed_ref]
+        if closed_ref is not None and not len(refs):
+            continue
+        for t in rng.permutation(cand)[:per_person]:
+            others = refs[refs != t]
+            items.append((int(t), int(rng.choice(others)) if len(others) else int(t)))
+    return items
+
+
+def collate(ds: MouthCropDataset, items: list) -> dict:
+    """A batch of the dataset's item layout for fixed (target, reference) pairs, no mirroring."""
+    rows = []
+    for t, r in items:
+        a, b = ds.arrays(t), ds.arrays(r)
+        rows.append((a.crops, a.masks, a.lips, b.crops, b.lips))
+    crops, masks, lips, ref, ref_lips = (np.stack(x) for x in zip(*rows))
+    f = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    mask = torch.from_numpy(masks.astype(np.float32))[:, None]
+    crop = f(crops)
+    return {"crop": crop, "mask": mask, "blanked": crop * (1 - mask), "lips": f(lips), "ref": f(ref),
+            "ref_lips": f(ref_lips)}
+
+
+@dataclass
+class ValSet:
+    """Held-out items and the fills that need no learning (all (n, 3, s, s))."""
+
+    batch: dict
+    mean_fill: torch.Tensor
+    warp: torch.Tensor
+    baselines: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, ds: MouthCropDataset, root, items: list, mean_colour: torch.Tensor) -> "ValSet":
+        batch = collate(ds, items)
+        crop, mask = batch["crop"], batch["mask"]
+        mean_fill = torch.where(mask > 0.5, mean_colour.view(1, 3, 1, 1).expand_as(crop), crop)
+        warp = torch.where(mask > 0.5, warped_crops(ds, root, items), crop)
+        base = {"mean_fill": hole_l1(mean_fill, crop, mask), "blanked": hole_l1(batch["blanked"], crop, mask),
+                "warp": hole_l1(warp, crop, mask)}
+        return cls(batch, mean_fill, warp, {k: float(v) for k, v in base.items()})
+
+    @torch.no_grad()
+    def evaluate(self, G: RegionGenerator, chunk: int = 64) -> tuple[float, torch.Tensor]:
+        """(the hole's L1 of G's composite, the composites)."""
+        was = G.training
+        G.eval()
+        b, outs = self.batch, []
+        for s in range(0, len(b["crop"]), chunk):
+            part = {k: v[s:s + chunk] for k, v in b.items()}
+            outs.append(G(part["blanked"], part["mask"], part["lips"], part["ref"], part["ref_lips"]).image)
+        G.train(was)
+        out = torch.cat(outs)
+        return float(hole_l1(out, b["crop"], b["mask"])), out
+
+
+def mean_hole_colour(videos) -> torch.Tensor:
+    """(3,) the training crops' mean colour inside their holes, in [-1, 1]."""
+    total, count = np.zeros(3), 0.0
+    for v in videos:
+        m = v.masks.astype(bool)
+        total += v.crops[m].astype(np.float64).sum(axis=0)
+        count += m.sum()
+    return torch.tensor(total / max(count, 1) / 127.5 - 1, dtype=torch.float32)
+
+
+def _phase(G: RegionGenerator, batch_of, opt, content_terms) -> Phase:
+    def losses(_outputs: dict) -> PhaseLosses:
+        b = batch_of()
+        out = G(b["blanked"], b["mask"], b["lips"], b["ref"], b["ref_lips"])
+        terms = {"l1": hole_l1(out.image, b["crop"], b["mask"])}
+        if content_terms:
+            terms["cnt"] = content_loss(out.image, b["crop"], content_terms)
+        return PhaseLosses(terms, logs={"alpha": (out.alpha * b["mask"]).sum() / b["mask"].sum().clamp_min(1)})
+
+    return Phase("loss", losses, [opt], list(G.parameters()), gnorm="gnorm")
+
+
+def _batches(ds: MouthCropDataset, batch_size: int, start_step: int):
+    """Batches in episode order, epoch after epoch (set_epoch), resumable at any step."""
+    per_epoch = max(1, len(ds) // batch_size)
+    step = start_step
+    while True:
+        ds.set_epoch(step // per_epoch)
+        first = (step % per_epoch) * batch_size
+        items = [ds[n] for n in range(first, first + batch_size)]
+        yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        step += 1
+
+
+def _save(run: RunFolder, cfg: RegionConfig, G, opt, step: int, elapsed: float) -> None:
+    save_region_model(run.path / "region.safetensors", cfg, G, {"step": str(step)})
+    (run.path / "checkpoints").mkdir(exist_ok=True)
+    save_training_state(run.path / "checkpoints" / "last.pt", {
+        "region_config": cfg.to_dict(), "step": step, "elapsed": elapsed, "G": G.state_dict(),
+        "opt": opt.state_dict()})
+
+
+def _samples(run: RunFolder, val: ValSet, out: torch.Tensor, name: str, rows: int = 12) -> Path:
+    """samples/NAME.png: one row per val item, blanked input | G's composite | the warp | real | reference."""
+    b = val.batch
+    n = min(rows, len(out))
+    grid = [[b["blanked"][i], out[i], val.warp[i], b["crop"][i], b["ref"][i]] for i in range(n)]
+    return save_grid(run.path / "samples" / f"{name}.png", grid)
+
+
+def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes: float = 3.0,
+                 cache_dir=None, val_per_person: int = 8, resume: bool = False, max_steps: int = 0) -> dict:
+    """Trains for `minutes` of wall time (or `max_steps`); returns the last val record."""
+    torch.manual_seed(cfg.seed)
+    run = RunFolder(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    train_v = load_crops(data, "train", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
+    val_v = load_crops(data, "val", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
+    ds = MouthCropDataset(train_v, seed=cfg.seed, open_weight=cfg.open_weight,
+                          open_threshold=cfg.open_threshold, flip=True)
+    val_ds = MouthCropDataset(val_v, open_threshold=cfg.open_threshold)
+    mean = mean_hole_colour(train_v)
+    picks = {"": balanced_items(val_ds, val_per_person),  # any reference; closed-mouth references
+             "closed_": balanced_items(val_ds, val_per_person, closed_ref=0.05)}
+    vals = {k: ValSet.build(val_ds, data, items, mean) for k, items in picks.items() if items}
+    if not vals:
+        raise TalkingHeadError(f"no open mouths among the val crops of {data}")
+    log.info("crops: %d train frames (%d people, %.0f%% open), val items %s (%d people) in %.0f s",
+             len(ds), len(ds.identities), 100 * ds.open.mean(), {k: len(v.batch["crop"]) for k, v in vals.items()},
+             len(val_ds.identities), time.time() - t0)
+    G = RegionGenerator(cfg)
+    opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
+    step, elapsed = 0, 0.0
+    if resume and (run.path / "checkpoints" / "last.pt").exists():
+        state = load_training_state(run.path / "checkpoints" / "last.pt")
+        G.load_state_dict(state["G"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+    else:
+        run.write_config({"region": cfg.to_dict(), "data": str(data), "minutes": minutes})
+    terms = []
+    if cfg.content_weight > 0:
+        from talkinghead.backbones.perceptual import load_backbone
+
+        terms = [(load_backbone(cfg.content_backbone, resolution=cfg.content_resolution or None),
+                  cfg.content_weight)]
+    batches = _batches(ds, cfg.batch_size, step)
+    phase = _phase(G, lambda: next(batches), opt, terms)
+    runner, train_log = StepRunner(), RunFolder(run.path).open_log("log.jsonl")
+    val_log = RunFolder(run.path).open_log("val.jsonl")
+    record = _validate(run, vals, G, step, elapsed, 0.0, val_log)
+    start, last_eval, done_since = time.time(), time.time(), 0
+    while (time.time() - start) / 60 < minutes and (not max_steps or step < max_steps):
+        values, norms, _ = runner.step([phase])
+        step, done_since = step + 1, done_since + 1
+        if step % 10 == 0:
+            train_log.log({"step": step, "time": round(elapsed + time.time() - start, 1), **values, **norms})
+        if time.time() - last_eval >= eval_minutes * 60:
+            rate = done_since * cfg.batch_size / (time.time() - last_eval)
+            record = _validate(run, vals, G, step, elapsed + time.time() - start, rate, val_log)
+            _save(run, cfg, G, opt, step, elapsed + time.time() - start)
+            last_eval, done_since = time.time(), 0
+    rate = done_since * cfg.batch_size / max(time.time() - last_eval, 1e-6)
+    record = _validate(run, vals, G, step, elapsed + time.time() - start, rate, val_log)
+    _save(run, cfg, G, opt, step, elapsed + time.time() - start)
+    train_log.close(), val_log.close()
+    return record
+
+
+def _validate(run: RunFolder, vals: dict[str, ValSet], G, step: int, seconds: float, rate: float, val_log) -> dict:
+    """One val.jsonl record: for each val set (prefix: "" any reference, "closed_" closed-mouth references)
+    the hole's L1 of G and of the fills without learning; a sample grid per set."""
+    record = {"step": step, "minutes": round(seconds / 60, 2), "crops_per_s": round(rate, 1)}
+    for prefix, val in vals.items():
+        l1, out = val.evaluate(G)
+        record.update({f"{prefix}val_l1": round(l1, 4), **{f"{prefix}{k}": round(v, 4) for k, v in val.baselines.items()}})
+        _samples(run, val, out, f"{prefix}{step:06d}")
+    val_log.log(record)
+    log.info("region val: %s", record)
+    return record
