@@ -160,6 +160,7 @@ def test_landmarks_overlay_is_marked(tmp_path):
     assert not watermark.detect(picture(seed=8)).marked
 
 
+@pytest.mark.media
 def test_preprocess_crops_of_real_footage_stay_unmarked(tmp_path):
     from talkinghead.data.preprocess import preprocess
 
