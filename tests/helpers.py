@@ -66,3 +66,27 @@ def run_cli(argv, capsys) -> tuple[int, str, list[str]]:
 def leftovers(folder: Path) -> list[str]:
     """Names of partial or hidden files left in `folder` (an interrupted or failed write leaves none)."""
     return [p.name for p in Path(folder).iterdir() if p.name.startswith(".") or "part" in p.name]
+
+
+def write_shards(root: Path, videos, image_format: str = "png") -> Path:
+    """A preprocessed folder by hand (the layout of data/shards.py): `videos` holds (video_id, identity, split,
+    frames (n, S, S, 3) uint8, landmarks (n, 68, 2)); returns root."""
+    import json
+
+    from PIL import Image
+
+    entries, size = [], None
+    for vid, ident, split, frames, points in videos:
+        d = Path(root) / "videos" / vid
+        (d / "frames").mkdir(parents=True)
+        for j, f in enumerate(frames):
+            Image.fromarray(np.asarray(f, np.uint8)).save(d / "frames" / f"{j:06d}.{image_format}")
+        np.save(d / "landmarks.npy", np.asarray(points, np.float32))
+        n, size = len(frames), frames[0].shape[0]
+        meta = {"video_id": vid, "identity": ident, "split": split, "resolution": size, "fps": 25.0,
+                "image_format": image_format, "frame_indices": list(range(n)), "num_frames": n}
+        (d / "meta.json").write_text(json.dumps(meta))
+        entries.append({"video_id": vid, "identity": ident, "group": vid, "split": split, "num_frames": n,
+                        "path": f"videos/{vid}"})
+    (Path(root) / "manifest.json").write_text(json.dumps({"resolution": size, "videos": entries}))
+    return Path(root)

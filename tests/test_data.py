@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 from talkinghead.cli import main as cli_main
@@ -18,6 +17,7 @@ from talkinghead.data.sources import apply_split, find_videos, load_split
 from talkinghead.errors import TalkingHeadError
 from talkinghead.media.video import iter_frames
 from talkinghead.media.video_writer import VideoWriter
+from helpers import write_shards
 
 DEAD_PID = 4_194_399  # above Linux's largest pid_max (2**22): never a live process
 
@@ -181,22 +181,10 @@ def test_episodes_from_real_shard(prepped):
 def _fake_root(root: Path, videos=(("v0", 6, "train"), ("v1", 9, "train"), ("v2", 5, "val"), ("v3", 2, "train")),
                size=32):
     """Shards whose frame j of video v is a flat colour (40 v, 20 j, 0), so an episode's source is checkable."""
-    entries = []
-    for v, (vid, n, split) in enumerate(videos):
-        d = root / "videos" / vid
-        (d / "frames").mkdir(parents=True)
-        for j in range(n):
-            Image.fromarray(np.full((size, size, 3), (40 * v, 20 * j, 0), np.uint8)).save(d / "frames" / f"{j:06d}.png")
-        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-        lm = np.stack([np.cos(t), np.sin(t)], 1) * size * 0.3 + size / 2
-        np.save(d / "landmarks.npy", np.repeat(lm[None], n, 0).astype(np.float32))
-        meta = {"video_id": vid, "identity": vid, "split": split, "resolution": size, "fps": 25.0,
-                "image_format": "png", "frame_indices": list(range(n)), "num_frames": n}
-        (d / "meta.json").write_text(json.dumps(meta))
-        entries.append({"video_id": vid, "identity": vid, "group": vid, "split": split, "num_frames": n,
-                        "path": f"videos/{vid}"})
-    (root / "manifest.json").write_text(json.dumps({"resolution": size, "videos": entries}))
-    return root
+    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    lm = (np.stack([np.cos(t), np.sin(t)], 1) * size * 0.3 + size / 2).astype(np.float32)
+    return write_shards(root, [(vid, vid, split, [np.full((size, size, 3), (40 * v, 20 * j, 0), np.uint8) for j in range(n)],
+                                np.repeat(lm[None], n, 0)) for v, (vid, n, split) in enumerate(videos)])
 
 
 def _colour_ids(x):  # (..., 3, S, S) in [-1, 1] -> (video, frame) per image

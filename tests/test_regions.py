@@ -1,13 +1,11 @@
 """Region generators (DESIGN.md §2): mouth crops from shards, the U-Net and its composite, its model file, and
 a trainer smoke run, all at tiny sizes."""
 
-import json
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from talkinghead.config import mouth_region_tiny
 from talkinghead.data.dataset import VideoShard
@@ -17,6 +15,7 @@ from talkinghead.nn import GenInputs
 from talkinghead.nn.regions import RegionGenerator
 from talkinghead.persons.regions import load_region_model, save_region_model
 from talkinghead.train.regions import train_region
+from helpers import write_shards
 
 
 def _face_points(size: int, gap: float, angle: float = 0.0) -> np.ndarray:
@@ -35,21 +34,9 @@ def _fake_root(root, size=64, videos=(("a0", "a", 4, "train"), ("a1", "a", 3, "t
                                      ("c0", "c", 4, "val"))):
     """Shards of noisy frames whose landmarks open and close the mouth (frame j: gap 0.1·j), tilted a little."""
     rng = np.random.default_rng(0)
-    entries = []
-    for vid, ident, n, split in videos:
-        d = root / "videos" / vid
-        (d / "frames").mkdir(parents=True)
-        for j in range(n):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / "frames" / f"{j:06d}.png")
-        lm = np.stack([_face_points(size, 0.1 * j, 0.1) for j in range(n)])
-        np.save(d / "landmarks.npy", lm)
-        meta = {"video_id": vid, "identity": ident, "split": split, "resolution": size, "fps": 25.0,
-                "image_format": "png", "frame_indices": list(range(n)), "num_frames": n}
-        (d / "meta.json").write_text(json.dumps(meta))
-        entries.append({"video_id": vid, "identity": ident, "group": vid, "split": split, "num_frames": n,
-                        "path": f"videos/{vid}"})
-    (root / "manifest.json").write_text(json.dumps({"resolution": size, "videos": entries}))
-    return root
+    return write_shards(root, [(vid, ident, split, rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+                                np.stack([_face_points(size, 0.1 * j, 0.1) for j in range(n)]))
+                               for vid, ident, n, split in videos])
 
 
 def _inputs(cfg, b=3, seed=0):

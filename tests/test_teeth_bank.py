@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import synthetic_face
+from helpers import synthetic_face, write_shards
 from talkinghead.evaluation.baselines import teeth_bank_baseline, warp_baseline
 from talkinghead.evaluation.teeth_bank import INNER, TeethBank, lip_gap, normalise, polygon_mask
 
@@ -91,31 +91,19 @@ def test_open_source_mouth_gives_the_warp_baseline(bank):
     assert np.array_equal(teeth_bank_baseline(img, p_src, p_tgt, bank), warp_baseline(img, p_src, p_tgt))
 
 
-def write_shards(root, people) -> None:
+def _people_shards(root, people) -> None:
     """A preprocessed folder by hand: one 128² shard per (video_id, identity, split, [mouth_open, ...])."""
-    import json
-
-    from PIL import Image
-
-    entries = []
+    videos = []
     for vid, ident, split, opens in people:
-        d = root / "videos" / vid
-        (d / "frames").mkdir(parents=True)
         pts = np.stack([open_face(m) for m in opens]).astype(np.float32)
-        for i, p in enumerate(pts):
-            Image.fromarray(face_image(p, seed=i)).save(d / "frames" / f"{i:06d}.jpg")
-        np.save(d / "landmarks.npy", pts)
-        meta = {"video_id": vid, "identity": ident, "split": split, "num_frames": len(opens),
-                "frame_indices": list(range(len(opens))), "resolution": 128, "fps": 25.0}
-        (d / "meta.json").write_text(json.dumps(meta))
-        entries.append({"video_id": vid, "identity": ident, "split": split, "path": f"videos/{vid}"})
-    (root / "manifest.json").write_text(json.dumps({"videos": entries}))
+        videos.append((vid, ident, split, [face_image(p, seed=i) for i, p in enumerate(pts)], pts))
+    write_shards(root, videos, image_format="jpg")
 
 
 def test_build_keeps_open_train_mouths_spread_over_shapes(tmp_path):
     from talkinghead.evaluation.teeth_bank import build_teeth_bank
 
-    write_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
+    _people_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
                             ("c1", "C", "val", [0.3, 0.35])])
     bank = build_teeth_bank(tmp_path, max_entries=3, size=32)
     assert len(bank) == 3 and set(bank.identity) <= {"A", "B"} and bank.crops.shape == (3, 32, 32, 3)
