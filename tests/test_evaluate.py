@@ -527,14 +527,14 @@ def test_evaluate_with_a_teeth_bank(tiny_model, media, tmp_path, capsys):
     import os
 
     from helpers import run_cli
-    from test_teeth_bank import write_shards
+    from test_teeth_bank import people_shards
 
     data = tmp_path / "mine"
     data.mkdir()
     for name in ("capman_2", "pexels_woman"):
         os.symlink(media / "videos" / f"{name}.mp4", data / f"{name}.mp4")
     train, bank, out = tmp_path / "train", tmp_path / "teeth.npz", tmp_path / "report"
-    write_shards(train, [("t1", "T", "train", [0.2, 0.3, 0.4])])
+    people_shards(train, [("t1", "T", "train", [0.2, 0.3, 0.4])])
     args = ["evaluate", "--model", str(tiny_model), "--data", str(data), "--shots", "1", "--modes", "ff",
             "--metrics", "ssim,csim", "--targets", "2", "--frames-per-video", "40", "--out", str(out),
             "--no-progress", "--teeth-bank", str(bank)]

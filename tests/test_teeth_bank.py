@@ -91,7 +91,7 @@ def test_open_source_mouth_gives_the_warp_baseline(bank):
     assert np.array_equal(teeth_bank_baseline(img, p_src, p_tgt, bank), warp_baseline(img, p_src, p_tgt))
 
 
-def _people_shards(root, people) -> None:
+def people_shards(root, people) -> None:
     """A preprocessed folder by hand: one 128² shard per (video_id, identity, split, [mouth_open, ...])."""
     videos = []
     for vid, ident, split, opens in people:
@@ -103,7 +103,7 @@ def _people_shards(root, people) -> None:
 def test_build_keeps_open_train_mouths_spread_over_shapes(tmp_path):
     from talkinghead.evaluation.teeth_bank import build_teeth_bank
 
-    _people_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
+    people_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
                             ("c1", "C", "val", [0.3, 0.35])])
     bank = build_teeth_bank(tmp_path, max_entries=3, size=32)
     assert len(bank) == 3 and set(bank.identity) <= {"A", "B"} and bank.crops.shape == (3, 32, 32, 3)
