@@ -1,4 +1,5 @@
-"""Exports a training run's model file as a compact bundled model (fp16 safetensors, E + G + D's trunk).
+"""Exports a training run's model file as a compact bundled model (fp16 safetensors, E + G + D's trunk and
+the region generators it holds).
 
     python scripts/export_model.py runs/warp/model.safetensors talkinghead/weights/model_warp.safetensors \
         --note "command that reproduced it" [--metrics runs/eval/report.json]
@@ -35,10 +36,12 @@ def main() -> None:
         from talkinghead.config import preset
 
         cfg.finetune = preset(cfg.name).finetune
-    extra = {"step": meta.get("step", ""), "reproduce": a.note}
+    extra = {"step": meta.get("step", ""), "reproduce": a.note,
+             **{k: meta[k] for k in ("regions_note",) if k in meta}}
     if a.metrics:
         extra["validation_metrics"] = json.dumps(json.loads(Path(a.metrics).read_text()))
-    save_model(a.dst, cfg, E, G, D, dtype=None if a.fp32 else torch.float16, extra_metadata=extra)
+    save_model(a.dst, cfg, E, G, D, dtype=None if a.fp32 else torch.float16, extra_metadata=extra,
+               regions=m.regions)
     size = Path(a.dst).stat().st_size / 2**20
     print(f"{a.dst}: {size:.1f} MB, step {extra['step']}, preset {cfg.name}")
 

@@ -20,11 +20,12 @@ import sys
 
 from talkinghead.errors import ExitStatus, TalkingHeadError, Terminated
 
-# name -> one-line help; the code of command NAME is talkinghead.commands.NAME
+# name -> one-line help; the code of command NAME is talkinghead.commands.NAME (hyphens as underscores)
 COMMANDS: dict[str, str] = {
     "demo": "animate the bundled Mona Lisa with the bundled driving clip",
     "preprocess": "videos -> aligned face crops + landmarks (training set)",
     "train": "meta-learn E, G and D on a preprocessed set",
+    "train-region": "train the mouth-interior generator on mouth crops and attach it to a model file",
     "finetune": "make an avatar from 1..32 photos or a video (FF or FT)",
     "animate": "drive a portrait or avatar with a video -> mp4",
     "landmarks": "a photo's 68 face landmarks (.pts) and an overlay PNG, to correct by hand",
@@ -74,7 +75,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def command_module(name: str):
-    return importlib.import_module(f"talkinghead.commands.{name}")
+    return importlib.import_module(f"talkinghead.commands.{name.replace('-', '_')}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

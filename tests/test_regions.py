@@ -155,3 +155,21 @@ def test_mouth_presets_build(size):
 
     G = RegionGenerator(mouth_region(size))
     assert sum(p.numel() for p in G.parameters()) < 1.1e6
+
+
+def test_train_region_command_trains_and_attaches(tmp_path, capsys, tiny_model):
+    from talkinghead.persons.checkpoint import LoadedModel
+    from helpers import run_cli
+
+    root = _fake_root(tmp_path / "data")
+    run = tmp_path / "run"
+    rc, out, err = run_cli(["train-region", "--data", str(root), "--run", str(run), "--preset", "mouth_tiny",
+                            "--steps", "2", "--attach", str(tiny_model)], capsys)
+    assert rc == 0, err
+    lm = LoadedModel.load(run / "model.safetensors")
+    assert set(lm.regions) == {"mouth"} and lm.meta["regions_note"].startswith("mouth: run step 2")
+    rc, _, err = run_cli(["train-region", "--run", str(tmp_path / "nothing"), "--minutes", "0", "--attach",
+                          str(tiny_model)], capsys)
+    assert rc == 1 and len(err) == 1 and "train first" in err[0]
+    rc, _, err = run_cli(["train-region", "--data", str(tmp_path), "--run", str(run), "--steps", "1"], capsys)
+    assert rc == 1 and len(err) == 1 and "preprocess" in err[0]

@@ -6,6 +6,8 @@ Two kinds (paper §3.3):
 - fine-tuned (FT): the fine-tuned generator G' (its weights and ψ' as a tensor) and ê; self-contained.
 Both keep what the whole-image workflow needs: the full source image (PNG bytes), the crop transform of the
 face in it, the source crop and its 68 landmarks in crop pixels (for relative retargeting, DESIGN.md §2).
+When the model has region generators (persons/regions.py), both also keep each region's ê of the T shots;
+FT avatars keep the region generator's weights and ψ as well (self-contained).
 
 File: one safetensors file whose metadata holds the format version, mode, T, source hashes, the model's
 sha256/version and the config. `Avatar.load` needs only this module, `talkinghead.nn` and safetensors (no
@@ -56,6 +58,7 @@ class Avatar:
     psi: torch.Tensor | None = None  # FT: (P,) ψ'
     generator_state: dict[str, torch.Tensor] | None = None  # FT: G' state dict
     info: dict = field(default_factory=dict)  # e.g. fine-tuning stats
+    regions: dict = field(default_factory=dict)  # name -> AvatarRegion
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -95,13 +98,7 @@ class Avatar:
                 raise CheckpointError(f"avatar's generator does not match its config: {str(e)[:200]}") from None
             G.to(device).eval()
             return G, self.psi.view(1, -1).to(device)
-        if model is None:
-            path = Path(self.model.get("path", ""))
-            if not path.is_file():
-                raise CheckpointError(f"this feed-forward avatar needs its model file {path} "
-                                      f"(sha256 {self.model.get('sha256', '?')[:12]}); pass it with --model")
-            model = LoadedModel.load(path, device, with_discriminator=False)
-            self.check_model(model)
+        model = self.loaded_model(model, device)
         theirs, ours = model.cfg.model, self.config.model
         if (theirs.image_size, theirs.embed_dim) != (ours.image_size, self.embedding.numel()):
             raise CheckpointError(f"avatar's config ({ours.image_size}², embedding {self.embedding.numel()}) does not "
@@ -110,6 +107,46 @@ class Avatar:
         with torch.no_grad():
             psi = G.project(self.embedding.view(1, -1).to(device))  # (1, P)
         return G, psi
+
+    def region_generators(self, model=None, device="cpu") -> dict:
+        """{name: (region G in eval mode, ψ (1, P))} of the avatar's regions (empty without any). FT: from the
+        avatar itself; FF: G from `model` (a LoadedModel or path; default the recorded model file), ψ = P·ê."""
+        if not self.regions:
+            return {}
+        out = {}
+        if self.mode == "ft":
+            from talkinghead.nn.regions import RegionGenerator
+
+            for name, r in self.regions.items():
+                G = RegionGenerator(r.config)
+                G.load_state_dict(r.state)
+                out[name] = (G.to(device).eval(), r.psi.view(1, -1).to(device))
+            return out
+        model = self.loaded_model(model, device)
+        for name, r in self.regions.items():
+            G = model.regions.get(name)
+            if G is None:
+                continue  # the model file has no such region generator (any more): the frame stays the G's
+            if G.cfg.embed_dim != r.embedding.numel():
+                raise CheckpointError(f"avatar's {name} embedding ({r.embedding.numel()}) does not match its model's "
+                                      f"region generator ({G.cfg.embed_dim}); make the avatar again")
+            G = G.to(device).eval()
+            with torch.no_grad():
+                out[name] = (G, G.psi(r.embedding.view(1, -1).to(device)))
+        return out
+
+    def loaded_model(self, model=None, device="cpu") -> LoadedModel:
+        """The FF avatar's model: `model` (checked) or its recorded model file."""
+        if model is not None and not isinstance(model, LoadedModel):
+            model = LoadedModel.load(model, device, with_discriminator=False)
+        if model is None:
+            path = Path(self.model.get("path", ""))
+            if not path.is_file():
+                raise CheckpointError(f"this feed-forward avatar needs its model file {path} "
+                                      f"(sha256 {self.model.get('sha256', '?')[:12]}); pass it with --model")
+            model = LoadedModel.load(path, device, with_discriminator=False)
+        self.check_model(model)
+        return model
 
     # -- file ------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:
@@ -124,6 +161,8 @@ class Avatar:
             "config": self.config.to_json(),
             "crop": json.dumps(self.crop.to_dict()),
             "info": json.dumps(self.info),
+            **({"regions": json.dumps({k: r.config.to_dict() for k, r in self.regions.items()})}
+               if self.regions else {}),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -140,6 +179,12 @@ class Avatar:
             tensors["psi"] = self.psi.detach().float().cpu().reshape(-1).contiguous()
             for k, v in self.generator_state.items():
                 tensors["G." + k] = v.detach().cpu().contiguous()
+        for name, r in self.regions.items():
+            tensors[f"R.{name}.embedding"] = r.embedding.detach().float().cpu().reshape(-1).contiguous()
+            if self.mode == "ft":
+                tensors[f"R.{name}.psi"] = r.psi.detach().float().cpu().reshape(-1).contiguous()
+                for k, v in r.state.items():
+                    tensors[f"R.{name}.G.{k}"] = v.detach().cpu().contiguous()
         path = Path(path)
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=self.metadata()))
         return path
@@ -189,7 +234,62 @@ def _checked_fields(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> d
         with torch.no_grad():
             p = G.project(torch.zeros(1, m.embed_dim)).shape[1]
         fields.update(psi=check_tensor(tensors.get("psi"), "psi", (p,)), generator_state=gstate)
+    fields["regions"] = _checked_regions(tensors, meta, mode)
     return fields
+
+
+@dataclass
+class AvatarRegion:
+    """One region generator's side of an avatar: its config, ê of the person's shots and, for FT, the
+    generator's weights and ψ."""
+
+    config: object  # config.RegionConfig
+    embedding: torch.Tensor  # (N,)
+    psi: torch.Tensor | None = None  # FT: (P,)
+    state: dict[str, torch.Tensor] | None = None  # FT: the region generator's state dict
+
+
+def _checked_regions(tensors: dict[str, torch.Tensor], meta: dict[str, str], mode: str) -> dict:
+    """The avatar's regions from its file (empty for files without), each checked."""
+    if "regions" not in meta:
+        return {}
+    from talkinghead.persons.validation import check_region_config
+
+    configs = parse_json(meta["regions"], "regions")
+    if not isinstance(configs, dict) or len(configs) > 8:
+        raise Invalid("regions is not an object of at most 8 region configs")
+    out = {}
+    for name, c in configs.items():
+        cfg = check_region_config(c, f"region {str(name)[:20]!r}")
+        e = check_tensor(tensors.get(f"R.{name}.embedding"), f"R.{name}.embedding", (cfg.embed_dim,))
+        r = AvatarRegion(cfg, e)
+        if mode == "ft":
+            from talkinghead.nn.regions import RegionGenerator
+
+            G = RegionGenerator(cfg)
+            prefix = f"R.{name}.G."
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            check_state(G.state_dict(), state, f"the {name} region generator's weights")
+            r.psi, r.state = check_tensor(tensors.get(f"R.{name}.psi"), f"R.{name}.psi", (G.num_psi,)), state
+        out[str(name)] = r
+    return out
+
+
+def shot_regions(mode: str, model: LoadedModel, shots: Shots) -> dict:
+    """{name: AvatarRegion} for the model's region generators from the T shots (ê averaged over them,
+    persons/regions.region_embedding); FT keeps a copy of each generator and ψ = P·ê."""
+    from talkinghead.persons.regions import region_embedding
+
+    out = {}
+    for name, G in model.regions.items():
+        e = region_embedding(G, shots.crops, shots.points)
+        r = AvatarRegion(G.cfg, e)
+        if mode == "ft":
+            with torch.no_grad():
+                r.psi = G.psi(e.view(1, -1).to(next(G.parameters()).device)).view(-1).cpu()
+            r.state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
+        out[name] = r
+    return out
 
 
 def avatar_from_shots(mode: str, model: LoadedModel, shots: Shots, embedding: torch.Tensor, **kw) -> Avatar:
@@ -197,7 +297,8 @@ def avatar_from_shots(mode: str, model: LoadedModel, shots: Shots, embedding: to
     return Avatar(mode=mode, config=Config.from_dict(model.cfg.to_dict()), embedding=embedding.detach().cpu(),
                   model=model.info(), source_image=shots.image, crop=shots.transforms[0],
                   source_crop=shots.crops[0], source_points=shots.points[0], shots=len(shots),
-                  source_hashes=list(shots.hashes), **kw)
+                  source_hashes=list(shots.hashes), regions=kw.pop("regions", None) or shot_regions(mode, model, shots),
+                  **kw)
 
 
 def make_ff_avatar(inputs, model, shots: int = DEFAULT_SHOTS, face_index: int | None = None, device="cpu",

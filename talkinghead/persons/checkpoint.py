@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,9 @@ def model_tensors(E, G, D=None, dtype: torch.dtype | None = None) -> dict[str, t
 
 
 def save_model(path: str | os.PathLike, cfg: Config, E, G, D=None, dtype: torch.dtype | None = None,
-               extra_metadata: dict[str, str] | None = None) -> None:
-    """Writes the inference model file: safetensors with the config in its metadata."""
+               extra_metadata: dict[str, str] | None = None, regions: dict | None = None) -> None:
+    """Writes the inference model file: safetensors with the config in its metadata; `regions`
+    ({name: RegionGenerator}) go in as well (persons/regions.py)."""
     meta = {
         "format": MODEL_FORMAT,
         "format_version": str(MODEL_FORMAT_VERSION),
@@ -85,6 +86,12 @@ def save_model(path: str | os.PathLike, cfg: Config, E, G, D=None, dtype: torch.
     }
     meta.update(extra_metadata or {})
     tensors = model_tensors(E, G, D, dtype)
+    if regions:
+        from talkinghead.persons.regions import region_tensors
+
+        r_tensors, r_meta = region_tensors(regions, dtype)
+        tensors.update(r_tensors)
+        meta.update(r_meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -179,7 +186,8 @@ def resolve_model(path=None) -> Path:
 @dataclass
 class LoadedModel:
     """A model file rebuilt for few-shot use and animation: config, E, G, D (None when the file has none or
-    it was not asked for) and the file's identity (path, sha256, metadata without the config).
+    it was not asked for), its region generators ({name: RegionGenerator}, persons/regions.py) and the
+    file's identity (path, sha256, metadata without the config).
 
     D is rebuilt with a single W row (unused in fine-tuning, where w' = w0 + ê replaces W_i + w0)."""
 
@@ -190,6 +198,7 @@ class LoadedModel:
     path: str
     sha256: str
     meta: dict
+    regions: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -209,11 +218,14 @@ class LoadedModel:
             load_state(D, tensors, "D.", path)
         else:
             D = None
-        for m in (E, G, D):
+        from talkinghead.persons.regions import read_regions
+
+        regions = read_regions(tensors, meta, path)
+        for m in (E, G, D, *regions.values()):
             if m is not None:
                 m.to(device).eval()
         meta = {k: v for k, v in meta.items() if k != "config"}
-        return cls(cfg, E, G, D, str(path.resolve()), file_sha256(path), meta)
+        return cls(cfg, E, G, D, str(path.resolve()), file_sha256(path), meta, regions)
 
     def info(self) -> dict:
         """What an avatar records about its model."""

@@ -222,3 +222,33 @@ def check_crop(data, image_shape, size: int):
     if abs(cx - w / 2) > (w + side) / 2 or abs(cy - h / 2) > (h + side) / 2:
         raise Invalid(f"crop box centred at ({cx:g}, {cy:g}) lies outside the {w}x{h} image")
     return CropTransform(cx=cx, cy=cy, side=side, size=int(size))
+
+
+_REGION_MAXIMUM = {"crop_size": 256, "bottleneck_blocks": 16, "embed_dim": 4096, "ref_channels": 512}
+
+
+def check_region_config(data, what: str = "region config"):
+    """The RegionConfig of a parsed JSON object: known fields of their types, sizes a file can sensibly hold
+    (crop_size a multiple of 8 up to 256, four U-Net widths up to 1024)."""
+    from talkinghead.config import RegionConfig
+
+    if not isinstance(data, dict):
+        raise Invalid(f"{what} is not a JSON object")
+    defaults = RegionConfig()
+    for f in fields(defaults):
+        if f.name in data:
+            _check_value(f"{what} {f.name}", data[f.name], getattr(defaults, f.name))
+    cfg = RegionConfig.from_dict(data)
+    problems = [f"{k} = {getattr(cfg, k)} (1 to {top})" for k, top in _REGION_MAXIMUM.items()
+                if not 1 <= getattr(cfg, k) <= top]
+    if cfg.crop_size % 8:
+        problems.append(f"crop_size = {cfg.crop_size} (a multiple of 8)")
+    if len(cfg.channels) != 4 or not all(1 <= c <= 1024 for c in cfg.channels):
+        problems.append(f"channels = {list(cfg.channels)[:6]} (four widths, 1 to 1024)")
+    if not (math.isfinite(cfg.crop_scale) and 0.5 <= cfg.crop_scale <= 8) or not 0 <= cfg.dilate <= 16:
+        problems.append(f"crop_scale = {cfg.crop_scale}, dilate = {cfg.dilate} (0.5 to 8, 0 to 16)")
+    if cfg.region != "mouth":
+        problems.append(f"region = {cfg.region[:20]!r} (only 'mouth' so far)")
+    if problems:
+        raise Invalid(f"{what} " + "; ".join(problems[:3]))
+    return cfg

@@ -154,9 +154,13 @@ def _samples(run: RunFolder, val: ValSet, out: torch.Tensor, name: str, rows: in
 def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes: float = 3.0,
                  cache_dir=None, val_per_person: int = 8, resume: bool = False, max_steps: int = 0) -> dict:
     """Trains for `minutes` of wall time (or `max_steps`); returns the last val record."""
-    torch.manual_seed(cfg.seed)
     run = RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
+    ckpt, state = run.path / "checkpoints" / "last.pt", None
+    if resume and ckpt.exists():  # the run's own config (its crops and network), whatever was passed
+        state = load_training_state(ckpt)
+        cfg = RegionConfig.from_dict(state["region_config"])
+    torch.manual_seed(cfg.seed)
     t0 = time.time()
     train_v = load_crops(data, "train", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
     val_v = load_crops(data, "val", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
@@ -175,8 +179,7 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
     G = RegionGenerator(cfg)
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     step, elapsed = 0, 0.0
-    if resume and (run.path / "checkpoints" / "last.pt").exists():
-        state = load_training_state(run.path / "checkpoints" / "last.pt")
+    if state is not None:
         G.load_state_dict(state["G"])
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
