@@ -237,6 +237,28 @@ def test_demo_with_a_tiny_model(tmp_path, capsys):
     assert Avatar.load(out / "monalisa.avatar").mode == "ft"
 
 
+def test_a_grinning_reference_still_opens_a_closed_mouth():
+    """A driver who grins in every frame, its reference included: relative deltas alone leave the photo's closed
+    mouth closed; the floor opens it to the driver's gap scaled to the photo's face, the lips keeping their
+    thickness. A photo that shows more than the driver keeps it (the floor never closes a mouth)."""
+    def gap_over_height(p):
+        return mouth_opening(p) * np.linalg.norm(p[36] - p[45]) / (p[8, 1] - p[19, 1])
+
+    source = synthetic_face(130, 100, cx=64, cy=60)
+    driver = np.stack([synthetic_face(70, 115, o, cx=300, cy=200) for o in (0.10, 0.12, 0.10)])
+    plain = retarget(source, driver, driver[0], mouth_floor=False)
+    floored = retarget(source, driver, driver[0])
+    assert gap_over_height(plain[0]) < 0.02 and gap_over_height(floored[0]) == pytest.approx(
+        gap_over_height(driver[0]), rel=0.2)
+    assert mouth_opening(floored[1]) > mouth_opening(floored[0])
+    for lip in ((51, 62), (57, 66)):  # the upper and lower lips' thickness in the middle
+        t = np.linalg.norm(floored[0][lip[0]] - floored[0][lip[1]])
+        assert t == pytest.approx(np.linalg.norm(source[lip[0]] - source[lip[1]]), rel=0.05)
+    wide = synthetic_face(130, 100, 0.2, cx=64, cy=60)
+    closed = np.stack([synthetic_face(70, 115, 0.0, cx=300, cy=200)] * 2)
+    np.testing.assert_allclose(retarget(wide, closed, closed[0]), retarget(wide, closed, closed[0], mouth_floor=False))
+
+
 def test_retargeting_is_invariant_to_a_tilted_driver():
     """The same motion from a driver whose whole clip is rolled 30° gives the same output."""
     source = synthetic_face(130, 100, cx=64, cy=60)

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole image")
     p.add_argument("--side-by-side", action="store_true", help="driver | output side by side")
     p.add_argument("--frames", metavar="DIR", help="also write every output frame as a PNG into DIR")
+    p.add_argument("--no-mouth-fill", action="store_true",
+                   help="leave the mouth the driver opens as the warp-guided generator renders it, without the "
+                   "model's mouth-interior generator (teeth, tongue, cavity)")
     add_face_index(p, extra="; the driver's face is its largest, then the one tracked")
     add_manual_landmarks(p)
     add_shots(p, "photos used for an on-the-fly avatar")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise NoFaceError(e.command_line_message()) from None
     res = animate_video(avatar, args.driving, out, model=model, device=args.device, absolute=args.absolute,
                         crop_only=args.crop_only, sbs=args.side_by_side, frames_dir=args.frames,
-                        batch_size=args.batch_size, fps=args.fps,
+                        batch_size=args.batch_size, fps=args.fps, regions=not args.no_mouth_fill,
                         progress=not args.no_progress)
     print(f"wrote {res.out}: {res.frames} frames, {res.size[0]}x{res.size[1]}, {res.fps:.3g} fps"
           + (f", PNGs in {res.frames_dir}" if res.frames_dir else ""))

@@ -240,9 +240,10 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                   frames_dir=None, face_index: int | None = None, batch_size: int = 8, fps: float | None = None,
                   reference: str = "neutral", progress: bool = True, keep_audio: bool = True,
                   warn: Callable[[str], None] | None = None, track: DriverTrack | None = None,
-                  sbs_out=None, encoder_preset: str = "veryfast") -> AnimateResult:
+                  sbs_out=None, encoder_preset: str = "veryfast", regions: bool = True) -> AnimateResult:
     """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`; `sbs_out`:
     also a driver | output video from the same render (`sbs` makes `out` itself side by side).
+    regions: fill the mouth the driver opens with the model's region generators (Animator's `regions`).
     encoder_preset: x264 speed preset ("veryfast": ~2.5× faster than "medium" at the same crf, larger files).
     face_index: the driver's k-th largest face (default: its largest, central one, then the one tracked); the
     source's face was chosen when the avatar was made.
@@ -257,7 +258,7 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
         refuse_overwriting_inputs([out, sbs_out], [driving])
     warn = warn or (lambda msg: log.warning("warning: %s", msg))
     t0 = time.time()
-    animator = animator or Animator(avatar, model=model, device=device)
+    animator = animator or Animator(avatar, model=model, device=device, regions=regions)
     track = track or track_driver(driving, fps=fps, face_index=face_index, progress=progress)
     if track.missing == len(track.points):
         raise NoFaceError(f"no face found in any of the {len(track.points)} frames of {driving}")

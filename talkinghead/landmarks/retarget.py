@@ -7,8 +7,11 @@ and the expression deltas (pose-free point offsets from the driver's reference f
 driver's reference frame (first or most neutral) — and applies them to the source's own landmarks. The
 driver's deltas are carried into the source's frame by a Procrustes similarity and scaled per axis by the
 ratio of the two faces' extents, so a mouth opening by a third of the driver's face height opens the source's
-mouth by a third of *its* face height. `absolute=True` is the paper's raw mode: the driver's landmarks mapped
-by one similarity transform (driver reference → source) into the source crop.
+mouth by a third of *its* face height. Relative deltas alone cannot open a closed mouth further than the driver
+opens it beyond its reference, and a driver who grins throughout has a grinning reference: so the inner lips
+are never shown closer than the driver's own gap, scaled the same way (`open_mouth_floor`). `absolute=True` is
+the paper's raw mode: the driver's landmarks mapped by one similarity transform (driver reference → source)
+into the source crop.
 
 All points are (x, y) pixels, numpy float arrays; the transforms are 2×3 matrices M with p' = p @ M[:, :2].T
 + M[:, 2].
@@ -80,6 +83,38 @@ def neutral_index(seq: np.ndarray, max_frames: int | None = None) -> int:
     return int(np.argmin(scores))
 
 
+INNER_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner-lip points facing each other
+UPPER_LIP = ((61, 50), (62, 51), (63, 52))  # each inner upper point with the outer point above it
+LOWER_LIP = ((67, (58,)), (66, (57,)), (65, (56,)))  # each inner lower point with the outer ones below it
+CHIN = (6, 7, 8, 9, 10)
+UPPER_SHARE = 0.3  # of a missing opening, the share the upper lip rises; the lower lip and jaw take the rest
+
+
+def open_mouth_floor(moved: np.ndarray, driver: np.ndarray, k_y: float, axes: np.ndarray) -> np.ndarray:
+    """`moved` (68, 2): the retargeted source in the driver's reference frame; `driver` (68, 2): the driver
+    with its pose removed, in the same frame; k_y: the faces' height ratio; axes: the face's axes (rows).
+    Where an inner-lip pair of `moved` is closer than k_y × the driver's gap (along the face's vertical
+    axis), the lips open to it: the upper lip rises by UPPER_SHARE of the difference, the lower lip and the
+    chin drop by the rest (the chin by half of it), each lip keeping its thickness."""
+    out = moved.copy()
+    down = axes[1]  # the face's vertical axis (towards the chin)
+    extra = []
+    for (up, low), (_, outer_up), (_, outer_low) in zip(INNER_PAIRS, UPPER_LIP, LOWER_LIP):
+        want = k_y * float(np.dot(driver[low] - driver[up], down))
+        have = float(np.dot(moved[low] - moved[up], down))
+        d = max(want - have, 0.0)
+        extra.append(d)
+        out[[up, outer_up]] -= UPPER_SHARE * d * down
+        out[[low, *outer_low]] += (1 - UPPER_SHARE) * d * down
+    d = float(np.mean(extra))
+    if d > 0:
+        out[[60, 64, 48, 54]] += 0.5 * (1 - 2 * UPPER_SHARE) * d * down  # the corners follow the middle a little
+        out[[49, 53]] -= 0.5 * UPPER_SHARE * d * down
+        out[[55, 59]] += 0.5 * (1 - UPPER_SHARE) * d * down
+        out[list(CHIN)] += 0.5 * (1 - UPPER_SHARE) * d * down
+    return out
+
+
 def _extent(points: np.ndarray) -> np.ndarray:
     """(width, height) of a face: outer eye-corner / jaw span, and brow-to-chin height."""
     width = np.ptp(points[0:17, 0])
@@ -95,7 +130,7 @@ def _face_axes(points: np.ndarray) -> np.ndarray:
 
 
 def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.ndarray | None = None,
-             absolute: bool = False, expression_scale: float = 1.0) -> np.ndarray:
+             absolute: bool = False, expression_scale: float = 1.0, mouth_floor: bool = True) -> np.ndarray:
     """Landmarks for the source face following the driver (DESIGN.md §2).
 
     source_points: (68, 2) the source's landmarks (e.g. in its crop); driver_seq: (T, 68, 2) the driver's,
@@ -104,7 +139,8 @@ def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.n
     driver_ref to the source, P_t the driver's pose change (similarity fitted on rigid points, ref → t),
     d_t = P_t⁻¹(driver_t) − driver_ref the pose-free expression deltas and k the ratio of the faces' widths
     and heights (source over driver, along the face's own axes in the driver's frame; `expression_scale`
-    multiplies it). Absolute: out_t = A(driver_t).
+    multiplies it); mouth_floor: then `open_mouth_floor` (the inner lips at least the driver's gap apart, scaled
+    by k). Absolute: out_t = A(driver_t).
     Returns (T, 68, 2) float32.
     """
     src = np.asarray(source_points, np.float64)
@@ -127,5 +163,7 @@ def retarget(source_points: np.ndarray, driver_seq: np.ndarray, driver_ref: np.n
         p = procrustes(ref[RIGID], drv[RIGID])  # pose change ref -> t
         delta = apply_transform(invert_transform(p), drv) - ref  # (68, 2) expression, pose removed
         moved = src_in_ref + delta @ scale.T
+        if mouth_floor:
+            moved = open_mouth_floor(moved, ref + delta, k[1] * expression_scale, rot)
         out[t] = apply_transform(compose(a, p), moved)
     return out.astype(np.float32)
