@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "demo": "animate the bundled Mona Lisa with the bundled driving clip",
     "preprocess": "videos -> aligned face crops + landmarks (training set)",
     "train": "meta-learn E, G and D on a preprocessed set",
-    "train-region": "train the mouth-interior generator on mouth crops and attach it to a model file",
+    "train-region": "train a mouth-interior or eyelid generator on crops and attach it to a model file",
     "finetune": "make an avatar from 1..32 photos or a video (FF or FT)",
     "animate": "drive a portrait or avatar with a video -> mp4",
     "landmarks": "a photo's 68 face landmarks (.pts) and an overlay PNG, to correct by hand",

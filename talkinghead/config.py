@@ -313,7 +313,7 @@ class RegionConfig:
     show"): a slim U-Net fills the region's hole, ê through AdaIN (ψ = P·ê as paper §3.2), so FF and FT of
     §3.3 keep their meaning. Saved inside the region's model file (persons/regions.py)."""
 
-    region: str = "mouth"  # the only region so far: the mouth interior (teeth, tongue, cavity)
+    region: str = "mouth"  # "mouth": the mouth interior (teeth, tongue, cavity); "eyes": the eyelids
     crop_size: int = 64  # side of the square crop the network sees
     crop_scale: float = 1.9  # crop side / distance between the mouth corners (points 48, 54)
     dilate: int = 1  # the inner-lip polygon's hole grown by this many crop pixels
@@ -325,8 +325,9 @@ class RegionConfig:
     batch_size: int = 32
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
-    open_weight: float = 4.0  # open mouths drawn this many times as often as closed ones
-    open_threshold: float = 0.15  # inner-lip gap / corner distance above which a mouth counts as open
+    open_weight: float = 4.0  # open mouths (closing eyes) drawn this many times as often as the others
+    open_threshold: float = 0.15  # inner-lip gap / corner distance above which a mouth counts as open; eyes:
+    #                               EAR / its video's median below which an eye counts as closing
     content_weight: float = 0.0  # L_CNT of the composite crop (paper §3.2's term); 0 = L1 only
     content_backbone: str = "inception"  # backbones.perceptual name (as LossConfig.imagenet_backbone)
     content_resolution: int = 0  # side the crops are resized to for it (0: the crop's own)
@@ -351,4 +352,18 @@ def mouth_region_tiny() -> RegionConfig:
                         ref_channels=8, batch_size=4)
 
 
-REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "mouth_tiny": mouth_region_tiny}
+def eye_region(size: int = 64) -> RegionConfig:
+    """The eyelid generator at `size`² (one eye per crop, the left one mirrored; data/eyes.py)."""
+    return RegionConfig(region="eyes", crop_size=size, crop_scale=2.4, dilate=2, open_weight=8.0,
+                        open_threshold=0.6)
+
+
+def eye_region_tiny() -> RegionConfig:
+    """For tests: the eyelid generator at 32²."""
+    cfg = mouth_region_tiny()
+    cfg.region, cfg.crop_scale, cfg.dilate, cfg.open_weight, cfg.open_threshold = "eyes", 2.4, 2, 8.0, 0.6
+    return cfg
+
+
+REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "mouth_tiny": mouth_region_tiny,
+                  "eyes": eye_region, "eyes_tiny": eye_region_tiny}

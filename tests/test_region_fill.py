@@ -15,7 +15,7 @@ from talkinghead.bundled import PORTRAIT
 from talkinghead.config import mouth_region_tiny, warp_tiny
 from talkinghead.errors import CheckpointError
 from talkinghead.inference.animator import Animator
-from talkinghead.inference.regions import RegionFill
+from talkinghead.inference.regions import MouthFill
 from talkinghead.nn.regions import RegionGenerator
 from talkinghead.persons.avatar import Avatar, make_ff_avatar
 from talkinghead.persons.checkpoint import LoadedModel
@@ -79,7 +79,7 @@ def test_broken_region_entries_are_one_line_errors(models, tmp_path):
 def test_fill_changes_only_the_hole_and_nothing_without_one(models):
     lm = LoadedModel.load(models[1])
     av = make_ff_avatar([str(PORTRAIT)], lm, shots=1)
-    fill = RegionFill.of_person(lm.regions["mouth"], av.source_crop[None], av.source_points[None], 64)
+    fill = MouthFill.of_person(lm.regions["mouth"], av.source_crop[None], av.source_points[None], 64)
     frames = torch.rand(2, 3, 160, 160) * 2 - 1  # R = 160 > S = 64: the fill works at the frames' size
     same = fill.fill(frames, av.source_points[None], av.source_points[None])
     assert torch.equal(same, frames)  # equal landmarks: no hole, the frames untouched
@@ -139,3 +139,24 @@ def test_avatar_with_a_broken_region_entry_is_refused(models, tmp_path):
     save_file(load_file(str(good)), str(tmp_path / "c.avatar"), metadata=meta)
     with pytest.raises(CheckpointError, match="crop_size"):
         Avatar.load(tmp_path / "c.avatar")
+
+
+def test_mouth_and_eyelid_generators_together(models, tmp_path):
+    from talkinghead.config import eye_region_tiny
+
+    torch.manual_seed(1)
+    eyes = RegionGenerator(eye_region_tiny()).eval()
+    both = tmp_path / "both.safetensors"
+    attach_regions(models[1], both, {"eyes": eyes}, note="eyes: test")
+    lm = LoadedModel.load(both)
+    assert set(lm.regions) == {"mouth", "eyes"} and lm.meta["regions_note"] == "test; eyes: test"
+    av = Avatar.load(make_ff_avatar([str(PORTRAIT)], lm, shots=1).save(tmp_path / "b.avatar"))
+    assert set(av.regions) == {"mouth", "eyes"}
+    an = Animator(av, model=lm)
+    p = np.array(av.source_points)
+    for ring in (list(range(36, 42)), list(range(42, 48))):  # close both eyes
+        p[ring, 1] = p[ring, 1].mean() + 0.2 * (p[ring, 1] - p[ring, 1].mean())
+    a = an.render_points(p[None])
+    b = Animator(av, model=lm, regions=False).render_points(p[None])
+    changed = (a[0] != b[0]).any(dim=0).nonzero()
+    assert len(changed) and changed[:, 0].max() < p[36:48, 1].max() + 8  # only around the eyes

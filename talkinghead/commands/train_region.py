@@ -16,7 +16,8 @@ MODEL_FILE = "model.safetensors"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Train the mouth-interior generator on mouth crops of a preprocessed set (made by "
+    p.description = ("Train a region generator (the mouth interior, or the eyelids with --preset eyes) on crops "
+                     "of a preprocessed set (made by "
                      "`talkinghead preprocess`, best at --resolution 256, with train and val splits), and attach "
                      "it to a model file. The run folder gets config.json, log.jsonl, val.jsonl (the hole's L1 on "
                      "the val people beside fills that need no learning), samples/*.png, checkpoints/last.pt and "
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="preprocessed set (folder with manifest.json)")
     p.add_argument("--run", required=True, help="run folder (created; --resume continues it)")
     p.add_argument("--preset", default="mouth", choices=sorted(REGION_PRESETS),
-                   help="mouth (64² crops), mouth96, mouth_tiny (tests) [default: mouth]")
+                   help="mouth (64² mouth crops), mouth96, eyes (64² crops of each eye: the eyelids), "
+                   "mouth_tiny and eyes_tiny (tests) [default: mouth]")
     p.add_argument("--minutes", type=float_range(0), default=40.0,
                    help="training time; 0: none (with --resume and --attach: attach the run's generator)")
     p.add_argument("--steps", type=int_range(0), default=0, help="stop after this many steps (0: by --minutes)")
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
             cfg.content_weight = args.content_weight
         record = train_region(cfg, args.data, run_dir, args.minutes or 1e9, args.eval_minutes,
                               args.cache or run_dir / "crops", resume=args.resume, max_steps=args.steps)
-        log.info("region: step %d, val hole L1 %.4f (warp %.4f, mean fill %.4f)", record["step"],
-                 record["val_l1"], record["warp"], record["mean_fill"])
+        log.info("%s: step %d, val hole L1 %.4f (fills without learning: %s)", cfg.region, record["step"],
+                 record["val_l1"], ", ".join(f"{k} {record[k]:.4f}" for k in ("warp", "ref_copy", "mean_fill")
+                                             if k in record))
     if args.attach:
         from talkinghead.persons.regions import attach_regions, load_region_model
 

@@ -218,16 +218,15 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
 
 def region_fills(run: Run, xs: torch.Tensor, ps: np.ndarray) -> list:
     """The model's region generators for a person of T shots x (T, 3, S, S), landmarks (T, 68, 2): ψ = P·ê
-    of the shots' mouths (inference/regions.py), the same for FF and FT; none when the model has none (or is
+    of the shots' crops of each region (inference/regions.py), the same for FF and FT; none when the model has none (or is
     the paper's G, which has no warp to leave holes in)."""
-    from talkinghead.inference.regions import RegionFill
+    from talkinghead.inference.regions import region_fill
+    from talkinghead.media.images import to_uint8
 
     if not run.lm.G.needs_texture:
         return []
-    from talkinghead.media.images import to_uint8
-
     crops = to_uint8(xs)  # (T, S, S, 3)
-    return [RegionFill.of_person(G.to(run.device), crops, ps, xs.shape[-1]) for G in run.lm.regions.values()]
+    return [region_fill(G.to(run.device), crops, ps, xs.shape[-1]) for G in run.lm.regions.values()]
 
 
 def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:

@@ -6,8 +6,8 @@ each frame is then one pass of G's landmark-to-image path. Spectral normalisatio
 weights for inference (same outputs, less work per frame). ``backend="onnx"`` runs G in ONNX Runtime (the
 optional ``fast`` extra: onnxruntime + onnx; CPU, float32), output within 1/255 of torch's
 (benchmarks/bench_generator.py compares their speed); without the packages it warns and stays on torch.
-When the model has region generators (the mouth interior, DESIGN.md §2), the frames rendered from landmarks
-get the driving mouth's hole filled by them (inference/regions.py).
+When the model has region generators (the mouth interior and the eyelids, DESIGN.md §2), the frames rendered
+from landmarks get what the photo cannot show filled by them (inference/regions.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class Animator:
     (benchmarks/bench_live.py); it takes a moment to trace. mixed_precision (with freeze): the trace made under
     torch.autocast(bfloat16) where the CPU computes bfloat16 natively (AVX512-BF16/AMX; elsewhere float32 as
     before): convolutions in bfloat16, the frames within a few grey levels of float32's (docs/benchmarks.md).
-    ``self.mixed_precision`` says whether it is on. regions: fill the driving mouth's hole with the model's
-    region generators in `render_points` (when the avatar has them); ``self.regions`` holds the fills.
+    ``self.mixed_precision`` says whether it is on. regions: fill the driving mouth's hole and closing eyes with
+    the model's region generators in `render_points` (when the avatar has them); ``self.regions`` holds them.
     """
 
     def __init__(self, avatar: Avatar, model=None, device: str | torch.device = "cpu", fold: bool = True,
@@ -77,13 +77,13 @@ class Animator:
             self.output_size = int(min(max(round(avatar.crop.side), self.image_size), max_output_size))
             self.source_full = None  # (1, 3, R, R), made on the first full-size render
         textured = self.source is not None
-        self.regions = []  # inference.regions.RegionFill per region generator, applied in render_points
+        self.regions = []  # inference.regions' MouthFill / EyeFill per region generator, used in render_points
         if regions and textured:
-            from talkinghead.inference.regions import RegionFill
+            from talkinghead.inference.regions import region_fill
 
             for G_r, psi_r in avatar.region_generators(model, self.device).values():
-                self.regions.append(RegionFill.of_person(G_r, avatar.source_crop[None], avatar.source_points[None],
-                                                         self.image_size, psi=psi_r))
+                self.regions.append(region_fill(G_r, avatar.source_crop[None], avatar.source_points[None],
+                                                self.image_size, psi=psi_r))
         self.mixed_precision = bool(mixed_precision and freeze and textured and self.device.type == "cpu"
                                     and dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
         self._frozen = _frozen_render(self, self.mixed_precision) if freeze and textured else None
@@ -129,7 +129,7 @@ class Animator:
         full_size: frames of `output_size` (R) instead: the warp-guided G's flow, upsampled, moves the source
         image's own pixels at R (no output blurrier than its source); only the network's correction of them is
         upsampled from S (`compose_full`). The paper's G has nothing at R (R = S): its S frames are returned.
-        The region generators then fill the driving mouth's hole at the frames' own size (`self.regions`)."""
+        The region generators then fill the mouth's hole and closing eyes at the frames' own size."""
         out = self.generate(self.prepare(points))
         if not full_size or self.output_size == self.image_size:
             frames = out.image.float()  # (B, 3, S, S)

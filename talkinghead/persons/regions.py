@@ -98,8 +98,9 @@ def attach_regions(model_path, out_path, regions: dict, note: str = "") -> None:
     lm = LoadedModel.load(model_path)
     meta = {k: v for k, v in lm.meta.items() if k not in ("format", "format_version", "has_discriminator",
                                                          "regions", "talkinghead_version")}
-    if note:
-        meta["regions_note"] = note
+    if note:  # one note per region, the newest last
+        kept = [n for n in meta.get("regions_note", "").split("; ") if n and not n.startswith(note.split(":")[0])]
+        meta["regions_note"] = "; ".join(kept + [note])
     save_model(out_path, lm.cfg, lm.E, lm.G, lm.D, extra_metadata=meta, regions={**lm.regions, **regions},
                dtype=dtype if dtype != torch.float32 else None)
 
@@ -120,10 +121,31 @@ def mouth_reference(crops: np.ndarray, points: np.ndarray, cfg: RegionConfig) ->
     return from_uint8(np.stack(refs)), from_uint8(np.stack(lips))  # (T, 3, s, s) each
 
 
+def eye_reference(crops: np.ndarray, points: np.ndarray, cfg: RegionConfig, eye: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The person's own eye crops (data/eyes.py: the left eye mirrored) -> (ref, ref_lips) (K, 3, s, s):
+    both eyes of every shot (K = 2T), or one eye's (K = T)."""
+    from talkinghead.data.eyes import eye_crop
+    from talkinghead.media.images import from_uint8
+
+    refs, lips = [], []
+    for crop, pts in zip(np.asarray(crops), np.asarray(points, np.float64)):
+        for e in ((0, 1) if eye is None else (eye,)):
+            c, li, _, _ = eye_crop(crop, pts, e, cfg.crop_size, cfg.crop_scale)
+            refs.append(c)
+            lips.append(li)
+    return from_uint8(np.stack(refs)), from_uint8(np.stack(lips))
+
+
+def region_reference(crops, points, cfg: RegionConfig):
+    """The person's own crops of cfg's region, as its generator's encoder takes them."""
+    return eye_reference(crops, points, cfg) if cfg.region == "eyes" else mouth_reference(crops, points, cfg)
+
+
 @torch.no_grad()
 def region_embedding(G: torch.nn.Module, crops: np.ndarray, points: np.ndarray) -> torch.Tensor:
-    """ê (N,) of a person for the region generator G: its encoder over the T shots' mouth crops, averaged
-    (paper eq. 1's mean over the shots)."""
-    ref, lips = mouth_reference(crops, points, G.cfg)
+    """ê (N,) of a person for the region generator G: its encoder over the T shots' crops of its region (both
+    eyes of each for the eyes), averaged (paper eq. 1's mean over the shots)."""
+    ref, lips = region_reference(crops, points, G.cfg)
     dev = next(G.parameters()).device
     return G.embed(ref[None].to(dev), lips[None].to(dev))[0].cpu()  # (N,)

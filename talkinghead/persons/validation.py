@@ -247,8 +247,8 @@ def check_region_config(data, what: str = "region config"):
         problems.append(f"channels = {list(cfg.channels)[:6]} (four widths, 1 to 1024)")
     if not (math.isfinite(cfg.crop_scale) and 0.5 <= cfg.crop_scale <= 8) or not 0 <= cfg.dilate <= 16:
         problems.append(f"crop_scale = {cfg.crop_scale}, dilate = {cfg.dilate} (0.5 to 8, 0 to 16)")
-    if cfg.region != "mouth":
-        problems.append(f"region = {cfg.region[:20]!r} (only 'mouth' so far)")
+    if cfg.region not in ("mouth", "eyes"):
+        problems.append(f"region = {cfg.region[:20]!r} ('mouth' or 'eyes')")
     if problems:
         raise Invalid(f"{what} " + "; ".join(problems[:3]))
     return cfg

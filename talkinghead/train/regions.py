@@ -70,12 +70,19 @@ def collate(ds: MouthCropDataset, items: list) -> dict:
 
 @dataclass
 class ValSet:
-    """Held-out items and the fills that need no learning (all (n, 3, s, s))."""
+    """Held-out items and the fills that need no learning (all (n, 3, s, s)); `shown` is the one the
+    sample grids show beside G's (the warp for the mouth, the reference's own eye for the eyes)."""
 
     batch: dict
-    mean_fill: torch.Tensor
-    warp: torch.Tensor
+    shown: torch.Tensor
     baselines: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of_fills(cls, batch: dict, fills: dict[str, torch.Tensor], shown: str) -> "ValSet":
+        """fills: name -> (n, 3, s, s) crops with the hole filled some way without learning."""
+        crop, mask = batch["crop"], batch["mask"]
+        base = {k: float(hole_l1(v, crop, mask)) for k, v in fills.items()}
+        return cls(batch, fills[shown], base)
 
     @classmethod
     def build(cls, ds: MouthCropDataset, root, items: list, mean_colour: torch.Tensor) -> "ValSet":
@@ -83,9 +90,20 @@ class ValSet:
         crop, mask = batch["crop"], batch["mask"]
         mean_fill = torch.where(mask > 0.5, mean_colour.view(1, 3, 1, 1).expand_as(crop), crop)
         warp = torch.where(mask > 0.5, warped_crops(ds, root, items), crop)
-        base = {"mean_fill": hole_l1(mean_fill, crop, mask), "blanked": hole_l1(batch["blanked"], crop, mask),
-                "warp": hole_l1(warp, crop, mask)}
-        return cls(batch, mean_fill, warp, {k: float(v) for k, v in base.items()})
+        return cls.of_fills(batch, {"mean_fill": mean_fill, "blanked": batch["blanked"], "warp": warp}, "warp")
+
+    @classmethod
+    def build_eyes(cls, ds, items: list, mean_colour: torch.Tensor) -> "ValSet":
+        """Eyes (data/eyes.py): closing targets with open references; fills: the mean colour, blanked, and the
+        reference's own pixels (its open eye where the target's closes: what a warp has to draw from)."""
+        rows = [ds.pair(t, r) for t, r in items]
+        batch = {k: torch.stack([it[k] for it in rows]) for k in ("crop", "mask", "blanked", "lips", "ref",
+                                                                   "ref_lips")}
+        crop, mask = batch["crop"], batch["mask"]
+        mean_fill = torch.where(mask > 0.5, mean_colour.view(1, 3, 1, 1).expand_as(crop), crop)
+        ref_copy = torch.where(mask > 0.5, batch["ref"], crop)
+        return cls.of_fills(batch, {"mean_fill": mean_fill, "blanked": batch["blanked"], "ref_copy": ref_copy},
+                            "ref_copy")
 
     @torch.no_grad()
     def evaluate(self, G: RegionGenerator, chunk: int = 64) -> tuple[float, torch.Tensor]:
@@ -144,11 +162,52 @@ def _save(run: RunFolder, cfg: RegionConfig, G, opt, step: int, elapsed: float) 
 
 
 def _samples(run: RunFolder, val: ValSet, out: torch.Tensor, name: str, rows: int = 12) -> Path:
-    """samples/NAME.png: one row per val item, blanked input | G's composite | the warp | real | reference."""
+    """samples/NAME.png: one row per val item, blanked input | G's composite | a fill without learning (the
+    warp; for the eyes the reference's pixels) | real | reference."""
     b = val.batch
     n = min(rows, len(out))
-    grid = [[b["blanked"][i], out[i], val.warp[i], b["crop"][i], b["ref"][i]] for i in range(n)]
+    grid = [[b["blanked"][i], out[i], val.shown[i], b["crop"][i], b["ref"][i]] for i in range(n)]
     return save_grid(run.path / "samples" / f"{name}.png", grid)
+
+
+def _mouth_data(cfg: RegionConfig, data, cache_dir, val_per_person: int):
+    """(train set, val set, {prefix: ValSet}) of mouth crops: open mouths with any reference and with
+    closed-mouth references."""
+    train_v = load_crops(data, "train", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
+    val_v = load_crops(data, "val", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
+    ds = MouthCropDataset(train_v, seed=cfg.seed, open_weight=cfg.open_weight,
+                          open_threshold=cfg.open_threshold, flip=True)
+    val_ds = MouthCropDataset(val_v, open_threshold=cfg.open_threshold)
+    mean = mean_hole_colour(train_v)
+    picks = {"": balanced_items(val_ds, val_per_person),  # any reference; closed-mouth references
+             "closed_": balanced_items(val_ds, val_per_person, closed_ref=0.05)}
+    vals = {k: ValSet.build(val_ds, data, items, mean) for k, items in picks.items() if items}
+    if not vals:
+        raise TalkingHeadError(f"no open mouths among the val crops of {data}")
+    return ds, val_ds, vals
+
+
+def _eye_data(cfg: RegionConfig, data, cache_dir, val_per_person: int):
+    """(train set, val set, {"": ValSet}) of eye crops (data/eyes.py): closing eyes with open references."""
+    from talkinghead.data.eyes import EyeCropDataset, load_eyes
+
+    kw = dict(closing=cfg.open_threshold, closing_weight=cfg.open_weight, dilate=cfg.dilate)
+    ds = EyeCropDataset(load_eyes(data, "train", cfg.crop_size, cfg.crop_scale, cache_dir), seed=cfg.seed, **kw)
+    val_ds = EyeCropDataset(load_eyes(data, "val", cfg.crop_size, cfg.crop_scale, cache_dir), **kw)
+    rng = np.random.default_rng(0)
+    items = []
+    for g, members in val_ds.members.items():
+        closing = members[val_ds.closing[members]]
+        refs = val_ds.open_members[g]
+        for t in rng.permutation(closing)[:val_per_person]:
+            if len(refs):
+                items.append((int(t), int(rng.choice(refs))))
+    if not items:
+        raise TalkingHeadError(f"no closing eyes among the val crops of {data}")
+    sample = [ds.pair(*ds.draw(n)[:2]) for n in range(0, len(ds), max(1, len(ds) // 400))]
+    m = torch.stack([it["mask"] for it in sample])  # (k, 1, s, s)
+    mean = (torch.stack([it["crop"] for it in sample]) * m).sum(dim=(0, 2, 3)) / m.sum().clamp_min(1)
+    return ds, val_ds, {"": ValSet.build_eyes(val_ds, items, mean)}
 
 
 def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes: float = 3.0,
@@ -162,20 +221,13 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
         cfg = RegionConfig.from_dict(state["region_config"])
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    train_v = load_crops(data, "train", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
-    val_v = load_crops(data, "val", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
-    ds = MouthCropDataset(train_v, seed=cfg.seed, open_weight=cfg.open_weight,
-                          open_threshold=cfg.open_threshold, flip=True)
-    val_ds = MouthCropDataset(val_v, open_threshold=cfg.open_threshold)
-    mean = mean_hole_colour(train_v)
-    picks = {"": balanced_items(val_ds, val_per_person),  # any reference; closed-mouth references
-             "closed_": balanced_items(val_ds, val_per_person, closed_ref=0.05)}
-    vals = {k: ValSet.build(val_ds, data, items, mean) for k, items in picks.items() if items}
-    if not vals:
-        raise TalkingHeadError(f"no open mouths among the val crops of {data}")
-    log.info("crops: %d train frames (%d people, %.0f%% open), val items %s (%d people) in %.0f s",
-             len(ds), len(ds.identities), 100 * ds.open.mean(), {k: len(v.batch["crop"]) for k, v in vals.items()},
-             len(val_ds.identities), time.time() - t0)
+    if cfg.region == "eyes":
+        ds, val_ds, vals = _eye_data(cfg, data, cache_dir, val_per_person)
+    else:
+        ds, val_ds, vals = _mouth_data(cfg, data, cache_dir, val_per_person)
+    log.info("crops: %d train %s (%d people), val items %s (%d people) in %.0f s", len(ds),
+             "eyes" if cfg.region == "eyes" else "mouths", len(ds.identities),
+             {k: len(v.batch["crop"]) for k, v in vals.items()}, len(val_ds.identities), time.time() - t0)
     G = RegionGenerator(cfg)
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     step, elapsed = 0, 0.0
@@ -217,7 +269,7 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
 def _validate(run: RunFolder, vals: dict[str, ValSet], G, step: int, seconds: float, rate: float, val_log) -> dict:
     """One val.jsonl record: for each val set (prefix: "" any reference, "closed_" closed-mouth references)
     the hole's L1 of G and of the fills without learning; a sample grid per set."""
-    record = {"step": step, "minutes": round(seconds / 60, 2), "crops_per_s": round(rate, 1)}
+    record = {"region": G.cfg.region, "step": step, "minutes": round(seconds / 60, 2), "crops_per_s": round(rate, 1)}
     for prefix, val in vals.items():
         l1, out = val.evaluate(G)
         record.update({f"{prefix}val_l1": round(l1, 4), **{f"{prefix}{k}": round(v, 4) for k, v in val.baselines.items()}})
