@@ -321,6 +321,9 @@ class RegionConfig:
     bottleneck_blocks: int = 2  # AdaIN residual blocks at the lowest resolution
     embed_dim: int = 64  # N, size of the person embedding ê
     ref_channels: int = 16  # first width of the reference encoder (ê from the person's own crops)
+    teeth_bank: int = 0  # mouth: inner mouths of a teeth bank the hole starts from (data/teeth_bank.py),
+    #                      kept in the generator's buffers; 0 = the hole starts blank
+    teeth_bank_crop: int = 64  # side of each bank crop
     # training
     batch_size: int = 32
     lr: float = 1e-3
@@ -365,5 +368,13 @@ def eye_region_tiny() -> RegionConfig:
     return cfg
 
 
+def mouth_bank_region(size: int = 64, entries: int = 384) -> RegionConfig:
+    """The mouth-interior generator refining the nearest of `entries` teeth-bank mouths (other people's)."""
+    return RegionConfig(crop_size=size, teeth_bank=entries)
+
+
 REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "mouth_tiny": mouth_region_tiny,
+                  "mouth_bank": mouth_bank_region,
+                  "mouth_bank_tiny": lambda: RegionConfig(**{**mouth_region_tiny().to_dict(), "teeth_bank": 6,
+                                                             "teeth_bank_crop": 16}),
                   "eyes": eye_region, "eyes_tiny": eye_region_tiny}

@@ -81,5 +81,5 @@ def test_eye_fill_only_for_closing_eyes_and_only_inside_its_hole():
     changed = (out[2] != frames[2]).any(dim=0)
     jobs = fill.jobs(frames[2].permute(1, 2, 0).numpy(), pts[2].astype(np.float64), photo.astype(np.float64), 128)
     assert len(jobs) == 2
-    inside = np.maximum(jobs[0][-1], jobs[1][-1]) > 0
+    inside = np.maximum(jobs[0][-2], jobs[1][-2]) > 0
     assert changed.any() and not changed[torch.from_numpy(~inside)].any()

@@ -173,3 +173,34 @@ def test_train_region_command_trains_and_attaches(tmp_path, capsys, tiny_model):
     assert rc == 1 and len(err) == 1 and "train first" in err[0]
     rc, _, err = run_cli(["train-region", "--data", str(tmp_path), "--run", str(run), "--steps", "1"], capsys)
     assert rc == 1 and len(err) == 1 and "preprocess" in err[0]
+
+
+def test_a_teeth_bank_generator_starts_from_other_peoples_mouths(tmp_path):
+    """preset mouth_bank: the hole starts from the nearest bank mouth of another person (its base), the bank
+    travels in the generator's buffers through its file."""
+    from talkinghead.config import REGION_PRESETS
+
+    root = _fake_root(tmp_path / "data", videos=(("a0", "a", 8, "train"), ("b0", "b", 8, "train"),
+                                                 ("c0", "c", 6, "val")))
+    cfg = REGION_PRESETS["mouth_bank_tiny"]()
+    cfg.open_threshold = 0.15
+    run = tmp_path / "run"
+    rec = train_region(cfg, root, run, minutes=5, cache_dir=tmp_path / "cache", val_per_person=2, max_steps=2)
+    assert "teeth_bank" in rec
+    _, G, _ = load_region_model(run / "region.safetensors")
+    assert G.bank_crops.shape == (6, 16, 16, 3) and G.bank_crops.float().std() > 0
+    from talkinghead.data.teeth_bank import TeethBank, build_teeth_bank
+
+    bank = build_teeth_bank(root, "train", max_entries=6, size=16)
+    assert np.array_equal(TeethBank.of_generator(G).crops, bank.crops)
+    ds = MouthCropDataset(load_crops(root, "train", 32), bank=bank, open_threshold=0.15)
+    from talkinghead.data.teeth_bank import normalise
+
+    t = next(int(k) for k in np.flatnonzero(ds.open)
+             if len(bank.query(normalise(ds.arrays(k).points)[60:68], exclude=(ds.arrays(k).identity,))))
+    item = ds.pair(t, t)
+    own = ds.arrays(t).identity
+    idx = bank.query(normalise(ds.arrays(t).points)[60:68], exclude=(own,))
+    assert bank.identity[idx[0]] != own
+    m = item["mask"][0] > 0
+    assert not torch.equal(item["base"][:, m], item["crop"][:, m])  # another mouth inside the hole

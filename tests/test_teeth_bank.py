@@ -8,7 +8,7 @@ import torch
 
 from helpers import synthetic_face, write_shards
 from talkinghead.evaluation.baselines import teeth_bank_baseline, warp_baseline
-from talkinghead.evaluation.teeth_bank import INNER, TeethBank, lip_gap, normalise, polygon_mask
+from talkinghead.data.teeth_bank import INNER, TeethBank, lip_gap, normalise, polygon_mask
 
 
 def face_image(points, size=128, seed=0) -> np.ndarray:
@@ -101,7 +101,7 @@ def people_shards(root, people) -> None:
 
 
 def test_build_keeps_open_train_mouths_spread_over_shapes(tmp_path):
-    from talkinghead.evaluation.teeth_bank import build_teeth_bank
+    from talkinghead.data.teeth_bank import build_teeth_bank
 
     people_shards(tmp_path, [("a1", "A", "train", [0.0, 0.2, 0.21, 0.22, 0.4]), ("b1", "B", "train", [0.0, 0.3]),
                             ("c1", "C", "val", [0.3, 0.35])])

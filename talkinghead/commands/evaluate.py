@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.build_teeth_bank:
-        from talkinghead.evaluation.teeth_bank import build_teeth_bank
+        from talkinghead.data.teeth_bank import build_teeth_bank
 
         if not args.teeth_bank:
             raise TalkingHeadError("--build-teeth-bank needs --teeth-bank FILE to write the bank to")

@@ -7,8 +7,9 @@ grown by `dilate` pixels), the landmark image of paper §3.1 drawn in the crop's
 * ``crop_transform(points, size, scale)``: the (2, 3) affine map frame pixels -> crop pixels.
 * ``hole_mask(points, size, dilate)``, ``openness(points)``: the hole and how far the lips are apart.
 * ``shard_crops(shard, ...)``: every frame of a preprocessed shard as crops (``ShardCrops``), cacheable.
-* ``MouthCropDataset``: items {blanked crop, hole mask, lip image, real crop, the person's own other crop}
-  with open mouths oversampled; deterministic per (seed, epoch, index) like data/dataset.py.
+* ``MouthCropDataset``: items {blanked crop, hole mask, lip image, real crop, the person's own other crop and,
+  with a teeth bank, the crop with another person's mouth pasted in} with open mouths oversampled;
+  deterministic per (seed, epoch, index) like data/dataset.py.
 * ``warped_crops(ds, items)``: the classical landmark warp's crop of the same items (the baseline).
 """
 
@@ -163,8 +164,8 @@ class MouthCropDataset(Dataset):
 
     def __init__(self, videos: list[ShardCrops], length: int | None = None, seed: int = 0,
                  open_weight: float = 4.0, open_threshold: float = 0.08, open_only: bool = False,
-                 flip: bool = False):
-        self.videos = videos
+                 flip: bool = False, bank=None):
+        self.videos, self.bank = videos, bank
         sizes = np.array([len(v.crops) for v in videos])
         self.video_of = np.repeat(np.arange(len(videos)), sizes)  # (N,)
         self.frame_of = np.concatenate([np.arange(k) for k in sizes])  # (N,)
@@ -203,18 +204,31 @@ class MouthCropDataset(Dataset):
         sc = self.videos[v]
         return ShardCrops(sc.video_id, sc.identity, *(getattr(sc, a)[i] for a in ShardCrops.ARRAYS))
 
+    def base(self, a: ShardCrops, b: ShardCrops) -> torch.Tensor:
+        """(3, s, s) in [-1, 1]: target a's crop with the bank's mouth nearest to its inner lips (never of its
+        own person) pasted in, colour-matched to reference b's lips (as a photo's at render time)."""
+        from talkinghead.data.teeth_bank import lip_colour
+
+        img = self.bank.base(a.crops, a.points, lip_colour(b.crops, b.points), exclude=(a.identity,))
+        return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
+
+    def pair(self, t: int, r: int, flip: bool = False) -> dict:
+        """The item of target t with reference r."""
+        a, b = self.arrays(t), self.arrays(r)
+        crop, lips, ref, ref_lips = (from_uint8(x) for x in (a.crops, a.lips, b.crops, b.lips))  # (3, s, s)
+        mask = torch.from_numpy(a.masks.astype(np.float32))[None]  # (1, s, s)
+        extra = {"base": self.base(a, b)} if self.bank is not None else {}
+        item = {"crop": crop, "mask": mask, "lips": lips, "ref": ref, "ref_lips": ref_lips, **extra}
+        if flip:
+            item = {k: v.flip(-1) for k, v in item.items()}
+        return {**item, "blanked": item["crop"] * (1 - item["mask"]), "openness": torch.tensor(float(a.openness)),
+                "index": torch.tensor([t, r], dtype=torch.int64)}
+
     def __getitem__(self, n: int) -> dict:
         if not 0 <= n < self.length:
             raise IndexError(n)
         t, r, flip = self.draw(n)
-        a, b = self.arrays(t), self.arrays(r)
-        crop, lips, ref, ref_lips = (from_uint8(x) for x in (a.crops, a.lips, b.crops, b.lips))  # (3, s, s)
-        mask = torch.from_numpy(a.masks.astype(np.float32))[None]  # (1, s, s)
-        if flip:
-            crop, lips, ref, ref_lips, mask = (x.flip(-1) for x in (crop, lips, ref, ref_lips, mask))
-        return {"crop": crop, "mask": mask, "blanked": crop * (1 - mask), "lips": lips, "ref": ref,
-                "ref_lips": ref_lips, "openness": torch.tensor(float(a.openness)),
-                "index": torch.tensor([t, r], dtype=torch.int64)}
+        return self.pair(t, r, flip)
 
 
 def warped_crops(ds: MouthCropDataset, root, items: list[tuple[int, int]], shards: dict | None = None

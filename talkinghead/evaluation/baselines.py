@@ -85,51 +85,12 @@ def warp_with_holes(source_image, source_points, target_points, fill="mean", par
     return out.to(warped.dtype)
 
 
-def _fan_map(target: np.ndarray, source: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Piecewise-affine map of points xy (N, 2) from the fan of triangles (centre, t_i, t_i+1) over the polygon
-    `target` (K, 2) to the same fan over `source` (K, 2); a point outside the fan uses its nearest triangle."""
-    t = np.concatenate([target, target.mean(0, keepdims=True)])  # (K+1, 2), the centre last
-    s = np.concatenate([source, source.mean(0, keepdims=True)])
-    k = len(target)
-    tri = np.array([[k, i, (i + 1) % k] for i in range(k)])  # (K, 3)
-    a, b, c = t[tri[:, 0]], t[tri[:, 1]], t[tri[:, 2]]  # (K, 2) each
-    e1, e2 = b - a, c - a
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # (K,)
-    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
-    r = xy[:, None, :] - a[None]  # (N, K, 2)
-    l1 = (r[..., 0] * e2[:, 1] - r[..., 1] * e2[:, 0]) / det  # (N, K)
-    l2 = (e1[:, 0] * r[..., 1] - e1[:, 1] * r[..., 0]) / det
-    bary = np.stack([1 - l1 - l2, l1, l2], -1)  # (N, K, 3)
-    best = bary.min(-1).argmax(1)  # (N,) the triangle each point is most inside
-    w = bary[np.arange(len(xy)), best]  # (N, 3)
-    return np.einsum("nj,njd->nd", w, s[tri[best]])  # (N, 2)
-
-
 def _feather(mask: np.ndarray, radius: int) -> np.ndarray:
     """(H, W) bool -> (H, W) float alpha: the mask box-blurred `radius` pixels (0 beyond `radius` outside it)."""
     a = torch.from_numpy(mask.astype(np.float32))[None, None]
     for _ in range(radius):
         a = F.avg_pool2d(F.pad(a, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return a[0, 0].numpy()
-
-
-def _inner_mouth(bank, index: int, target_points: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
-    """Entry `index` of the bank warped onto the target's inner-lip contour: (xy (N, 2) int pixel positions,
-    rgb (N, 3) float 0-255) for the pixels of the polygon's box, grown by 3 px."""
-    from talkinghead.evaluation.teeth_bank import INNER, to_crop
-
-    h, w = size
-    inner = np.asarray(target_points, np.float64)[INNER]  # (8, 2)
-    x0, y0 = np.floor(inner.min(0) - 3).clip(0).astype(int)
-    x1, y1 = np.minimum(np.ceil(inner.max(0) + 3), [w - 1, h - 1]).astype(int)
-    ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
-    xy = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)  # (N, 2)
-    c = bank.crop_size
-    src = _fan_map(inner, to_crop(bank.shapes[index].astype(np.float64), c), xy)  # (N, 2) crop pixels
-    grid = torch.from_numpy(src * 2.0 / (c - 1) - 1.0).float().view(1, 1, -1, 2)
-    crop = torch.from_numpy(bank.crops[index]).permute(2, 0, 1)[None].float()  # (1, 3, C, C)
-    rgb = F.grid_sample(crop, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, :, 0].T
-    return xy.astype(int), rgb.numpy().astype(np.float64)
 
 
 def teeth_bank_baseline(source_image, source_points, target_points, bank, exclude=(), open_gap: float | None = None,
@@ -142,7 +103,8 @@ def teeth_bank_baseline(source_image, source_points, target_points, bank, exclud
     feathered `feather` px. A closed target mouth, or an open source one, gives the warp baseline unchanged.
 
     source_image: uint8 (H, W, 3), or a float tensor (3, H, W) / (1, 3, H, W) in [-1, 1]; returns the same."""
-    from talkinghead.evaluation.teeth_bank import INNER, OPEN_GAP, lip_colour, lip_gap, normalise, polygon_mask
+    from talkinghead.data.teeth_bank import (INNER, OPEN_GAP, inner_mouth, lip_colour, lip_gain, lip_gap,
+                                           normalise, polygon_mask)
 
     warped = warp_baseline(source_image, source_points, target_points)
     gap = OPEN_GAP if open_gap is None else open_gap
@@ -159,8 +121,8 @@ def teeth_bank_baseline(source_image, source_points, target_points, bank, exclud
     src_lips = lip_colour(src, source_points)  # (3,)
     rgb = 0.0
     for i in idx:
-        xy, entry = _inner_mouth(bank, int(i), target_points, (h, w))
-        rgb = rgb + entry * np.clip(src_lips / np.maximum(bank.lips[i], 1.0), 0.5, 2.0) / len(idx)
+        xy, entry = inner_mouth(bank, int(i), target_points, (h, w))
+        rgb = rgb + entry * lip_gain(src_lips, bank.lips[i]) / len(idx)
     mouth = np.zeros_like(out)
     mouth[xy[:, 1], xy[:, 0]] = np.clip(rgb, 0, 255)
     alpha = _feather(polygon_mask([np.asarray(target_points, np.float64)[INNER]], (h, w)), feather)[..., None]

@@ -93,7 +93,7 @@ def start_run(model, data, out, settings: EvalSettings, show_progress: bool = Tr
     out = _out_dir(out)
     teeth = None
     if st.teeth_bank:
-        from talkinghead.evaluation.teeth_bank import TeethBank
+        from talkinghead.data.teeth_bank import TeethBank
 
         teeth = TeethBank.load(st.teeth_bank)
     lm = LoadedModel.load(model_path, device, with_discriminator="ft" in st.modes)

@@ -40,7 +40,7 @@ class EvalSettings:
     cross: bool = True
     seed: int = 0
     device: str = "cpu"
-    teeth_bank: str = ""  # a TeethBank .npz (evaluation.teeth_bank): adds the teeth-bank baseline
+    teeth_bank: str = ""  # a TeethBank .npz (data.teeth_bank): adds the teeth-bank baseline
 
     @property
     def baselines(self) -> tuple[str, ...]:

@@ -55,7 +55,8 @@ class _Fill:
 
     def jobs(self, image: np.ndarray, pts: np.ndarray, src: np.ndarray, r: int) -> list:
         """One frame's crops to fill: [(crop (s, s, 3) float32, mask (s, s) {0, 1}, landmark image (s, s, 3)
-        uint8, M (2, 3) frame -> crop, ref index, blend weight (R, R) float32 or None: the mask mapped back)]."""
+        uint8, M (2, 3) frame -> crop, ref index, blend weight (R, R) float32, base (s, s, 3) float32 in
+        [-1, 1] or None: what the hole starts from)]."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -72,10 +73,13 @@ class _Fill:
         mask = torch.from_numpy(np.stack([j[2] for j in jobs]).astype(np.float32))[:, None]  # (n, 1, s, s)
         lips = torch.from_numpy(np.stack([j[3] for j in jobs])).permute(0, 3, 1, 2).float() / 127.5 - 1
         refs = self.refs[[j[5] for j in jobs]]  # (n, 3, s, s)
-        out = self.G.fill(*(t.to(self.device) for t in (crop * (1 - mask), mask, lips)), refs, self.psi)
-        fill = (out.alpha * out.colour).float().cpu().permute(0, 2, 3, 1).numpy()  # (n, s, s, 3): the hole as
-        result = frames.clone()  # in training (its input blanked, alpha·colour inside)
-        for (i, _, m_crop, _, m, _, weight), f in zip(jobs, fill):
+        base = None
+        if jobs[0][7] is not None:
+            base = torch.from_numpy(np.stack([j[7] for j in jobs])).permute(0, 3, 1, 2).float().to(self.device)
+        out = self.G.fill(*(t.to(self.device) for t in (crop * (1 - mask), mask, lips)), refs, self.psi, base)
+        fill = out.image.float().cpu().permute(0, 2, 3, 1).numpy()  # (n, s, s, 3): the hole as in training
+        result = frames.clone()  # (alpha·colour + (1 − alpha)·base inside, base 0 without a bank)
+        for (i, _, _, _, m, _, weight, _), f in zip(jobs, fill):
             back = cv2.warpAffine(f, m, (r, r), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_REPLICATE)  # (R, R, 3) crop -> frame
             w = torch.from_numpy(weight)[None].to(frames.device, frames.dtype)  # (1, R, R)
@@ -92,10 +96,14 @@ class MouthFill(_Fill):
                   embedding: torch.Tensor | None = None, psi: torch.Tensor | None = None) -> "MouthFill":
         """From the person's T shots (crops (T, S, S, 3) uint8, landmarks (T, 68, 2)); the first is the
         reference. ψ: given (FT), else P·ê with ê given or averaged over the shots (FF)."""
+        from talkinghead.data.teeth_bank import TeethBank, lip_colour
         from talkinghead.persons.regions import mouth_reference
 
         ref, _ = mouth_reference(np.asarray(crops)[:1], np.asarray(points)[:1], G.cfg)
-        return cls(G, _psi(G, crops, points, embedding, psi), ref, image_size)
+        fill = cls(G, _psi(G, crops, points, embedding, psi), ref, image_size)
+        fill.bank = TeethBank.of_generator(G) if G.cfg.teeth_bank else None
+        fill.photo_lips = lip_colour(np.asarray(crops)[0], np.asarray(points)[0])  # (3,) 0-255
+        return fill
 
     def hole(self, source_points: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
         """(size, size) float32 in [0, 1]: where the driving inner mouth opens beyond the photo's."""
@@ -110,7 +118,11 @@ class MouthFill(_Fill):
         p = scale_points(pts, self.image_size, r)
         m = crop_transform(p, s, self.cfg.crop_scale)
         pc = apply_transform(m, p)
-        return [(cut_crop(image, m, s), hole_mask(pc, s, self.cfg.dilate), rasterize(pc, s), m, 0, hole)]
+        crop = cut_crop(image, m, s)  # (s, s, 3) float32 in [-1, 1]
+        base = None
+        if self.bank is not None:  # the nearest bank mouth, in the photo's lip colour
+            base = (self.bank.base((crop + 1) * 127.5, pc, self.photo_lips) / 127.5 - 1).astype(np.float32)
+        return [(crop, hole_mask(pc, s, self.cfg.dilate), rasterize(pc, s), m, 0, hole, base)]
 
 
 def eye_weight(source_points: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -150,7 +162,7 @@ class EyeFill(_Fill):
             mask = polygon_mask([eye_ring(pc, eye), src_ring], s, self.cfg.dilate)
             weight = w * cv2.warpAffine(mask.astype(np.float32), m, (r, r),
                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)  # (R, R), soft edge
-            out.append((cut_crop(image, m, s), mask, rasterize(pc, s), m, eye, weight.astype(np.float32)))
+            out.append((cut_crop(image, m, s), mask, rasterize(pc, s), m, eye, weight.astype(np.float32), None))
         return out
 
 

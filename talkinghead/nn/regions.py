@@ -4,11 +4,12 @@ around one region of the face — the mouth interior (teeth, tongue, cavity) fir
 The person enters as in paper §3.2: an embedding ê (here from a small encoder of the person's own crops of
 the region, ``embed``), projected by P to ψ = P·ê, the AdaIN parameters of the U-Net's bottleneck and decoder;
 so FF (ψ from ê) and FT (ψ' fine-tuned from P·ê) of §3.3 keep their meaning. The network sees the crop with
-the hole blanked, the hole mask, the crop's landmark image and a reference crop of the same person, and makes
-a colour and an alpha; the hole gets alpha·colour + (1 − alpha)·crop, every pixel outside it stays the crop's.
+the hole blanked (or holding a `base` to refine: the mouth of a teeth bank, data/teeth_bank.py), the hole mask,
+the crop's landmark image and a reference crop of the same person, and makes a colour and an alpha; the hole
+gets alpha·colour + (1 − alpha)·base, every pixel outside it stays the crop's.
 
 * ``RegionGenerator(cfg)``: ``embed(ref, ref_lips) -> ê (B, N)``, ``psi(ê) -> (B, P)``,
-  ``fill(crop, mask, lips, ref, psi) -> RegionOutput``, ``render(GenInputs) -> GenOutput``.
+  ``fill(crop, mask, lips, ref, psi, base=None) -> RegionOutput``, ``render(GenInputs) -> GenOutput``.
 * ``composite(crop, mask, colour, alpha)``: the blend, exact outside the mask.
 """
 
@@ -117,6 +118,10 @@ class RegionGenerator(nn.Module):
         named = [(f"mid.{i}", b) for i, b in enumerate(self.mid)] + [(f"ups.{i}", b) for i, b in enumerate(self.ups)]
         self.slices, self.layout = adain_layout(named + [("head_norm", self.head_norm)])
         self.num_psi = sum(self.slices)
+        n, c = cfg.teeth_bank, cfg.teeth_bank_crop  # the teeth bank's entries (data/teeth_bank.py), if any
+        self.register_buffer("bank_crops", torch.zeros(n, c, c, 3, dtype=torch.uint8))  # normalised mouths
+        self.register_buffer("bank_shapes", torch.zeros(n, 8, 2))  # their inner lips in the mouth frame
+        self.register_buffer("bank_lips", torch.zeros(n, 3))  # their mean lip colours (0-255)
         self.encoder = RefEncoder(cfg)
         self.P = nn.Linear(cfg.embed_dim, self.num_psi)  # ψ̂ = P·ê (paper §3.2)
         nn.init.normal_(self.P.weight, std=0.02)
@@ -130,12 +135,15 @@ class RegionGenerator(nn.Module):
         """ê (B, N) -> ψ̂ (B, num_psi)."""
         return self.P(e)
 
-    def fill(self, crop: Tensor, mask: Tensor, lips: Tensor, ref: Tensor, psi: Tensor) -> RegionOutput:
-        """crop, lips, ref (B, 3, s, s), mask (B, 1, s, s), ψ (B or 1, num_psi) -> the filled crop.
-        Whatever `crop` holds inside the hole (the warp's pixels, or nothing) is not seen, only blended."""
+    def fill(self, crop: Tensor, mask: Tensor, lips: Tensor, ref: Tensor, psi: Tensor,
+             base: Tensor | None = None) -> RegionOutput:
+        """crop, lips, ref (B, 3, s, s), mask (B, 1, s, s), ψ (B or 1, num_psi) -> the filled crop; base
+        (B, 3, s, s): what the hole starts from (default: nothing, 0). Whatever `crop` holds inside the hole
+        (the warp's pixels) is never seen."""
         b = crop.shape[0]
         psi = psi.expand(b, -1) if psi.shape[0] == 1 else psi
-        x = torch.cat([crop * (1 - mask), mask, lips, ref], dim=1)  # (B, 10, s, s)
+        crop = crop * (1 - mask) if base is None else crop * (1 - mask) + base * mask  # the hole: 0 or base
+        x = torch.cat([crop, mask, lips, ref], dim=1)  # (B, 10, s, s)
         skips = [self.stem(x)]  # (B, c0, s, s)
         for down in self.downs:
             skips.append(down(skips[-1]))  # (B, c1..c3, s/2..s/8)
@@ -150,9 +158,11 @@ class RegionGenerator(nn.Module):
         colour, alpha = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:])
         return RegionOutput(composite(crop, mask, colour, alpha), colour, alpha)
 
-    def forward(self, crop: Tensor, mask: Tensor, lips: Tensor, ref: Tensor, ref_lips: Tensor) -> RegionOutput:
+    def forward(self, crop: Tensor, mask: Tensor, lips: Tensor, ref: Tensor, ref_lips: Tensor,
+                base: Tensor | None = None) -> RegionOutput:
         """FF in one call: ψ̂ = P·embed(ref, ref_lips), then `fill`."""
-        return self.fill(crop, mask, lips, ref if ref.dim() == 4 else ref[:, 0], self.psi(self.embed(ref, ref_lips)))
+        return self.fill(crop, mask, lips, ref if ref.dim() == 4 else ref[:, 0], self.psi(self.embed(ref, ref_lips)),
+                         base)
 
     def render(self, inputs: GenInputs) -> GenOutput:
         """The generators' one call (nn/interface.py): y = the crop's landmark image, ψ as given; `extra`

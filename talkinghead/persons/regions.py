@@ -38,6 +38,8 @@ def _build(cfg: RegionConfig, tensors: dict[str, torch.Tensor], prefix: str, pat
         G = RegionGenerator(cfg)
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: broken region generator ({type(e).__name__}: {e})") from None
+    if cfg.teeth_bank == 0:  # files written before generators had bank buffers hold none
+        tensors = {**{prefix + k: v for k, v in G.state_dict().items() if k.startswith("bank_")}, **tensors}
     load_state(G, tensors, prefix, path)
     return G.eval()
 

@@ -224,7 +224,8 @@ def check_crop(data, image_shape, size: int):
     return CropTransform(cx=cx, cy=cy, side=side, size=int(size))
 
 
-_REGION_MAXIMUM = {"crop_size": 256, "bottleneck_blocks": 16, "embed_dim": 4096, "ref_channels": 512}
+_REGION_MAXIMUM = {"crop_size": 256, "bottleneck_blocks": 16, "embed_dim": 4096, "ref_channels": 512,
+                   "teeth_bank_crop": 128}
 
 
 def check_region_config(data, what: str = "region config"):
@@ -241,6 +242,8 @@ def check_region_config(data, what: str = "region config"):
     cfg = RegionConfig.from_dict(data)
     problems = [f"{k} = {getattr(cfg, k)} (1 to {top})" for k, top in _REGION_MAXIMUM.items()
                 if not 1 <= getattr(cfg, k) <= top]
+    if not 0 <= cfg.teeth_bank <= 4096:
+        problems.append(f"teeth_bank = {cfg.teeth_bank} (0 to 4096 entries)")
     if cfg.crop_size % 8:
         problems.append(f"crop_size = {cfg.crop_size} (a multiple of 8)")
     if len(cfg.channels) != 4 or not all(1 <= c <= 1024 for c in cfg.channels):

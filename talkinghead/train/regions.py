@@ -56,16 +56,8 @@ def balanced_items(ds: MouthCropDataset, per_person: int, seed: int = 0, open_on
 
 def collate(ds: MouthCropDataset, items: list) -> dict:
     """A batch of the dataset's item layout for fixed (target, reference) pairs, no mirroring."""
-    rows = []
-    for t, r in items:
-        a, b = ds.arrays(t), ds.arrays(r)
-        rows.append((a.crops, a.masks, a.lips, b.crops, b.lips))
-    crops, masks, lips, ref, ref_lips = (np.stack(x) for x in zip(*rows))
-    f = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
-    mask = torch.from_numpy(masks.astype(np.float32))[:, None]
-    crop = f(crops)
-    return {"crop": crop, "mask": mask, "blanked": crop * (1 - mask), "lips": f(lips), "ref": f(ref),
-            "ref_lips": f(ref_lips)}
+    rows = [ds.pair(t, r) for t, r in items]
+    return {k: torch.stack([it[k] for it in rows]) for k in rows[0] if k not in ("openness", "index")}
 
 
 @dataclass
@@ -90,7 +82,10 @@ class ValSet:
         crop, mask = batch["crop"], batch["mask"]
         mean_fill = torch.where(mask > 0.5, mean_colour.view(1, 3, 1, 1).expand_as(crop), crop)
         warp = torch.where(mask > 0.5, warped_crops(ds, root, items), crop)
-        return cls.of_fills(batch, {"mean_fill": mean_fill, "blanked": batch["blanked"], "warp": warp}, "warp")
+        fills = {"mean_fill": mean_fill, "blanked": batch["blanked"], "warp": warp}
+        if "base" in batch:  # the teeth bank's mouth the generator starts from
+            fills["teeth_bank"] = torch.where(mask > 0.5, batch["base"], crop)
+        return cls.of_fills(batch, fills, "teeth_bank" if "base" in batch else "warp")
 
     @classmethod
     def build_eyes(cls, ds, items: list, mean_colour: torch.Tensor) -> "ValSet":
@@ -113,7 +108,8 @@ class ValSet:
         b, outs = self.batch, []
         for s in range(0, len(b["crop"]), chunk):
             part = {k: v[s:s + chunk] for k, v in b.items()}
-            outs.append(G(part["blanked"], part["mask"], part["lips"], part["ref"], part["ref_lips"]).image)
+            outs.append(G(part["blanked"], part["mask"], part["lips"], part["ref"], part["ref_lips"],
+                          part.get("base")).image)
         G.train(was)
         out = torch.cat(outs)
         return float(hole_l1(out, b["crop"], b["mask"])), out
@@ -132,7 +128,7 @@ def mean_hole_colour(videos) -> torch.Tensor:
 def _phase(G: RegionGenerator, batch_of, opt, content_terms) -> Phase:
     def losses(_outputs: dict) -> PhaseLosses:
         b = batch_of()
-        out = G(b["blanked"], b["mask"], b["lips"], b["ref"], b["ref_lips"])
+        out = G(b["blanked"], b["mask"], b["lips"], b["ref"], b["ref_lips"], b.get("base"))
         terms = {"l1": hole_l1(out.image, b["crop"], b["mask"])}
         if content_terms:
             terms["cnt"] = content_loss(out.image, b["crop"], content_terms)
@@ -175,9 +171,16 @@ def _mouth_data(cfg: RegionConfig, data, cache_dir, val_per_person: int):
     closed-mouth references."""
     train_v = load_crops(data, "train", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
     val_v = load_crops(data, "val", cfg.crop_size, cfg.crop_scale, cfg.dilate, cache_dir)
+    bank = None
+    if cfg.teeth_bank:  # other people's mouths to start from, spread over inner-lip shapes (data/teeth_bank.py)
+        from talkinghead.data.teeth_bank import build_teeth_bank
+
+        bank = build_teeth_bank(data, "train", max_entries=cfg.teeth_bank, size=cfg.teeth_bank_crop)
+        if len(bank) != cfg.teeth_bank:
+            raise TalkingHeadError(f"{data} has {len(bank)} open training mouths for a bank of {cfg.teeth_bank}")
     ds = MouthCropDataset(train_v, seed=cfg.seed, open_weight=cfg.open_weight,
-                          open_threshold=cfg.open_threshold, flip=True)
-    val_ds = MouthCropDataset(val_v, open_threshold=cfg.open_threshold)
+                          open_threshold=cfg.open_threshold, flip=True, bank=bank)
+    val_ds = MouthCropDataset(val_v, open_threshold=cfg.open_threshold, bank=bank)
     mean = mean_hole_colour(train_v)
     picks = {"": balanced_items(val_ds, val_per_person),  # any reference; closed-mouth references
              "closed_": balanced_items(val_ds, val_per_person, closed_ref=0.05)}
@@ -229,6 +232,8 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
              "eyes" if cfg.region == "eyes" else "mouths", len(ds.identities),
              {k: len(v.batch["crop"]) for k, v in vals.items()}, len(val_ds.identities), time.time() - t0)
     G = RegionGenerator(cfg)
+    if getattr(ds, "bank", None) is not None:
+        ds.bank.into_generator(G)  # shipped with the generator: render time starts from the same mouths
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     step, elapsed = 0, 0.0
     if state is not None:

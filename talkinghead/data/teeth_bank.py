@@ -1,5 +1,6 @@
-"""A teeth bank (Face2Face's mouth retrieval, a no-training baseline for the mouth): the inner mouths of other
-people's training frames, retrieved by inner-lip shape and pasted into a warped photo (baselines.teeth_bank_baseline).
+"""A teeth bank (Face2Face's mouth retrieval): the inner mouths of other people's training frames, retrieved by
+inner-lip shape; pasted into a warped photo it is a no-training baseline for the mouth
+(evaluation/baselines.teeth_bank_baseline), and the mouth-interior generator starts from it (``paste_mouth``).
 
 Each entry is an open-mouth frame of a preprocessed training video (a VideoShard): its mouth cut out in a
 normalised frame (a similarity that puts the mouth corners 48 and 54 at (∓0.5, 0)), the 8 inner-lip points
@@ -129,6 +130,30 @@ class TeethBank:
         d = ((self.shapes[idx] - np.asarray(shape, np.float32)[None]) ** 2).sum((1, 2))  # (M,)
         return idx[np.argsort(d, kind="stable")[:k]]
 
+    @classmethod
+    def of_generator(cls, G) -> "TeethBank":
+        """The bank a mouth-interior generator (nn/regions.py) keeps in its buffers (who and where unknown)."""
+        n = int(G.bank_crops.shape[0])
+        return cls(G.bank_crops.cpu().numpy(), G.bank_shapes.float().cpu().numpy(), G.bank_lips.float().cpu().numpy(),
+                   np.full(n, "", dtype=str), np.full(n, "", dtype=str), np.zeros(n, np.int64))
+
+    def into_generator(self, G) -> None:
+        """Copies the bank into a generator's buffers (its cfg.teeth_bank entries of cfg.teeth_bank_crop²)."""
+        if tuple(G.bank_crops.shape) != tuple(self.crops.shape):
+            raise TalkingHeadError(f"a bank of {self.crops.shape} does not fit the generator's {tuple(G.bank_crops.shape)}")
+        with torch.no_grad():
+            G.bank_crops.copy_(torch.from_numpy(self.crops))
+            G.bank_shapes.copy_(torch.from_numpy(self.shapes.astype(np.float32)))
+            G.bank_lips.copy_(torch.from_numpy(self.lips.astype(np.float32)))
+
+    def base(self, crop: np.ndarray, points: np.ndarray, photo_lips: np.ndarray, exclude=()) -> np.ndarray:
+        """(H, W, 3) float 0-255: `crop` (uint8 or float 0-255) with the entry nearest to its inner lips (points
+        (68, 2)) pasted in, colour-matched to `photo_lips` (3,); the crop itself when no entry is left."""
+        idx = self.query(normalise(points)[INNER], exclude, 1)
+        if not len(idx):
+            return np.asarray(crop, np.float64)
+        return paste_mouth(crop, points, self, int(idx[0]), lip_gain(photo_lips, self.lips[idx[0]]))
+
     def save(self, path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,3 +201,58 @@ def build_teeth_bank(data, split: str = "train", max_entries: int = MAX_ENTRIES,
     keep = farthest_points(np.stack([c[2].ravel() for c in cand]), max_entries)
     rows = ((sh.frame(i), sh.points(i), sh.identity, sh.video_id, i) for sh, i, _ in (cand[j] for j in keep))
     return TeethBank.from_frames(rows, size)
+
+
+def fan_map(target: np.ndarray, source: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Piecewise-affine map of points xy (N, 2) from the fan of triangles (centre, t_i, t_i+1) over the polygon
+    `target` (K, 2) to the same fan over `source` (K, 2); a point outside the fan uses its nearest triangle."""
+    t = np.concatenate([target, target.mean(0, keepdims=True)])  # (K+1, 2), the centre last
+    s = np.concatenate([source, source.mean(0, keepdims=True)])
+    k = len(target)
+    tri = np.array([[k, i, (i + 1) % k] for i in range(k)])  # (K, 3)
+    a, b, c = t[tri[:, 0]], t[tri[:, 1]], t[tri[:, 2]]  # (K, 2) each
+    e1, e2 = b - a, c - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # (K,)
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
+    r = xy[:, None, :] - a[None]  # (N, K, 2)
+    l1 = (r[..., 0] * e2[:, 1] - r[..., 1] * e2[:, 0]) / det  # (N, K)
+    l2 = (e1[:, 0] * r[..., 1] - e1[:, 1] * r[..., 0]) / det
+    bary = np.stack([1 - l1 - l2, l1, l2], -1)  # (N, K, 3)
+    best = bary.min(-1).argmax(1)  # (N,) the triangle each point is most inside
+    w = bary[np.arange(len(xy)), best]  # (N, 3)
+    return np.einsum("nj,njd->nd", w, s[tri[best]])  # (N, 2)
+
+
+def inner_mouth(bank, index: int, target_points: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+    """Entry `index` of the bank warped onto the target's inner-lip contour: (xy (N, 2) int pixel positions,
+    rgb (N, 3) float 0-255) for the pixels of the polygon's box, grown by 3 px."""
+    h, w = size
+    inner = np.asarray(target_points, np.float64)[INNER]  # (8, 2)
+    x0, y0 = np.floor(inner.min(0) - 3).clip(0).astype(int)
+    x1, y1 = np.minimum(np.ceil(inner.max(0) + 3), [w - 1, h - 1]).astype(int)
+    ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
+    xy = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)  # (N, 2)
+    c = bank.crop_size
+    src = fan_map(inner, to_crop(bank.shapes[index].astype(np.float64), c), xy)  # (N, 2) crop pixels
+    grid = torch.from_numpy(src * 2.0 / (c - 1) - 1.0).float().view(1, 1, -1, 2)
+    crop = torch.from_numpy(bank.crops[index]).permute(2, 0, 1)[None].float()  # (1, 3, C, C)
+    rgb = F.grid_sample(crop, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, :, 0].T
+    return xy.astype(int), rgb.numpy().astype(np.float64)
+
+
+def paste_mouth(image: np.ndarray, points: np.ndarray, bank: "TeethBank", index: int, gain: np.ndarray
+                ) -> np.ndarray:
+    """(H, W, 3) float 0-255 image with the bank's entry `index` warped onto its inner-lip contour (points
+    (68, 2)) and multiplied by `gain` (3,) (the photo's lip colour over the entry's), inside the box of the
+    contour: the teeth, tongue and cavity a generator refines. Returns a new float64 array."""
+    out = np.array(image, np.float64)
+    h, w = out.shape[:2]
+    xy, rgb = inner_mouth(bank, int(index), points, (h, w))
+    out[xy[:, 1], xy[:, 0]] = np.clip(rgb * np.asarray(gain, np.float64), 0, 255)
+    return out
+
+
+def lip_gain(photo_lips: np.ndarray, entry_lips: np.ndarray) -> np.ndarray:
+    """(3,) the colour transfer from a bank entry to a photo: the ratio of their mean lip colours, bounded
+    to [0.5, 2] (lighting and white balance, keeping the teeth/cavity contrast)."""
+    return np.clip(np.asarray(photo_lips, np.float64) / np.maximum(np.asarray(entry_lips, np.float64), 1.0), 0.5, 2.0)
