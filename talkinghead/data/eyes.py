@@ -25,9 +25,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from talkinghead.data.dataset import VideoShard, read_manifest
-from talkinghead.data.regions import apply_transform, cut_crop
-from talkinghead.errors import TalkingHeadError
+from talkinghead.data.dataset import VideoShard
+from talkinghead.data.regions import apply_transform, cut_crop, load_shards
 from talkinghead.landmarks.rasterize import rasterize
 from talkinghead.media.images import from_uint8
 
@@ -129,24 +128,8 @@ def shard_eyes(shard: VideoShard, size: int, scale: float = 2.4) -> ShardEyes:
 
 def load_eyes(root, split: str | None, size: int, scale: float = 2.4, cache_dir=None) -> list[ShardEyes]:
     """`shard_eyes` of every shard of `split` (manifest order), read from / written to `cache_dir` if given."""
-    root = Path(root)
-    entries = [e for e in read_manifest(root).get("videos", []) if split is None or e.get("split", "train") == split]
-    if not entries:
-        raise TalkingHeadError(f"no videos of split {split!r} in {root}")
     cache = Path(cache_dir) / f"eyes_s{size}_c{scale:g}" if cache_dir else None
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
-    out = []
-    for e in sorted(entries, key=lambda e: e["video_id"]):
-        path = cache / f"{e['video_id']}.npz" if cache else None
-        if path is not None and path.exists():
-            out.append(ShardEyes.load(path))
-            continue
-        se = shard_eyes(VideoShard(root / e["path"]), size, scale)
-        if path is not None:
-            se.save(path)
-        out.append(se)
-    return out
+    return load_shards(root, split, cache, lambda sh: shard_eyes(sh, size, scale), ShardEyes.load)
 
 
 class EyeCropDataset(Dataset):

@@ -125,27 +125,33 @@ def shard_crops(shard: VideoShard, size: int, scale: float = 1.9, dilate: int = 
     return ShardCrops(shard.video_id, shard.identity, crops, masks, lips, pts, ms, openness(pts).astype(np.float32))
 
 
-def load_crops(root, split: str | None, size: int, scale: float = 1.9, dilate: int = 1,
-               cache_dir=None) -> list[ShardCrops]:
-    """`shard_crops` of every shard of `split` (manifest order), read from / written to `cache_dir` if given."""
+def load_shards(root, split: str | None, cache, make, load) -> list:
+    """`make(VideoShard)` of every shard of `split` (manifest order); with a `cache` folder each result is
+    read from / written to CACHE/VIDEO_ID.npz (`load(path)`, `result.save(path)`)."""
     root = Path(root)
     entries = [e for e in read_manifest(root).get("videos", []) if split is None or e.get("split", "train") == split]
     if not entries:
         raise TalkingHeadError(f"no videos of split {split!r} in {root}")
-    cache = Path(cache_dir) / f"s{size}_c{scale:g}_d{dilate}" if cache_dir else None
     if cache:
-        cache.mkdir(parents=True, exist_ok=True)
+        Path(cache).mkdir(parents=True, exist_ok=True)
     out = []
     for e in sorted(entries, key=lambda e: e["video_id"]):
-        path = cache / f"{e['video_id']}.npz" if cache else None
+        path = Path(cache) / f"{e['video_id']}.npz" if cache else None
         if path is not None and path.exists():
-            out.append(ShardCrops.load(path))
+            out.append(load(path))
             continue
-        sc = shard_crops(VideoShard(root / e["path"]), size, scale, dilate)
+        item = make(VideoShard(root / e["path"]))
         if path is not None:
-            sc.save(path)
-        out.append(sc)
+            item.save(path)
+        out.append(item)
     return out
+
+
+def load_crops(root, split: str | None, size: int, scale: float = 1.9, dilate: int = 1,
+               cache_dir=None) -> list[ShardCrops]:
+    """`shard_crops` of every shard of `split` (manifest order), read from / written to `cache_dir` if given."""
+    cache = Path(cache_dir) / f"s{size}_c{scale:g}_d{dilate}" if cache_dir else None
+    return load_shards(root, split, cache, lambda sh: shard_crops(sh, size, scale, dilate), ShardCrops.load)
 
 
 class MouthCropDataset(Dataset):
