@@ -2,7 +2,8 @@
 `animate` (the bundled Mona Lisa by default) against its drivers: the bundled clip and, where the real media is
 there, two val clips of `talking/`.
 
-    python benchmarks/bench_mouth_eyes.py [--source PHOTO] [--model FILE] [--json OUT.json] [--quick]
+    python benchmarks/bench_mouth_eyes.py [--source PHOTO] [--model FILE] [--json OUT.json] [--quick] \
+        [--frames DIR] [--no-regions]
 
 Per driver, from dlib's 68 points found on the driver's and on the output's frames:
 - teeth share: the share of bright, low-saturation pixels (HSV value > 0.55, saturation < 0.35) inside the inner-lip
@@ -12,6 +13,10 @@ Per driver, from dlib's 68 points found on the driver's and on the output's fram
   below 0.6. Printed: the driver's, the rendered targets' (what the renderer was asked to draw) and the output's
   share on those frames (the target is below 0.6). dlib can misplace the upper lid of a painted, closed eye on the
   crease above it, so the output's figure is a lower bound of the blink; look at the frames too.
+
+--frames DIR writes DIR/<driver>.png for that look: one row per driver frame (four teeth frames spread over the
+clip, then the deepest blinks), columns driver mouth | output mouth | driver eyes | output eyes, each zoomed on
+its own face's landmarks. --no-regions renders without the region generators (`animate --no-mouth-fill`).
 """
 
 from __future__ import annotations
@@ -76,7 +81,31 @@ def aperture(points: list[np.ndarray | None]) -> np.ndarray:
     return ear / np.nanmedian(ear)
 
 
-def check(source: Path, driver: Path, model, workdir: Path) -> dict:
+def zoom(frame: np.ndarray, points: np.ndarray | None, part: slice, scale: float = 1.8,
+         size: int = 160) -> np.ndarray:
+    """A (size, size, 3) square of `frame` around the landmarks `points[part]` (`scale` × their extent; black when
+    no face was found)."""
+    from PIL import Image
+
+    if points is None:
+        return np.zeros((size, size, 3), np.uint8)
+    p = points[part]
+    centre, half = (p.min(0) + p.max(0)) / 2, max(float((p.max(0) - p.min(0)).max()) * scale / 2, 8.0)
+    box = tuple(int(round(v)) for v in (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half))
+    return np.asarray(Image.fromarray(frame).crop(box).resize((size, size), Image.BICUBIC))
+
+
+def look_rows(drv_frames, drv_pts, out_frames, out_pts, teeth: list[int], blinks: list[int], drv_ear) -> list:
+    """Rows of `zoom` tiles for --frames: four teeth frames spread over the clip, then the two deepest blinks."""
+    picks = [teeth[int(i)] for i in np.linspace(0, len(teeth) - 1, min(4, len(teeth)))] if teeth else []
+    picks += sorted(blinks, key=lambda i: drv_ear[i])[:2]
+    mouth, eyes = slice(48, 68), slice(36, 48)
+    return [[zoom(drv_frames[i], drv_pts[i], mouth), zoom(out_frames[i], out_pts[i], mouth),
+             zoom(drv_frames[i], drv_pts[i], eyes, 1.2), zoom(out_frames[i], out_pts[i], eyes, 1.2)] for i in picks]
+
+
+def check(source: Path, driver: Path, model, workdir: Path, frames_dir: Path | None = None,
+          regions: bool = True) -> dict:
     from talkinghead.inference.pipeline import animate_video, driving_targets, track_driver
     from talkinghead.media import video
     from talkinghead.persons.avatar import make_ff_avatar
@@ -84,7 +113,7 @@ def check(source: Path, driver: Path, model, workdir: Path) -> dict:
     avatar = make_ff_avatar([str(source)], model, shots=1)
     track = track_driver(driver, progress=False)
     out = workdir / f"{driver.stem}.mp4"
-    animate_video(avatar, driver, out, model=model, track=track, progress=False)
+    animate_video(avatar, driver, out, model=model, track=track, progress=False, regions=regions)
     drv_frames = list(video.iter_frames(driver))
     if track.indices is not None:
         drv_frames = [drv_frames[i] for i in track.indices]
@@ -106,6 +135,11 @@ def check(source: Path, driver: Path, model, workdir: Path) -> dict:
         row.update(blink_driver=round(float(np.nanmean(drv_ear[blinks])), 3),
                    blink_targets=round(float(np.nanmean(aperture(list(crop_targets))[blinks])), 3),
                    blink_output=round(float(np.nanmean(aperture(out_pts)[blinks])), 3))
+    if frames_dir is not None and (teeth or blinks):
+        from talkinghead.media.images import save_grid
+
+        rows = look_rows(drv_frames, drv_pts, out_frames, out_pts, teeth, blinks, drv_ear)
+        row["look"] = str(save_grid(Path(frames_dir) / f"{driver.stem}.png", rows))
     return row
 
 
@@ -115,6 +149,8 @@ def main() -> int:
     ap.add_argument("--model", help="model file [default: the bundled one]")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--quick", action="store_true", help="the bundled clip only (the val clips take minutes)")
+    ap.add_argument("--frames", help="write zoomed driver | output tiles of teeth and blink frames here")
+    ap.add_argument("--no-regions", action="store_true", help="render without the region generators")
     args = ap.parse_args()
     from talkinghead import bundled
     from talkinghead.persons.checkpoint import LoadedModel, resolve_model
@@ -125,7 +161,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in drivers:
-            rows.append(check(source, d, model, Path(tmp)))
+            rows.append(check(source, d, model, Path(tmp), args.frames, regions=not args.no_regions))
             print(json.dumps(rows[-1]), flush=True)
     print(f"teeth: output/driver share on the driver's teeth frames (target >= 0.5); blink: eye aperture on the "
           f"driver's blink frames as a share of the median (target < {BLINK_FRAME})")

@@ -334,6 +334,9 @@ class RegionConfig:
     content_weight: float = 0.0  # L_CNT of the composite crop (paper §3.2's term); 0 = L1 only
     content_backbone: str = "inception"  # backbones.perceptual name (as LossConfig.imagenet_backbone)
     content_resolution: int = 0  # side the crops are resized to for it (0: the crop's own)
+    adv_weight: float = 0.0  # hinge loss of a patch D on (crop, driving lips), nn/mouth.py; 0 = none
+    d_channels: int = 32  # that D's first width
+    d_lr: float = 4e-4
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -149,6 +149,26 @@ def test_train_region_smoke_and_resume(tmp_path):
     assert len((run / "val.jsonl").read_text().splitlines()) == 4  # start and end of each run
 
 
+def test_adversarial_region_training_steps_its_discriminator_and_resumes_it(tmp_path):
+    import json
+
+    from talkinghead.persons.checkpoint import load_training_state
+
+    root = _fake_root(tmp_path / "data")
+    cfg = mouth_region_tiny()
+    cfg.open_threshold, cfg.adv_weight = 0.15, 0.1
+    run = tmp_path / "run"
+    train_region(cfg, root, run, minutes=5, cache_dir=tmp_path / "cache", val_per_person=2, max_steps=2)
+    first = load_training_state(run / "checkpoints" / "last.pt")["D"]
+    train_region(cfg, root, run, minutes=5, cache_dir=tmp_path / "cache", val_per_person=2, max_steps=10,
+                 resume=True)
+    state = load_training_state(run / "checkpoints" / "last.pt")
+    assert state["region_config"]["adv_weight"] == 0.1
+    assert any(not torch.equal(first[k], state["D"][k]) for k in first)  # D kept learning after the resume
+    logged = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert {"adv", "d_real", "d_fake", "loss_d"} <= set(logged)
+
+
 @pytest.mark.parametrize("size", [64, 96])
 def test_mouth_presets_build(size):
     from talkinghead.config import mouth_region

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training time; 0: none (with --resume and --attach: attach the run's generator)")
     p.add_argument("--steps", type=int_range(0), default=0, help="stop after this many steps (0: by --minutes)")
     p.add_argument("--content-weight", type=float_range(0), help="weight of L_CNT on the crop (0: L1 only)")
+    p.add_argument("--adv-weight", type=float_range(0), help="weight of a patch discriminator's hinge loss on "
+                   "the crop beside its driving lips (0: none); it pulls the hole towards teeth, not a dark mean")
     p.add_argument("--eval-minutes", type=float_range(0, lo_open=True), default=4.0,
                    help="validate, save samples and a checkpoint this often")
     p.add_argument("--resume", action="store_true", help="continue the run's checkpoint")
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = REGION_PRESETS[args.preset]()
         if args.content_weight is not None:
             cfg.content_weight = args.content_weight
+        if args.adv_weight is not None:
+            cfg.adv_weight = args.adv_weight
         record = train_region(cfg, args.data, run_dir, args.minutes or 1e9, args.eval_minutes,
                               args.cache or run_dir / "crops", resume=args.resume, max_steps=args.steps)
         log.info("%s: step %d, val hole L1 %.4f (fills without learning: %s)", cfg.region, record["step"],

@@ -1,7 +1,10 @@
 """Training a region generator on crops around its region (DESIGN.md §2, "What the photo cannot show").
 
 One phase per step through train/step.py's StepRunner: ê from the reference crop (nn/regions.py's encoder),
-ψ̂ = P·ê, the hole filled, L1 inside the hole (plus L_CNT of the crop when cfg.content_weight > 0). The run
+ψ̂ = P·ê, the hole filled, L1 inside the hole (plus L_CNT of the crop when cfg.content_weight > 0). With
+cfg.adv_weight > 0 a second phase trains a patch discriminator (nn/mouth.py) on the real and the composite crop
+beside the driving lips, hinge losses as paper §3.2's L_ADV: L1 alone pulls the hole to its mean, a dark blur,
+where a real open mouth shows teeth. The run
 folder (train/run_folder.py) gets config.json, log.jsonl (train losses) and val.jsonl: every few minutes the
 hole's L1 on held-out people against three fills that need no learning — the training set's mean hole colour,
 the blanked input itself, and the classical landmark warp of the person's other frame — plus sample grids,
@@ -125,16 +128,33 @@ def mean_hole_colour(videos) -> torch.Tensor:
     return torch.tensor(total / max(count, 1) / 127.5 - 1, dtype=torch.float32)
 
 
-def _phase(G: RegionGenerator, batch_of, opt, content_terms) -> Phase:
+def _phase(G: RegionGenerator, batch_of, opt, content_terms, D=None, adv_weight: float = 0.0) -> Phase:
     def losses(_outputs: dict) -> PhaseLosses:
         b = batch_of()
         out = G(b["blanked"], b["mask"], b["lips"], b["ref"], b["ref_lips"], b.get("base"))
         terms = {"l1": hole_l1(out.image, b["crop"], b["mask"])}
         if content_terms:
             terms["cnt"] = content_loss(out.image, b["crop"], content_terms)
-        return PhaseLosses(terms, logs={"alpha": (out.alpha * b["mask"]).sum() / b["mask"].sum().clamp_min(1)})
+        logs = {"alpha": (out.alpha * b["mask"]).sum() / b["mask"].sum().clamp_min(1)}
+        if D is not None:
+            score = D(out.image, b["lips"])[0]  # (B, P) patch scores of the composite
+            terms["adv"] = -adv_weight * score.mean()
+            logs["d_fake_g"] = score.mean()
+        return PhaseLosses(terms, logs=logs, outputs={"fake": out.image.detach(), "batch": b})
 
-    return Phase("loss", losses, [opt], list(G.parameters()), gnorm="gnorm")
+    trains = ((D, False),) if D is not None else ()
+    return Phase("loss", losses, [opt], list(G.parameters()), trains=trains, gnorm="gnorm")
+
+
+def _d_phase(D, opt_d) -> Phase:
+    """The patch D's hinge loss on the real crop and G's composite of the same batch (beside its lips)."""
+    def losses(outputs: dict) -> PhaseLosses:
+        b = outputs["batch"]
+        real, fake = D(b["crop"], b["lips"])[0], D(outputs["fake"], b["lips"])[0]  # (B, P) each
+        terms = {"d_real": torch.relu(1 - real).mean(), "d_fake": torch.relu(1 + fake).mean()}
+        return PhaseLosses(terms, logs={"d_score_real": real.mean(), "d_score_fake": fake.mean()})
+
+    return Phase("loss_d", losses, [opt_d], list(D.parameters()), trains=((D, True),), gnorm="gnorm_d")
 
 
 def _batches(ds: MouthCropDataset, batch_size: int, start_step: int):
@@ -149,12 +169,14 @@ def _batches(ds: MouthCropDataset, batch_size: int, start_step: int):
         step += 1
 
 
-def _save(run: RunFolder, cfg: RegionConfig, G, opt, step: int, elapsed: float) -> None:
+def _save(run: RunFolder, cfg: RegionConfig, G, opt, step: int, elapsed: float, D=None, opt_d=None) -> None:
     save_region_model(run.path / "region.safetensors", cfg, G, {"step": str(step)})
     (run.path / "checkpoints").mkdir(exist_ok=True)
-    save_training_state(run.path / "checkpoints" / "last.pt", {
-        "region_config": cfg.to_dict(), "step": step, "elapsed": elapsed, "G": G.state_dict(),
-        "opt": opt.state_dict()})
+    state = {"region_config": cfg.to_dict(), "step": step, "elapsed": elapsed, "G": G.state_dict(),
+             "opt": opt.state_dict()}
+    if D is not None:
+        state.update(D=D.state_dict(), opt_d=opt_d.state_dict())
+    save_training_state(run.path / "checkpoints" / "last.pt", state)
 
 
 def _samples(run: RunFolder, val: ValSet, out: torch.Tensor, name: str, rows: int = 12) -> Path:
@@ -235,10 +257,19 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
     if getattr(ds, "bank", None) is not None:
         ds.bank.into_generator(G)  # shipped with the generator: render time starts from the same mouths
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
+    D = opt_d = None
+    if cfg.adv_weight > 0:
+        from talkinghead.nn.mouth import MouthDiscriminator
+
+        D = MouthDiscriminator(cfg.d_channels)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, elapsed = 0, 0.0
     if state is not None:
         G.load_state_dict(state["G"])
         opt.load_state_dict(state["opt"])
+        if D is not None and "D" in state:
+            D.load_state_dict(state["D"])
+            opt_d.load_state_dict(state["opt_d"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
     else:
         run.write_config({"region": cfg.to_dict(), "data": str(data), "minutes": minutes})
@@ -249,24 +280,26 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
         terms = [(load_backbone(cfg.content_backbone, resolution=cfg.content_resolution or None),
                   cfg.content_weight)]
     batches = _batches(ds, cfg.batch_size, step)
-    phase = _phase(G, lambda: next(batches), opt, terms)
+    phases = [_phase(G, lambda: next(batches), opt, terms, D, cfg.adv_weight)]
+    if D is not None:
+        phases.append(_d_phase(D, opt_d))
     runner, train_log = StepRunner(), RunFolder(run.path).open_log("log.jsonl")
     val_log = RunFolder(run.path).open_log("val.jsonl")
     record = _validate(run, vals, G, step, elapsed, 0.0, val_log)
     start, last_eval, done_since = time.time(), time.time(), 0
     while (time.time() - start) / 60 < minutes and (not max_steps or step < max_steps):
-        values, norms, _ = runner.step([phase])
+        values, norms, _ = runner.step(phases)
         step, done_since = step + 1, done_since + 1
         if step % 10 == 0:
             train_log.log({"step": step, "time": round(elapsed + time.time() - start, 1), **values, **norms})
         if time.time() - last_eval >= eval_minutes * 60:
             rate = done_since * cfg.batch_size / (time.time() - last_eval)
             record = _validate(run, vals, G, step, elapsed + time.time() - start, rate, val_log)
-            _save(run, cfg, G, opt, step, elapsed + time.time() - start)
+            _save(run, cfg, G, opt, step, elapsed + time.time() - start, D, opt_d)
             last_eval, done_since = time.time(), 0
     rate = done_since * cfg.batch_size / max(time.time() - last_eval, 1e-6)
     record = _validate(run, vals, G, step, elapsed + time.time() - start, rate, val_log)
-    _save(run, cfg, G, opt, step, elapsed + time.time() - start)
+    _save(run, cfg, G, opt, step, elapsed + time.time() - start, D, opt_d)
     train_log.close(), val_log.close()
     return record
 
