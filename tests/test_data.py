@@ -120,6 +120,57 @@ def test_preprocess_twice_does_no_work(prepped, prep_input):
     assert cli_main(["preprocess", str(prep_input), "--out", str(out), "--resolution", "128", "--quiet"]) == 1
 
 
+def _tree(root: Path) -> dict:
+    """{relative path: bytes} of every file of a dataset's shards (videos/*), and its manifest's shard list."""
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "videos").rglob("*")) if p.is_file()}
+    return {"files": files, "videos": json.loads((root / "manifest.json").read_text())["videos"]}
+
+
+@pytest.mark.media
+def test_two_parts_in_two_processes_make_the_shards_of_one_run(prep_input, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"  # the fixture's three videos and a second talking one: both parts get work
+    shutil.copytree(prep_input, src)
+    shutil.copy(src / "talk.mp4", src / "talk2.mp4")
+    one = tmp_path / "one"
+    preprocess(src, one, resolution=64, every=1, frames_per_video=6, workers=1, progress=False)
+    many = tmp_path / "many"
+    args = [str(src), "--out", str(many), "--resolution", "64", "--every", "1", "--frames-per-video", "6",
+            "--workers", "1", "--quiet"]
+    jobs = [subprocess.Popen([sys.executable, "-m", "talkinghead", "preprocess", *args, "--part", f"{k}/2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k in (1, 2)]
+    for j in jobs:
+        assert j.wait(timeout=300) == 0, j.stderr.read().decode()
+    parts = sorted(p.name for p in (many / "parts").iterdir())
+    assert parts == ["1-of-2", "2-of-2"]
+    ids = [{v["video_id"] for v in json.loads((many / "parts" / p / "manifest.json").read_text())["videos"]}
+           for p in parts]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]  # each part did some of the work, none twice
+    s = preprocess(src, many, resolution=64, every=1, frames_per_video=6, workers=1, progress=False, merge=True)
+    assert (s.adopted, s.processed, s.left, s.previously_skipped) == (2, 0, 0, 2)
+    assert not (many / "parts").exists()
+    mine, theirs = _tree(one), _tree(many)
+    assert mine["videos"] == theirs["videos"] and mine["files"].keys() == theirs["files"].keys()
+    for name, data in mine["files"].items():
+        if name.endswith("meta.json"):  # the same but for how long it took
+            a, b = json.loads(data), json.loads(theirs["files"][name])
+            a.pop("seconds"), b.pop("seconds")
+            assert a == b, name
+        else:
+            assert data == theirs["files"][name], name
+    # a plain rerun has nothing left to do
+    s = preprocess(src, many, resolution=64, every=1, frames_per_video=6, workers=1, progress=False)
+    assert (s.processed, s.already_done, s.adopted) == (0, 2, 0)
+
+
+def test_part_option_is_checked(tmp_path, capsys):
+    for bad in ("0/2", "3/2", "1", "a/b"):
+        assert cli_main(["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--part", bad]) == 2
+        assert "K/N" in capsys.readouterr().err
+
+
 @pytest.mark.media
 @pytest.mark.slow
 def test_preprocess_parallel_workers(prep_input, tmp_path):

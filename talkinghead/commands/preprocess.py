@@ -41,8 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identities", default=None, help="JSON file {file stem or relative path: identity}")
     parser.add_argument("--format", choices=IMAGE_FORMATS, default=default_of(PreprocessOptions, "image_format"),
                         dest="image_format")
+    parser.add_argument("--part", type=_part, default=None, metavar="K/N",
+                        help="process only part K of N of the videos (a job array over N machines), into "
+                        "OUT/parts/K-of-N; a run without --part then adopts every part's shards")
+    parser.add_argument("--merge", action="store_true",
+                        help="adopt the parts' shards into OUT and process nothing else (reports what is left)")
     parser.add_argument("--retry-failed", action="store_true", help="retry videos skipped by an earlier run")
     parser.add_argument("--no-progress", "--quiet", action="store_true", dest="no_progress", help="no progress bar")
+
+
+def _part(text: str) -> tuple[int, int]:
+    from talkinghead.data.shards import parse_part
+
+    try:
+        return parse_part(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run(args) -> int:
@@ -55,6 +69,6 @@ def run(args) -> int:
     options = {name: getattr(args, name) for name, _, _ in _NUMERIC.values()}
     summary = preprocess(args.input, args.out, split=args.split, layout=args.layout, identities=identities,
                          retry_failed=args.retry_failed, progress=not args.no_progress, require_usable=True,
-                         image_format=args.image_format, **options)
+                         image_format=args.image_format, part=args.part, merge=args.merge, **options)
     print(summary)
     return ExitStatus.SUCCESS

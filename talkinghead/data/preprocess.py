@@ -9,6 +9,9 @@ before it is renamed into place and again before it enters OUT/manifest.jsonl. T
 run may trust of it (verification, resume, stale temporary folders, the lock) are in talkinghead.data.shards.
 
 A rerun skips the finished and the skipped videos (`retry_failed` retries the latter) and redoes broken shards.
+Many machines: `part=(K, N)` processes a deterministic slice of the videos into OUT/parts/K-of-N/; a run without
+`part` first adopts every part's verified shards (data.shards.adopt_parts), then does what no part did
+(`merge=True`: nothing more, the videos left are reported).
 Parallel workers use spawn-safe multiprocessing and die with the run (a killed run leaves no worker behind to
 race the next one).
 """
@@ -27,9 +30,10 @@ import numpy as np
 
 from talkinghead.config import CROP_SHIFT_Y
 from talkinghead.console import log, progress as progress_bar
-from talkinghead.data.shards import (FORMAT_VERSION, append_jsonl, check_dataset_info, check_shards, list_shard,
-                                     lock_out, manifest_entry, move_into_place, read_jsonl, remove_stale_tmp,
-                                     temp_shard_dir, verify_shard, write_json, write_manifest)
+from talkinghead.data.shards import (FORMAT_VERSION, adopt_parts, append_jsonl, check_dataset_info, check_shards,
+                                     in_part, list_shard, lock_out, manifest_entry, move_into_place, part_dir,
+                                     read_jsonl, remove_stale_tmp, temp_shard_dir, verify_shard, write_json,
+                                     write_manifest)
 from talkinghead.data.options import PreprocessOptions, make_options
 from talkinghead.data.sources import VideoRecord, apply_split, find_videos
 from talkinghead.data.workers import orphaned, run_pooled, start_pool
@@ -53,6 +57,8 @@ class Summary:
     previously_skipped: int = 0
     redone: list = field(default_factory=list)  # [{"video_id", "reason"}] broken shards found, removed, redone
     shards: int = 0  # finished shards in the manifest after this run
+    adopted: int = 0  # shards taken over from OUT/parts/* (written by `--part K/N` runs)
+    left: int = 0  # merge only: videos that no part has processed or skipped
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -64,6 +70,8 @@ class Summary:
                  f"{fps:.1f} frames/s), {self.already_done} already done, {len(self.skipped)} skipped"
                  + (f", {self.previously_skipped} skipped earlier" if self.previously_skipped else "")
                  + (f", {len(self.redone)} broken shards redone" if self.redone else "")
+                 + (f", {self.adopted} adopted from parts" if self.adopted else "")
+                 + (f", {self.left} left that no part processed" if self.left else "")
                  + f"; {self.no_face_frames} frames without a face left out, {self.cut_videos} videos with a "
                  f"shot change trimmed by {self.trimmed_frames} frames"
                  + f"; {self.seconds:.1f} s -> {self.out}"]
@@ -275,12 +283,13 @@ def _worker_died(args) -> dict:
 # -- the run ----------------------------------------------------------------------------------------------
 def preprocess(input, out, split=None, layout: str = "auto", identities: dict | None = None,
                retry_failed: bool = False, progress: bool = True, require_usable: bool = False,
-               **options) -> Summary:
+               part: tuple[int, int] | None = None, merge: bool = False, **options) -> Summary:
     """Preprocesses every video under `input` into shards under `out` (see module doc); returns a Summary.
 
     `options`: PreprocessOptions fields (resolution, every, frames_per_video, workers, redetect_every, ...),
     checked against their ranges (TalkingHeadError). `require_usable`: raise TalkingHeadError when, after the
-    run, `out` holds no usable shard at all (every video skipped)."""
+    run, `out` holds no usable shard at all (every video skipped). `part` (K, N): only part K of N of the
+    videos, into OUT/parts/K-of-N/; `merge`: adopt the parts' shards and process nothing."""
     t0 = time.perf_counter()
     opts = make_options(**options)
     out = Path(out).expanduser().resolve()
@@ -289,22 +298,35 @@ def preprocess(input, out, split=None, layout: str = "auto", identities: dict | 
         records = apply_split(records, split, root=input)
     if not records:
         raise TalkingHeadError(f"no videos found in {input}")
+    if part is not None:
+        if merge:
+            raise TalkingHeadError("--merge gathers the parts: run it without --part")
+        records = [r for r in records if in_part(r.video_id, part)]
+        out = part_dir(out, part)
+        if not records:  # a tiny tree over many machines: this part has nothing to do
+            log.info("part %d/%d has no videos", *part)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     lock = lock_out(out)
     try:
-        return _run(records, input, out, opts, retry_failed, progress, require_usable, t0)
+        return _run(records, input, out, opts, retry_failed, progress, require_usable and part is None, t0,
+                    adopt=part is None, merge=merge)
     finally:
         lock.close()
 
 
 def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool, progress: bool,
-         require_usable: bool, t0: float) -> Summary:
-    check_dataset_info(out, {"format_version": FORMAT_VERSION, "resolution": opts.resolution,
-                             "every": opts.every, "frames_per_video": opts.frames_per_video,
-                             "image_format": opts.image_format, "margin": opts.margin, "shift_y": CROP_SHIFT_Y})
+         require_usable: bool, t0: float, adopt: bool = True, merge: bool = False) -> Summary:
+    info = {"format_version": FORMAT_VERSION, "resolution": opts.resolution, "every": opts.every,
+            "frames_per_video": opts.frames_per_video, "image_format": opts.image_format, "margin": opts.margin,
+            "shift_y": CROP_SHIFT_Y}
+    check_dataset_info(out, info)
     remove_stale_tmp(out / "videos")
     manifest_jsonl = out / "manifest.jsonl"
     summary = Summary(out=str(out), videos=len(records))
+    if adopt:
+        summary.adopted, parts = adopt_parts(out, info)
+        if parts:
+            log.info("adopted %d shards from %d parts (%s)", summary.adopted, len(parts), ", ".join(parts))
     summary.redone += check_shards(out, manifest_jsonl)
     failed = {} if retry_failed else {e["video_id"]: e for e in read_jsonl(out / "skipped.jsonl")}
 
@@ -316,6 +338,8 @@ def _run(records, input, out: Path, opts: PreprocessOptions, retry_failed: bool,
             summary.previously_skipped += 1
         else:
             todo.append(r)
+    if merge:
+        summary.left, todo = len(todo), []
 
     jobs = ((r.to_dict(), str(out), asdict(opts)) for r in todo)
     results = None

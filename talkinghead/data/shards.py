@@ -12,6 +12,8 @@ Written by `talkinghead.data.preprocess`, read by `talkinghead.data.dataset`:
     OUT/manifest.json    dataset.json's settings + the sorted, deduplicated list of finished shards
     OUT/dataset.json     the run's settings (format version, resolution, ...); OUT/summary.json the last run's
     OUT/.lock            held (flock) by the one run writing to OUT
+    OUT/parts/K-of-N/    the same layout, written by `preprocess --part K/N` (one machine of a job array);
+                         a run on OUT without --part adopts every part's verified shards (`adopt_parts`)
 
 Guarantees:
 - a shard is written into its temporary folder `.tmp-<video_id>-<pid>` (meta.json last), verified
@@ -23,7 +25,10 @@ Guarantees:
   (`remove_stale_tmp`);
 - a line of a .jsonl file cut by a crash is ignored (`read_jsonl`); manifest.json, dataset.json and
   summary.json are replaced atomically (`write_json`);
-- one run at a time per OUT folder (`lock_out`).
+- one run at a time per OUT folder (`lock_out`);
+- `--part K/N` takes a deterministic slice of the videos (`in_part`: a hash of the video id, so N machines
+  listing the same tree split it alike, and a video added later does not move the others); the parts' shards,
+  once adopted, are the same files one run would have written.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +229,66 @@ def write_manifest(out: Path) -> list[dict]:
     info = json.loads((out / "dataset.json").read_text()) if (out / "dataset.json").exists() else {}
     write_json(out / "manifest.json", {**info, "videos": videos})
     return videos
+
+
+# -- parts of one dataset, written on many machines ------------------------------------------------------------
+SETTINGS_KEYS = ("format_version", "resolution", "every", "frames_per_video", "image_format", "margin", "shift_y")
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """"K/N" (1 ≤ K ≤ N) -> (K, N); ValueError with a one-line reason otherwise."""
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"expected K/N, e.g. 3/8, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"K/N needs 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def in_part(video_id: str, part: tuple[int, int]) -> bool:
+    """Whether `video_id` belongs to part K of N (a stable hash: the same on every machine and Python run)."""
+    k, n = part
+    return zlib.crc32(video_id.encode()) % n == k - 1
+
+
+def part_dir(out: Path, part: tuple[int, int]) -> Path:
+    return Path(out) / "parts" / f"{part[0]}-of-{part[1]}"
+
+
+def adopt_parts(out: Path, info: dict) -> tuple[int, list[str]]:
+    """Moves every part's verified shards (OUT/parts/*/videos/*) into OUT/videos and lists them, merges the
+    parts' skipped.jsonl, and removes each part folder it emptied. A part must hold crops of OUT's settings and
+    not be written by a running process (TalkingHeadError). Returns (shards adopted, part names)."""
+    parts_root = Path(out) / "parts"
+    if not parts_root.is_dir():
+        return 0, []
+    adopted, names = 0, []
+    skipped_here = {e["video_id"] for e in read_jsonl(out / "skipped.jsonl")}
+    for part in sorted(d for d in parts_root.iterdir() if d.is_dir()):
+        lock = lock_out(part)
+        try:
+            theirs = json.loads((part / "dataset.json").read_text()) if (part / "dataset.json").is_file() else {}
+            differ = [k for k in SETTINGS_KEYS if k in info and k in theirs and theirs[k] != info[k]]
+            if differ:
+                raise TalkingHeadError(f"{part} was made with other settings ({', '.join(f'{k} {theirs[k]}' for k in differ)}); "
+                                       f"rerun it with this run's or remove it")
+            videos = part / "videos"
+            for d in sorted(videos.iterdir()) if videos.is_dir() else []:
+                if d.name.startswith(".") or not d.is_dir() or verify_shard(d):
+                    continue  # a part's temporary or broken shard: this run redoes the video
+                final = out / "videos" / d.name
+                if not final.exists():
+                    move_into_place(d, final)
+                    adopted += 1
+            for e in read_jsonl(part / "skipped.jsonl"):
+                if e["video_id"] not in skipped_here and not (out / "videos" / e["video_id"]).exists():
+                    append_jsonl(out / "skipped.jsonl", e)
+                    skipped_here.add(e["video_id"])
+        finally:
+            lock.close()
+        shutil.rmtree(part, ignore_errors=True)
+        names.append(part.name)
+    if not any(parts_root.iterdir()):
+        parts_root.rmdir()
+    return adopted, names
