@@ -14,6 +14,10 @@ Per driver, from dlib's 68 points found on the driver's and on the output's fram
   share on those frames (the target is below 0.6). dlib can misplace the upper lid of a painted, closed eye on the
   crease above it, so the output's figure is a lower bound of the blink; look at the frames too.
 
+Cost: the render's ms per frame (Animator.render_points at full size, batches of 8 and of 1, the path of animate
+and of live) with the region generators and without, on the bundled clip's targets, side by side in one run; the
+difference is what the regions add (the target is at most 8 ms).
+
 --frames DIR writes DIR/<driver>.png for that look: one row per driver frame (four teeth frames spread over the
 clip, then the deepest blinks), columns driver mouth | output mouth | driver eyes | output eyes, each zoomed on
 its own face's landmarks. --no-regions renders without the region generators (`animate --no-mouth-fill`).
@@ -143,6 +147,26 @@ def check(source: Path, driver: Path, model, workdir: Path, frames_dir: Path | N
     return row
 
 
+def fill_cost(source: Path, driver: Path, model, frames: int = 24, repeats: int = 3) -> dict:
+    """{batch: {"without": ms, "with": ms, "added": ms}} per frame of the full-size render, best of `repeats`."""
+    from timing import measure
+
+    from talkinghead.inference.animator import Animator
+    from talkinghead.inference.pipeline import driving_targets, track_driver
+    from talkinghead.persons.avatar import make_ff_avatar
+
+    avatar = make_ff_avatar([str(source)], model, shots=1)
+    targets = driving_targets(avatar, track_driver(driver, progress=False))[:frames]  # (T, 68, 2)
+    animators = {name: Animator(avatar, model, regions=on) for name, on in (("without", False), ("with", True))}
+    out = {"regions": [type(f).__name__ for f in animators["with"].regions]}
+    for batch in (8, 1):
+        def run(a):
+            return lambda: [a.render_points(targets[s:s + batch], full_size=True) for s in range(0, len(targets), batch)]
+        ms = {name: measure(run(a), repeats=repeats, warmup=1, items=len(targets)).ms() for name, a in animators.items()}
+        out[f"batch_{batch}"] = {**{k: round(v, 1) for k, v in ms.items()}, "added": round(ms["with"] - ms["without"], 1)}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", help="the photo animated [default: the bundled Mona Lisa]")
@@ -151,6 +175,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="the bundled clip only (the val clips take minutes)")
     ap.add_argument("--frames", help="write zoomed driver | output tiles of teeth and blink frames here")
     ap.add_argument("--no-regions", action="store_true", help="render without the region generators")
+    ap.add_argument("--no-cost", action="store_true", help="skip the ms-per-frame measurement of the regions")
     args = ap.parse_args()
     from talkinghead import bundled
     from talkinghead.persons.checkpoint import LoadedModel, resolve_model
@@ -169,6 +194,15 @@ def main() -> int:
         print(f"  {r['driver']}: teeth {r.get('teeth_ratio', '–')} ({r['teeth_frames']} frames), blink driver "
               f"{r.get('blink_driver', '–')} targets {r.get('blink_targets', '–')} output {r.get('blink_output', '–')} "
               f"({r['blink_frames']} frames)")
+    if not args.no_cost:
+        import torch
+
+        torch.set_num_threads(2)
+        cost = fill_cost(source, bundled.DRIVING, model)
+        rows.append({"cost_ms_per_frame": cost})
+        print(f"render ms/frame at full size, without | with the regions {cost['regions']} (added; target <= 8 ms): "
+              + "; ".join(f"{k.replace('_', ' ')} {v['without']} | {v['with']} ({v['added']:+})"
+                          for k, v in cost.items() if k.startswith("batch")))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

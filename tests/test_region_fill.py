@@ -160,3 +160,26 @@ def test_mouth_and_eyelid_generators_together(models, tmp_path):
     b = Animator(av, model=lm, regions=False).render_points(p[None])
     changed = (a[0] != b[0]).any(dim=0).nonzero()
     assert len(changed) and changed[:, 0].max() < p[36:48, 1].max() + 8  # only around the eyes
+
+
+def test_ft_fits_the_mouths_psi_to_the_shots_open_mouths_and_leaves_the_generator_alone(models):
+    from talkinghead.data.regions import openness
+    from talkinghead.train.region_finetune import finetune_mouth_psi
+
+    av = make_ff_avatar([str(PORTRAIT)], models[0], shots=1)
+    G = _region()
+    G.cfg.open_threshold = 0.1
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    closed = av.source_points
+    opened = open_mouth(closed, 8.0)
+    assert openness(opened) > 0.1 > openness(closed)
+    rng = np.random.default_rng(0)
+    crops = np.stack([av.source_crop] + [rng.integers(0, 255, av.source_crop.shape, dtype=np.uint8)] * 2)
+    psi = torch.zeros(1, G.num_psi) if hasattr(G, "num_psi") else G.psi(torch.zeros(1, G.cfg.embed_dim)).detach()
+    same, info = finetune_mouth_psi(G, crops, np.stack([closed, closed, closed]), psi, steps=5)
+    assert info["open_shots"] == 0 and torch.equal(same, psi)  # no open mouth to learn from: FF's ψ
+    fitted, info = finetune_mouth_psi(G, crops, np.stack([closed, opened, opened]), psi, steps=20, lr=1e-2)
+    assert info["open_shots"] == 2 and info["l1_ft"] < info["l1_ff"] and not torch.equal(fitted, psi)
+    assert fitted.shape == psi.shape and not fitted.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert all(p.requires_grad for p in G.parameters())

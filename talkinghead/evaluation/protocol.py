@@ -216,17 +216,25 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
     return pm, float(e_hat.norm())
 
 
-def region_fills(run: Run, xs: torch.Tensor, ps: np.ndarray) -> list:
+def region_fills(run: Run, xs: torch.Tensor, ps: np.ndarray, mode: str = "ff") -> list:
     """The model's region generators for a person of T shots x (T, 3, S, S), landmarks (T, 68, 2): ψ = P·ê
-    of the shots' crops of each region (inference/regions.py), the same for FF and FT; none when the model has none (or is
-    the paper's G, which has no warp to leave holes in)."""
+    of the shots' crops of each region (inference/regions.py); FT: the mouth's ψ′ fitted to the shots' open
+    mouths (train/region_finetune.py). None when the model has none (or is the paper's G, which has no warp to
+    leave holes in)."""
     from talkinghead.inference.regions import region_fill
     from talkinghead.media.images import to_uint8
 
     if not run.lm.G.needs_texture:
         return []
     crops = to_uint8(xs)  # (T, S, S, 3)
-    return [region_fill(G.to(run.device), crops, ps, xs.shape[-1]) for G in run.lm.regions.values()]
+    fills = [region_fill(G.to(run.device), crops, ps, xs.shape[-1]) for G in run.lm.regions.values()]
+    if mode == "ft":
+        from talkinghead.train.region_finetune import finetune_mouth_psi
+
+        for f in fills:
+            if f.cfg.region == "mouth":
+                f.psi = finetune_mouth_psi(f.G, crops, ps, f.psi)[0]
+    return fills
 
 
 def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:
@@ -253,9 +261,9 @@ def _self_models(run: Run, v: EvalVideo, T: int, renders: dict, res: SelfResult)
     res.persons[(v.video_id, T)] = pm
     warp = pm.warp_sources(v.p_targets)  # None for the paper's G
     shots = subsets.texture_shots(ps, v.p_targets, None if warp is None else warp.source.numpy())  # (n, 68, 2)
-    pm.fills = region_fills(run, xs, ps)
+    pm.fills = {mode: region_fills(run, xs, ps, mode) for mode in pm.gens}
     for mode, fake in render_modes(pm.gens, v.y_targets, warp=warp).items():  # (n, 3, S, S) each
-        renders[(mode, T)] = fake = pm.fill_regions(fake, v.p_targets, warp)
+        renders[(mode, T)] = fake = pm.fill_regions(fake, v.p_targets, warp, mode)
         summ, per, subs = res.score(run, v, fake, [(mode, T)], shots)
         extra = {"embedding_norm": round(norm, 6), **subs}
         if warp is not None:  # the shot each target's texture came from (source-video frame)
@@ -319,7 +327,7 @@ def _cross_pair(run: Run, a: EvalVideo, b: EvalVideo, persons: dict, names) -> t
         pm = persons[(a.video_id, T)]
         warp = pm.warp_sources(pts)  # the warp G: a's shot nearest to each retargeted pose; None for the paper's
         for mode, fake in render_modes(pm.gens, y, warp=warp).items():
-            renders[(mode, T)] = pm.fill_regions(fake, pts, warp)  # (n, 3, S, S)
+            renders[(mode, T)] = pm.fill_regions(fake, pts, warp, mode)  # (n, 3, S, S)
     info = {"protocol": "cross", "video": a.video_id, "identity": a.identity, "driver": b.video_id,
             "driver_identity": b.identity, "driver_frames": b.frames(b.target_pos),
             "driver_reference_frame": b.frames([b.target_pos[ref]])[0], "retarget": "relative"}

@@ -87,11 +87,12 @@ class PersonModels:
     ft_stats: dict | None = None
     seconds: dict = field(default_factory=dict)
     shots: tuple | None = None  # warp G only: the T shots x, y (T, 3, S, S) and points (T, 68, 2)
-    fills: list = field(default_factory=list)  # inference.regions' fills of the model's region generators
+    fills: dict = field(default_factory=dict)  # mode -> inference.regions' fills of the model's region generators
 
-    def fill_regions(self, fake: torch.Tensor, target_points, warp: "WarpSources | None") -> torch.Tensor:
-        """The region generators' holes of frames (n, 3, S, S) filled, each against its texture shot."""
-        for fill in self.fills:
+    def fill_regions(self, fake: torch.Tensor, target_points, warp: "WarpSources | None",
+                     mode: str = "ff") -> torch.Tensor:
+        """The region generators' holes of mode's frames (n, 3, S, S) filled, each against its texture shot."""
+        for fill in self.fills.get(mode, []):
             fake = fill.fill(fake, target_points, warp.points[warp.source.numpy()])
         return fake
 
