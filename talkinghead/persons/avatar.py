@@ -277,21 +277,16 @@ def _checked_regions(tensors: dict[str, torch.Tensor], meta: dict[str, str], mod
 
 def shot_regions(mode: str, model: LoadedModel, shots: Shots) -> dict:
     """{name: AvatarRegion} for the model's region generators from the T shots (ê averaged over them,
-    persons/regions.region_embedding); FT keeps a copy of each generator and its ψ′."""
+    persons/regions.region_embedding); FT keeps a copy of each generator and ψ = P·ê."""
     from talkinghead.persons.regions import region_embedding
 
     out = {}
     for name, G in model.regions.items():
         e = region_embedding(G, shots.crops, shots.points)
         r = AvatarRegion(G.cfg, e)
-        if mode == "ft":  # ψ′: the mouth's fitted to the shots' open mouths (train/region_finetune.py)
+        if mode == "ft":
             with torch.no_grad():
-                psi = G.psi(e.view(1, -1).to(next(G.parameters()).device))
-            if G.cfg.region == "mouth":
-                from talkinghead.train.region_finetune import finetune_mouth_psi
-
-                psi = finetune_mouth_psi(G, shots.crops, shots.points, psi)[0]
-            r.psi = psi.view(-1).cpu()
+                r.psi = G.psi(e.view(1, -1).to(next(G.parameters()).device)).view(-1).cpu()
             r.state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
         out[name] = r
     return out

@@ -264,8 +264,20 @@ def make_avatar(images_or_video, model_path, mode: str = "ft", shots: int = DEFA
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     av = avatar_from_shots("ft", model, sh, e_hat, psi=psi.cpu().view(-1), generator_state=state)
     av.config.finetune = ft
+    fit_region_psi(av, model, sh)
     av.info = {"finetune": stats, "seconds_prepare": round(t_prep, 2)}
     return av
+
+
+def fit_region_psi(av: Avatar, model: LoadedModel, shots) -> None:
+    """FT of the avatar's mouth region: ψ′ fitted to the shots' own open mouths (train/region_finetune.py)."""
+    from talkinghead.train.region_finetune import finetune_mouth_psi
+
+    for name, r in av.regions.items():
+        G = model.regions.get(name)
+        if G is not None and G.cfg.region == "mouth" and r.psi is not None:
+            dev = next(G.parameters()).device
+            r.psi = finetune_mouth_psi(G, shots.crops, shots.points, r.psi.view(1, -1).to(dev))[0].view(-1).cpu()
 
 
 @torch.no_grad()
