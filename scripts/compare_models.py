@@ -9,7 +9,7 @@ model's resolution.
 --no-ft: a quick look without fine-tuning, columns photo | driver | warp | model A (FF) | model B (FF).
 
 A video given as a portrait gives its first frame. Driver frames: the widest-open mouth (a warp cannot open a
-mouth; a model must) and, with --frames 2, the most turned head.
+mouth; a model must), with --frames 2 also the most turned head, with --frames 3 also the deepest blink.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def photo_of(path: str, tmp: Path) -> str:
 
 
 def driver_frames(track, n: int) -> list[int]:
-    """Indices of the widest-open mouth and (n = 2) the largest head turn (nose off the eyes' midpoint)."""
+    """Indices of the widest-open mouth, (n ≥ 2) the largest head turn (nose off the eyes' midpoint) and (n = 3)
+    the most closed eyes (eye aspect ratio)."""
     found = [i for i, p in enumerate(track.points) if p is not None]
     mouth = max(found, key=lambda i: mouth_opening(track.points[i]))
     if n == 1:
@@ -54,7 +55,12 @@ def driver_frames(track, n: int) -> list[int]:
         p = track.points[i]
         mid = (p[36] + p[45]) / 2
         return abs(p[30, 0] - mid[0]) / max(np.linalg.norm(p[36] - p[45]), 1e-6)
-    return [mouth, max(found, key=turn)]
+    picks = [mouth, max(found, key=turn)]
+    if n == 3:
+        from talkinghead.landmarks.openness import eye_aperture
+
+        picks.append(min(found, key=lambda i: float(eye_aperture(track.points[i]).mean())))
+    return picks
 
 
 def main() -> None:
@@ -64,7 +70,7 @@ def main() -> None:
     ap.add_argument("--new", required=True, help="model B, feed-forward and fine-tuned")
     ap.add_argument("--driver", required=True, help="driving video")
     ap.add_argument("--out", required=True, help="PNG to write")
-    ap.add_argument("--frames", type=int, choices=(1, 2), default=1, help="driver frames per portrait")
+    ap.add_argument("--frames", type=int, choices=(1, 2, 3), default=1, help="driver frames per portrait")
     ft = ap.add_mutually_exclusive_group()
     ft.add_argument("--ft-steps", type=int, help="fine-tuning steps (default: each model's own)")
     ft.add_argument("--no-ft", action="store_true", help="feed-forward only: model A (FF) | model B (FF)")
@@ -96,7 +102,7 @@ def main() -> None:
                     pts = driving_targets(av, track)[k]  # (68, 2) in this avatar's crop pixels
                     tgt[name] = pts
                     model = old if name.startswith("old") else new
-                    img = Animator(av, model=model).render_points(pts[None])[0]  # (3, S', S')
+                    img = Animator(av, model=model).render_points(pts[None], full_size=True)[0]  # (3, R, R)
                     if img.shape[-1] != s:
                         img = torch.nn.functional.interpolate(img[None], size=(s, s), mode="area")[0]
                     row.append(img)

@@ -187,7 +187,9 @@ def test_train_region_command_trains_and_attaches(tmp_path, capsys, tiny_model):
                             "--steps", "2", "--attach", str(tiny_model)], capsys)
     assert rc == 0, err
     lm = LoadedModel.load(run / "model.safetensors")
-    assert set(lm.regions) == {"mouth"} and lm.meta["regions_note"].startswith("mouth: run step 2")
+    note = lm.meta["regions_note"]  # how it was trained: the command, as typed again
+    assert set(lm.regions) == {"mouth"} and note.startswith("mouth: talkinghead train-region --preset mouth_tiny")
+    assert f"--run {run}" in note and "--steps 2" in note and note.endswith(", step 2")
     rc, _, err = run_cli(["train-region", "--run", str(tmp_path / "nothing"), "--minutes", "0", "--attach",
                           str(tiny_model)], capsys)
     assert rc == 1 and len(err) == 1 and "train first" in err[0]

@@ -4,6 +4,8 @@ preprocessed set (talkinghead.train.regions), and attached to a model file so th
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 from pathlib import Path
 
 from talkinghead.commands.options import float_range, int_range
@@ -42,6 +44,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="folder for the cut crops (default: RUN/crops)")
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The training command line of this run, as a user would type it again."""
+    parts = ["talkinghead train-region", f"--preset {args.preset}", f"--data {shlex.quote(str(args.data))}",
+             f"--run {shlex.quote(str(args.run))}", f"--minutes {args.minutes:g}"]
+    parts += [f"--content-weight {args.content_weight:g}"] if args.content_weight is not None else []
+    parts += [f"--adv-weight {args.adv_weight:g}"] if args.adv_weight is not None else []
+    parts += [f"--steps {args.steps}"] if args.steps else []
+    return " ".join(parts)
+
+
+def _trained_by(run_dir: Path) -> str:
+    """How the run was trained: its config.json's command and minutes (the run folder's name without one)."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return run_dir.name
+    return config.get("command") or f"{run_dir.name} ({config.get('minutes', '?')} min)"
+
+
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     if args.minutes > 0 or args.steps:
@@ -56,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if args.adv_weight is not None:
             cfg.adv_weight = args.adv_weight
         record = train_region(cfg, args.data, run_dir, args.minutes or 1e9, args.eval_minutes,
-                              args.cache or run_dir / "crops", resume=args.resume, max_steps=args.steps)
+                              args.cache or run_dir / "crops", resume=args.resume, max_steps=args.steps,
+                              command=_command(args))
         log.info("%s: step %d, val hole L1 %.4f (fills without learning: %s)", cfg.region, record["step"],
                  record["val_l1"], ", ".join(f"{k} {record[k]:.4f}" for k in ("warp", "ref_copy", "mean_fill")
                                              if k in record))
@@ -67,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not region.is_file():
             raise TalkingHeadError(f"no {REGION_FILE} in {run_dir}: train first (--minutes)")
         cfg, G, meta = load_region_model(region)
-        note = f"{cfg.region}: {run_dir.name} step {meta.get('step', '?')}"
+        note = f"{cfg.region}: {_trained_by(run_dir)}, step {meta.get('step', '?')}"
         attach_regions(args.attach, run_dir / MODEL_FILE, {cfg.region: G}, note=note)
         print(run_dir / MODEL_FILE)
     return ExitStatus.SUCCESS

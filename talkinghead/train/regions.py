@@ -236,8 +236,10 @@ def _eye_data(cfg: RegionConfig, data, cache_dir, val_per_person: int):
 
 
 def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes: float = 3.0,
-                 cache_dir=None, val_per_person: int = 8, resume: bool = False, max_steps: int = 0) -> dict:
-    """Trains for `minutes` of wall time (or `max_steps`); returns the last val record."""
+                 cache_dir=None, val_per_person: int = 8, resume: bool = False, max_steps: int = 0,
+                 command: str = "") -> dict:
+    """Trains for `minutes` of wall time (or `max_steps`); returns the last val record. `command`: the command
+    line that started the run, kept in config.json (and by `--attach` in the model file's regions_note)."""
     run = RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     ckpt, state = run.path / "checkpoints" / "last.pt", None
@@ -272,7 +274,8 @@ def train_region(cfg: RegionConfig, data, run_dir, minutes: float, eval_minutes:
             opt_d.load_state_dict(state["opt_d"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
     else:
-        run.write_config({"region": cfg.to_dict(), "data": str(data), "minutes": minutes})
+        run.write_config({"region": cfg.to_dict(), "data": str(data), "minutes": minutes,
+                          **({"command": command} if command else {})})
     terms = []
     if cfg.content_weight > 0:
         from talkinghead.backbones.perceptual import load_backbone
