@@ -180,6 +180,7 @@ def test_ft_fits_the_mouths_psi_to_the_shots_open_mouths_and_leaves_the_generato
     assert info["open_shots"] == 0 and torch.equal(same, psi)  # no open mouth to learn from: FF's ψ
     fitted, info = finetune_mouth_psi(G, crops, np.stack([closed, opened, opened]), psi, steps=20, lr=1e-2)
     assert info["open_shots"] == 2 and info["l1_ft"] < info["l1_ff"] and not torch.equal(fitted, psi)
+    assert info["l1_ff"] <= 2.0  # crops in [-1, 1], as the generator sees them (not 0-255 pixels)
     assert fitted.shape == psi.shape and not fitted.requires_grad
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert all(p.requires_grad for p in G.parameters())

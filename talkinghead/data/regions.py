@@ -77,6 +77,23 @@ def hole_mask(points: np.ndarray, size: int, dilate: int = 1, supersample: int =
     return mask
 
 
+def mouth_inputs(image: np.ndarray, points: np.ndarray, cfg, bank=None, photo_lips=None) -> tuple:
+    """What the mouth generator sees of one image: `image` (H, W, 3) float32 in [-1, 1], `points` (68, 2) in its
+    pixels, cfg a RegionConfig -> (crop (s, s, 3) float32 in [-1, 1], hole mask (s, s) uint8, landmark image
+    (s, s, 3) uint8, M (2, 3) image -> crop, base (s, s, 3) float32 in [-1, 1] or None): with a teeth bank
+    (data/teeth_bank.py) the hole starts from its nearest mouth in the photo's lip colour `photo_lips` (3,)."""
+    from talkinghead.landmarks.rasterize import rasterize
+
+    s = cfg.crop_size
+    m = crop_transform(points, s, cfg.crop_scale)
+    pc = apply_transform(m, points)
+    crop = cut_crop(image, m, s)
+    base = None
+    if bank is not None:
+        base = (bank.base((crop + 1) * 127.5, pc, photo_lips) / 127.5 - 1).astype(np.float32)
+    return crop, hole_mask(pc, s, cfg.dilate), rasterize(pc, s), m, base
+
+
 def openness(points: np.ndarray) -> np.ndarray:
     """(..., 68, 2) -> (...,) inner-lip gap (mean of three upper/lower pairs) / the corners' distance."""
     p = np.asarray(points, np.float64)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkinghead.data.regions import apply_transform, crop_transform, cut_crop, hole_mask
+from talkinghead.data.regions import apply_transform, cut_crop, mouth_inputs
 from talkinghead.landmarks.holes import MOUTH, opening_hole
 from talkinghead.landmarks.rasterize import rasterize
 
@@ -115,14 +115,9 @@ class MouthFill(_Fill):
         hole = self.hole(src, pts, r)
         if hole.sum() * (s / r) ** 2 < MIN_HOLE:
             return []
-        p = scale_points(pts, self.image_size, r)
-        m = crop_transform(p, s, self.cfg.crop_scale)
-        pc = apply_transform(m, p)
-        crop = cut_crop(image, m, s)  # (s, s, 3) float32 in [-1, 1]
-        base = None
-        if self.bank is not None:  # the nearest bank mouth, in the photo's lip colour
-            base = (self.bank.base((crop + 1) * 127.5, pc, self.photo_lips) / 127.5 - 1).astype(np.float32)
-        return [(crop, hole_mask(pc, s, self.cfg.dilate), rasterize(pc, s), m, 0, hole, base)]
+        crop, mask, lips, m, base = mouth_inputs(image, scale_points(pts, self.image_size, r), self.cfg,
+                                                 self.bank, self.photo_lips)  # base: the nearest bank mouth
+        return [(crop, mask, lips, m, 0, hole, base)]
 
 
 def eye_weight(source_points: np.ndarray, points: np.ndarray) -> np.ndarray:

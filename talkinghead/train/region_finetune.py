@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from talkinghead.data.regions import apply_transform, crop_transform, cut_crop, hole_mask, openness
-from talkinghead.landmarks.rasterize import rasterize
+from talkinghead.data.regions import mouth_inputs, openness
 
 FT_STEPS, FT_LR = 40, 3e-3
 
@@ -21,28 +20,19 @@ def _open_items(G, crops: np.ndarray, points: np.ndarray):
     """(crop, mask, lips, base) batches (n, ·, s, s) of the shots after the first with an open mouth, or None."""
     from talkinghead.data.teeth_bank import TeethBank, lip_colour
 
-    cfg, s = G.cfg, G.cfg.crop_size
+    cfg = G.cfg
     keep = [i for i in range(1, len(crops)) if float(openness(points[i])) > cfg.open_threshold]
     if not keep:
         return None
     bank = TeethBank.of_generator(G) if cfg.teeth_bank else None
-    photo_lips = lip_colour(np.asarray(crops)[0], np.asarray(points)[0])
-    crop, mask, lips, base = [], [], [], []
-    for i in keep:
-        m = crop_transform(points[i], s, cfg.crop_scale)
-        pc = apply_transform(m, points[i])
-        c = cut_crop(crops[i], m, s)  # (s, s, 3) float32 in [-1, 1]
-        crop.append(c)
-        mask.append(hole_mask(pc, s, cfg.dilate))
-        lips.append(rasterize(pc, s))
-        if bank is not None:
-            base.append((bank.base((c + 1) * 127.5, pc, photo_lips) / 127.5 - 1).astype(np.float32))
+    photo_lips = lip_colour(crops[0], points[0])
+    items = [mouth_inputs(crops[i].astype(np.float32) / 127.5 - 1, points[i], cfg, bank, photo_lips) for i in keep]
 
-    def t(a):
-        return torch.from_numpy(np.stack(a)).float().permute(0, 3, 1, 2)
+    def t(k):
+        return torch.from_numpy(np.stack([it[k] for it in items])).float().permute(0, 3, 1, 2)
 
-    m = torch.from_numpy(np.stack(mask).astype(np.float32))[:, None]  # (n, 1, s, s)
-    return t(crop), m, t(lips).div(127.5).sub(1), (t(base) if base else None)
+    mask = torch.from_numpy(np.stack([it[1] for it in items]).astype(np.float32))[:, None]  # (n, 1, s, s)
+    return t(0), mask, t(2).div(127.5).sub(1), (t(4) if bank is not None else None)
 
 
 def finetune_mouth_psi(G, crops: np.ndarray, points: np.ndarray, psi: torch.Tensor, steps: int = FT_STEPS,
