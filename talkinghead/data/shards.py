@@ -232,9 +232,6 @@ def write_manifest(out: Path) -> list[dict]:
 
 
 # -- parts of one dataset, written on many machines ------------------------------------------------------------
-SETTINGS_KEYS = ("format_version", "resolution", "every", "frames_per_video", "image_format", "margin", "shift_y")
-
-
 def parse_part(text: str) -> tuple[int, int]:
     """"K/N" (1 ≤ K ≤ N) -> (K, N); ValueError with a one-line reason otherwise."""
     try:
@@ -258,8 +255,9 @@ def part_dir(out: Path, part: tuple[int, int]) -> Path:
 
 def adopt_parts(out: Path, info: dict) -> tuple[int, list[str]]:
     """Moves every part's verified shards (OUT/parts/*/videos/*) into OUT/videos and lists them, merges the
-    parts' skipped.jsonl, and removes each part folder it emptied. A part must hold crops of OUT's settings and
-    not be written by a running process (TalkingHeadError). Returns (shards adopted, part names)."""
+    parts' skipped.jsonl, and removes each part folder it emptied. A part must hold crops of OUT's settings
+    `info` (its dataset.json) and not be written by a running process (TalkingHeadError). Returns (shards
+    adopted, part names)."""
     parts_root = Path(out) / "parts"
     if not parts_root.is_dir():
         return 0, []
@@ -269,7 +267,7 @@ def adopt_parts(out: Path, info: dict) -> tuple[int, list[str]]:
         lock = lock_out(part)
         try:
             theirs = json.loads((part / "dataset.json").read_text()) if (part / "dataset.json").is_file() else {}
-            differ = [k for k in SETTINGS_KEYS if k in info and k in theirs and theirs[k] != info[k]]
+            differ = [k for k in info if k in theirs and theirs[k] != info[k]]
             if differ:
                 raise TalkingHeadError(f"{part} was made with other settings ({', '.join(f'{k} {theirs[k]}' for k in differ)}); "
                                        f"rerun it with this run's or remove it")

@@ -216,25 +216,29 @@ def few_shot_models(run: Run, xs: torch.Tensor, ys: torch.Tensor, points=None) -
     return pm, float(e_hat.norm())
 
 
-def region_fills(run: Run, xs: torch.Tensor, ps: np.ndarray, mode: str = "ff") -> list:
-    """The model's region generators for a person of T shots x (T, 3, S, S), landmarks (T, 68, 2): ψ = P·ê
-    of the shots' crops of each region (inference/regions.py); FT: the mouth's ψ′ fitted to the shots' open
-    mouths (train/region_finetune.py). None when the model has none (or is the paper's G, which has no warp to
-    leave holes in)."""
+def region_fills(run: Run, xs: torch.Tensor, ps: np.ndarray, modes) -> dict:
+    """{mode: the model's region fills} for a person of T shots x (T, 3, S, S), landmarks (T, 68, 2): ψ = P·ê
+    of the shots' crops of each region (inference/regions.py); FT's copies have the mouth's ψ′ fitted to the
+    shots' open mouths (train/region_finetune.py). Empty lists when the model has none (or is the paper's G,
+    which has no warp to leave holes in)."""
+    import copy
+
     from talkinghead.inference.regions import region_fill
     from talkinghead.media.images import to_uint8
 
     if not run.lm.G.needs_texture:
-        return []
+        return {mode: [] for mode in modes}
     crops = to_uint8(xs)  # (T, S, S, 3)
     fills = [region_fill(G.to(run.device), crops, ps, xs.shape[-1]) for G in run.lm.regions.values()]
-    if mode == "ft":
+    out = {mode: fills for mode in modes if mode != "ft"}
+    if "ft" in modes:
         from talkinghead.train.region_finetune import finetune_mouth_psi
 
-        for f in fills:
+        out["ft"] = [copy.copy(f) for f in fills]
+        for f in out["ft"]:
             if f.cfg.region == "mouth":
                 f.psi = finetune_mouth_psi(f.G, crops, ps, f.psi)[0]
-    return fills
+    return out
 
 
 def _self_baselines(run: Run, v: EvalVideo, res: SelfResult) -> dict:
@@ -261,7 +265,7 @@ def _self_models(run: Run, v: EvalVideo, T: int, renders: dict, res: SelfResult)
     res.persons[(v.video_id, T)] = pm
     warp = pm.warp_sources(v.p_targets)  # None for the paper's G
     shots = subsets.texture_shots(ps, v.p_targets, None if warp is None else warp.source.numpy())  # (n, 68, 2)
-    pm.fills = {mode: region_fills(run, xs, ps, mode) for mode in pm.gens}
+    pm.fills = region_fills(run, xs, ps, list(pm.gens))
     for mode, fake in render_modes(pm.gens, v.y_targets, warp=warp).items():  # (n, 3, S, S) each
         renders[(mode, T)] = fake = pm.fill_regions(fake, v.p_targets, warp, mode)
         summ, per, subs = res.score(run, v, fake, [(mode, T)], shots)
