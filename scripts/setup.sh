@@ -30,3 +30,9 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null \
     || echo "setup.sh: could not install chromium; the web app's browser test will be skipped" >&2
 fi
+# `animate --say` speaks with Debian's espeak-ng (offline text-to-speech); installed here when missing and we may,
+# else --say gives a one-line error and its tests skip
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng; } >/dev/null \
+    || echo "setup.sh: could not install espeak-ng; animate --say will not work" >&2
+fi

@@ -381,3 +381,54 @@ REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "m
                   "mouth_bank_tiny": lambda: RegionConfig(**{**mouth_region_tiny().to_dict(), "teeth_bank": 6,
                                                              "teeth_bank_crop": 16}),
                   "eyes": eye_region, "eyes_tiny": eye_region_tiny}
+
+
+@dataclass
+class SpeechConfig:
+    """The speech → mouth model and its training (DESIGN.md §2, "speech and text as drivers"): a temporal
+    convolution over log-mel frames (media/audio.py, 100 per second) with about half a second of context,
+    predicting the 37 mouth and jaw points' offsets from the speaker's mouth at rest in the face frame
+    (landmarks/mouth_motion.py). Saved inside the speech model file (persons/speech_model.py)."""
+
+    name: str = "speech"
+    channels: int = 128  # width of the temporal convolutions
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 4)  # residual blocks of 3-tap convolutions; with the 5-tap input
+    #                                              convolution: 1 + 4 + 2·Σ dilations frames of context
+    dropout: float = 0.1
+    # training
+    steps: int = 6000
+    batch_size: int = 32
+    window_s: float = 2.0  # seconds of speech per training sample
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    velocity_weight: float = 1.0  # L1 of the frame-to-frame motion beside the L1 of the offsets
+    lips_weight: float = 2.0  # the inner-lip points (60-67) count this many times as much
+    corr_weight: float = 0.0  # 1 − the correlation of the inner-lip gap's motion over each window
+    noise: float = 0.1  # Gaussian noise on the normalised features (augmentation)
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechConfig":
+        return _from_dict(cls, d)
+
+    @property
+    def context_frames(self) -> int:
+        return 5 + 2 * sum(self.dilations)
+
+
+def speech() -> SpeechConfig:
+    """The bundled speech model's: 128 wide, 0.45 s of context, minutes on a CPU."""
+    return SpeechConfig()
+
+
+def speech_tiny() -> SpeechConfig:
+    """For tests: 16 wide, two blocks."""
+    return SpeechConfig(name="speech_tiny", channels=16, dilations=(1, 2), steps=4, batch_size=2, window_s=0.5,
+                        checkpoint_every=2)
+
+
+SPEECH_PRESETS = {"speech": speech, "speech_tiny": speech_tiny}

@@ -77,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-teeth-bank", metavar="TRAIN_DATA",
                    help="first build --teeth-bank FILE from the train split of this preprocessed folder "
                         "(`talkinghead preprocess --out TRAIN_DATA`), replacing it")
+    p.add_argument("--audio", action="store_true",
+                   help="instead: how well speech drives the mouth on the clips with audio (the val clips of "
+                   "--split; --data may be a folder made by `preprocess --speech`): LMD and the lip-gap "
+                   "correlation of the speech model against the loudness and still-mouth baselines -> speech.md")
+    p.add_argument("--speech-model", metavar="FILE", help="with --audio: the speech model [default: the bundled one]")
+    p.add_argument("--videos", type=int_range(0, 100), default=0, metavar="N",
+                   help="with --audio: also render N clips as real | animated from its audio | difference")
     p.add_argument("--seed", type=int_range(0), default=default_of(EvalSettings, "seed"),
                    help="fine-tuning seed [default: %(default)s]")
     p.add_argument("--threads", type=int_range(1), help="torch CPU threads [default: torch's]")
@@ -91,6 +98,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.audio:
+        from talkinghead.evaluation.speech import evaluate_speech
+
+        summary = evaluate_speech(args.data, args.out, split=args.split, speech_model=args.speech_model,
+                                  model=args.model, videos=args.videos, device=args.device, cache=args.cache,
+                                  progress=not args.no_progress)
+        s = summary["speech"]
+        print(f"evaluate --audio: {s['clips']} clips: LMD {s['lmd']:.4f} (loudness {summary['loudness']['lmd']:.4f}, "
+              f"still {summary['still_first']['lmd']:.4f}), lip-gap r {s['gap_corr']:.3f} -> "
+              f"{Path(args.out) / 'speech.md'}")
+        return ExitStatus.SUCCESS
+    if args.speech_model or args.videos:
+        raise TalkingHeadError("--speech-model and --videos are options of --audio")
     if args.build_teeth_bank:
         from talkinghead.data.teeth_bank import build_teeth_bank
 

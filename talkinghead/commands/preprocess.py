@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "OUT/parts/K-of-N; a run without --part then adopts every part's shards")
     parser.add_argument("--merge", action="store_true",
                         help="adopt the parts' shards into OUT and process nothing else (reports what is left)")
+    parser.add_argument("--speech", action="store_true",
+                        help="instead of face crops: every clip with audio -> its tracked landmarks and audio "
+                        "features in OUT/speech/ (the data of `train --preset speech` and `evaluate --audio`)")
     parser.add_argument("--retry-failed", action="store_true", help="retry videos skipped by an earlier run")
     parser.add_argument("--no-progress", "--quiet", action="store_true", dest="no_progress", help="no progress bar")
 
@@ -66,6 +69,16 @@ def run(args) -> int:
             identities = json.loads(Path(args.identities).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise TalkingHeadError(f"cannot read identities file {args.identities}: {e}") from None
+    if args.speech:
+        from talkinghead.data.speech import build_speech_set
+
+        if args.part or args.merge:
+            raise TalkingHeadError("--speech makes one small folder; --part/--merge are for face crops")
+        summary = build_speech_set(args.input, args.out, split=args.split, workers=args.workers,
+                                   progress=not args.no_progress)
+        print(f"{summary['clips']} speech clips in {Path(args.out) / 'speech'} ({len(summary['skipped'])} "
+              f"skipped this run, {summary['seconds']:.0f} s)")
+        return ExitStatus.SUCCESS
     options = {name: getattr(args, name) for name, _, _ in _NUMERIC.values()}
     summary = preprocess(args.input, args.out, split=args.split, layout=args.layout, identities=identities,
                          retry_failed=args.retry_failed, progress=not args.no_progress, require_usable=True,

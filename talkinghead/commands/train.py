@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from talkinghead.commands.options import add_progress, float_range, int_range
-from talkinghead.config import PRESETS, Config, preset, set_value, validate
+from talkinghead.config import PRESETS, SPEECH_PRESETS, Config, SpeechConfig, preset, set_value, validate
 from talkinghead.console import log
 from talkinghead.errors import ExitStatus, TalkingHeadError
 
@@ -28,9 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(the file `finetune`/`animate` load). Ctrl-C or SIGTERM finishes the step, writes a "
                      "checkpoint and stops; --resume continues exactly. Multi-GPU: torchrun "
                      "--nproc_per_node=N -m talkinghead train ...")
-    p.add_argument("--preset", choices=sorted(PRESETS),
+    p.add_argument("--preset", choices=sorted(PRESETS) + sorted(SPEECH_PRESETS),
                    help=f"tiny (tests, 64²), small (128², CPU hours), warp (the bundled model's: the warp-guided G at "
-                   f"128²), paper (256², the paper's widths) "
+                   f"128²), paper (256², the paper's widths); speech: the speech → mouth model, on a set made by "
+                   f"`preprocess --speech` "
                    f"[default: {DEFAULT_PRESET}; on --resume: the run's]")
     p.add_argument("--data", help="preprocessed training set (folder with manifest.json)")
     p.add_argument("--run", help="run folder (created; holds checkpoints and logs); not needed with --dry-run")
@@ -111,8 +112,87 @@ def _data_root(args: argparse.Namespace, run: Path | None) -> str | None:
     return data
 
 
+def _speech_config(args: argparse.Namespace, run: Path | None) -> tuple[SpeechConfig, dict | None]:
+    """The speech preset (or a resumed run's config) with --steps, --batch-size and --set speech.KEY=VALUE."""
+    import dataclasses
+
+    state = None
+    if args.resume:
+        import torch
+
+        from talkinghead.train.speech import CHECKPOINT
+
+        if run is None or not (run / CHECKPOINT).is_file():
+            raise TalkingHeadError(f"--resume: no speech checkpoint in {run}")
+        state = torch.load(run / CHECKPOINT, weights_only=False)
+        cfg = SpeechConfig.from_dict(state["config"])
+    else:
+        cfg = SPEECH_PRESETS[args.preset]()
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.batch_size is not None:
+        cfg.batch_size = args.batch_size
+    names = {f.name: f for f in dataclasses.fields(cfg)}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section != "speech" or name not in names or name == "name":
+            raise TalkingHeadError(f"--set {item}: the speech preset takes speech.KEY=VALUE with KEY one of "
+                                   + ", ".join(n for n in names if n != "name"))
+        old = getattr(cfg, name)
+        try:
+            new = tuple(int(v) for v in value.split(",")) if isinstance(old, tuple) else type(old)(value)
+        except ValueError:
+            raise TalkingHeadError(f"--set {item}: not a {type(old).__name__}") from None
+        if state is not None and name in ("channels", "dilations") and new != old:
+            raise TalkingHeadError(f"a resumed run keeps its model: speech.{name} {old} -> {new}")
+        setattr(cfg, name, new)
+    return cfg, state
+
+
+def _is_speech_run(run: Path | None) -> bool:
+    import json
+
+    try:
+        return json.loads((run / "config.json").read_text()).get("preset") in SPEECH_PRESETS
+    except (TypeError, OSError, ValueError, AttributeError):
+        return False
+
+
+def _run_speech(args: argparse.Namespace, run_dir: Path | None) -> int:
+    cfg, state = _speech_config(args, run_dir)
+    if args.dry_run:
+        import json
+
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return ExitStatus.SUCCESS
+    if run_dir is None:
+        raise TalkingHeadError("--run DIR is required (the run folder for checkpoints and logs)")
+    data = args.data
+    if args.resume and not data:  # the run's own record of its data
+        import json
+
+        data = json.loads((run_dir / "config.json").read_text()).get("data")
+    if data is None:
+        raise TalkingHeadError("--data DIR is required (a folder made by `talkinghead preprocess --speech`)")
+    from talkinghead.train.speech import MODEL_FILE, SpeechTrainer
+
+    trainer = SpeechTrainer(cfg, run_dir, data, device=args.device, resume=args.resume,
+                            progress=not args.no_progress, state=state)
+    log.info("run %s: preset %s, %d training clips (%d val), step %d -> %d", run_dir, cfg.name,
+             len(trainer.train_clips), len(trainer.val_clips), trainer.step, cfg.steps)
+    last = trainer.train(stop_after_seconds=args.minutes * 60 if args.minutes else None)
+    print(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()), file=sys.stderr)
+    print(f"model: {run_dir / MODEL_FILE}")
+    return ExitStatus.SUCCESS
+
+
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if args.run else None
+    if args.preset in SPEECH_PRESETS or (args.resume and args.preset is None and _is_speech_run(run_dir)):
+        if args.init or args.shots or args.amp or args.workers is not None:
+            raise TalkingHeadError("--init, --k-shots, --amp and --workers are for meta-learning, not the speech preset")
+        return _run_speech(args, run_dir)
     if args.resume and args.init:
         raise TalkingHeadError("--init starts a new run; --resume continues one with its own weights")
     if args.resume:

@@ -40,6 +40,7 @@ class DriverTrack:
     width: int
     height: int
     seconds: float = 0.0
+    mouth_floor: bool = True  # retarget's open_mouth_floor (a speech track's mouth moves by its deltas alone)
 
     @property
     def missing(self) -> int:
@@ -145,7 +146,7 @@ def driving_targets(avatar: Avatar, track: DriverTrack, absolute: bool = False,
         ref = seq[found[neutral_index(seq[found])]]
     else:
         raise ValueError(f"reference must be 'first' or 'neutral', got {reference!r}")
-    return retarget(avatar.source_points, seq, ref, absolute=absolute)
+    return retarget(avatar.source_points, seq, ref, absolute=absolute, mouth_floor=track.mouth_floor)
 
 
 def _resize_h(image: np.ndarray, h: int) -> np.ndarray:
@@ -170,6 +171,14 @@ def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
     for s in range(0, len(targets), max(1, batch_size)):
         crops = to_uint8(animator.render_points(targets[s:s + batch_size], full_size=full_size))  # (B, R, R, 3)
         yield from crops
+
+
+def _sketches(track: DriverTrack) -> Iterator[np.ndarray]:
+    """The track's landmarks drawn on black at its size: the driver column of a side-by-side without a video."""
+    from talkinghead.landmarks.rasterize import rasterize
+
+    for p in fill_missing(track.points):
+        yield rasterize(p, (track.height, track.width))
 
 
 class _Outputs:
@@ -240,11 +249,14 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                   frames_dir=None, face_index: int | None = None, batch_size: int = 8, fps: float | None = None,
                   reference: str = "neutral", progress: bool = True, keep_audio: bool = True,
                   warn: Callable[[str], None] | None = None, track: DriverTrack | None = None,
-                  sbs_out=None, encoder_preset: str = "veryfast", regions: bool = True) -> AnimateResult:
+                  sbs_out=None, encoder_preset: str = "veryfast", regions: bool = True,
+                  audio_from=None) -> AnimateResult:
     """Animates `avatar` with the driving video into `out` (mp4) and/or PNGs in `frames_dir`; `sbs_out`:
     also a driver | output video from the same render (`sbs` makes `out` itself side by side).
     regions: fill the mouth the driver opens with the model's region generators (Animator's `regions`).
     encoder_preset: x264 speed preset ("veryfast": ~2.5× faster than "medium" at the same crf, larger files).
+    driving: the driving video, or None with a `track` made elsewhere (speech/drive.py: the side-by-side shows
+    its landmarks); audio_from: the output's audio from this file instead of the driver (a speech track's).
     face_index: the driver's k-th largest face (default: its largest, central one, then the one tracked); the
     source's face was chosen when the avatar was made.
 
@@ -254,8 +266,10 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     """
     if out is None and frames_dir is None and sbs_out is None:
         raise TalkingHeadError("nothing to write: give an output video and/or a frames folder")
-    if isinstance(driving, (str, os.PathLike)):
-        refuse_overwriting_inputs([out, sbs_out], [driving])
+    if driving is None and track is None:
+        raise TalkingHeadError("nothing drives the face: give a driving video or a track")
+    inputs = [x for x in (driving, audio_from) if isinstance(x, (str, os.PathLike))]
+    refuse_overwriting_inputs([out, sbs_out], inputs)
     warn = warn or (lambda msg: log.warning("warning: %s", msg))
     t0 = time.time()
     animator = animator or Animator(avatar, model=model, device=device, regions=regions)
@@ -269,8 +283,10 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     targets = driving_targets(avatar, track, absolute=absolute)  # (T, 68, 2)
     t1 = time.time()
 
-    drivers = _driver_frames(driving, track.indices) if (sbs or sbs_out is not None) else None
-    audio = driving if keep_audio else None
+    drivers = None
+    if sbs or sbs_out is not None:
+        drivers = _driver_frames(driving, track.indices) if driving is not None else _sketches(track)
+    audio = audio_from if audio_from is not None else (driving if keep_audio else None)
     size, n = (0, 0), 0
     with _Outputs(out, sbs_out, frames_dir, track.fps, audio, encoder_preset) as outputs, \
             progress_bar(len(targets), "render", "frame", progress) as bar:

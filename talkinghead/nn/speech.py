@@ -1,0 +1,48 @@
+"""The speech → mouth network (DESIGN.md §2, "speech and text as drivers"; MakeItTalk's content branch, as a
+temporal convolution instead of an LSTM): per-10-ms audio features in, the 37 mouth and jaw points' offsets from
+the mouth at rest (face frame, inter-ocular units; landmarks/mouth_motion.py) out, at the same rate. Centred
+(non-causal) dilated convolutions see about a quarter of a second on either side, so the lips may start to move
+before the sound does, as real lips do."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from talkinghead.config import SpeechConfig
+
+NUM_POINTS = 37  # landmarks/mouth_motion.MOUTH_JAW
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c, c, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv1d(c, c, 1)
+        self.norm = nn.LayerNorm(c)  # per frame: the output at t sees only its context, never the whole clip
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, F)
+        h = self.norm(self.conv1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.conv2(self.drop(F.gelu(h)))
+
+
+class SpeechToMouth(nn.Module):
+    """(B, 41, F) normalised features -> (B, F, 37, 2) offsets."""
+
+    def __init__(self, cfg: SpeechConfig, num_features: int = 41):
+        super().__init__()
+        c = cfg.channels
+        self.inp = nn.Conv1d(num_features, c, 5, padding=2)
+        self.blocks = nn.ModuleList([_Block(c, d, cfg.dropout) for d in cfg.dilations])
+        self.out = nn.Conv1d(c, NUM_POINTS * 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)  # starts at the rest mouth
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.inp(feats))  # (B, C, F)
+        for block in self.blocks:
+            x = block(x)
+        y = self.out(x)  # (B, 74, F)
+        return y.transpose(1, 2).reshape(y.shape[0], y.shape[2], NUM_POINTS, 2)
