@@ -54,6 +54,8 @@ SUITE = [
     ("watermark", "bench_watermark.py", ["--max-videos", "2", "--frames", "12", "--fp-max-files", "8",
                                          "--fp-frames", "20", "--null-frames", "0", "--repeats", "2",
                                          "--json", "{out}/watermark.json"], 60),
+    # speech as the driver: ~10 s of espeak-ng speech -> the Mona Lisa's mp4, and the lip gap against speech activity
+    ("speech", "bench_speech.py", ["--json", "{out}/speech.json"], 60),
     # teeth and blinks of animate's output against the bundled driver
     ("mouth_eyes", "bench_mouth_eyes.py", ["--quick", "--json", "{out}/mouth_eyes.json"], 90),
     # last: it takes what the budget leaves (its FT part stops after --ft-budget seconds per model). The paper

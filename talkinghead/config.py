@@ -395,6 +395,7 @@ class SpeechConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 4)  # residual blocks of 3-tap convolutions; with the 5-tap input
     #                                              convolution: 1 + 4 + 2·Σ dilations frames of context
     dropout: float = 0.1
+    components: int = 0  # > 0: predict this many principal components of the training offsets (0: all 74 values)
     # training
     steps: int = 6000
     batch_size: int = 32

@@ -157,6 +157,24 @@ def test_mona_lisa_driven_by_the_bundled_clip(page, tmp_path):
     expect(page.get_by_role("option", name="monalisa, FF, 1 photo")).to_be_visible()
     page.keyboard.press("Escape")
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng (scripts/setup.sh installs it as root)")
+def test_mona_lisa_says_a_sentence(page, tmp_path):
+    """No driving video: a sentence typed in the page is spoken (espeak-ng) and drives her mouth; the result
+    carries the speech and the mark."""
+    page.click("#use-monalisa")
+    page.locator("#speech-box").click()
+    page.locator("#say textarea").fill("Hello, I am the Mona Lisa.")
+    page.click("#animate")
+    page.wait_for_selector("#result video[src]", timeout=240_000)
+    src = page.locator("#result video").get_attribute("src")
+    out = tmp_path / "says.mp4"
+    out.write_bytes(urllib.request.urlopen(src, timeout=30).read())
+    info = video.probe_video(out)
+    assert info.has_audio and 1.0 < info.duration < 5.0
+    assert mark_files.detect_file(out, max_frames=8).marked
+    assert "Traceback" not in page.content()
+
+
 def test_errors_show_in_the_page(page, tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((360, 320, 3), 128, np.uint8)).save(grey)

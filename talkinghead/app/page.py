@@ -26,6 +26,7 @@ NEW_AVATAR = "a new avatar from the photos"
 FEED_FORWARD, FINE_TUNE = "feed-forward (instant)", "fine-tune (seconds; gains with more photos)"
 RELATIVE, ABSOLUTE = "relative (the driver's motion on this face)", "absolute (the driver's landmarks as they are)"
 PASTE_BACK, CROP = "pasted back into the photo", "the face crop only"
+VOICES = ["en", "en-us", "fr", "de", "es", "it", "pt", "nl", "pl", "ru", "cmn", "ja"]  # espeak-ng voices offered
 MONA_LISA = "the Mona Lisa (feed-forward)"
 
 
@@ -135,14 +136,14 @@ def _job_handlers(studio: Studio):
     import gradio as gr
 
     @_with_request
-    def animate(photos, landmarks_file, choice, driving, mode, steps, motion, framing, sbs, avatars,
-                request=None, progress=gr.Progress(track_tqdm=True)):
+    def animate(photos, landmarks_file, choice, driving, speech, say, voice, mode, steps, motion, framing, sbs,
+                avatars, request=None, progress=gr.Progress(track_tqdm=True)):
         reuse = avatars.get(choice) if choice != NEW_AVATAR else None
         progress(0, desc="loading the avatar" if reuse else "finding the face")
         job = studio.animate(driving, photos=_files(photos), landmarks_file=None if reuse else landmarks_file,
                              avatar_path=reuse, fine_tune=mode == FINE_TUNE, steps=int(steps),
                              absolute=motion == ABSOLUTE, crop_only=framing == CROP, side_by_side=bool(sbs),
-                             session=_session(request))
+                             session=_session(request), speech=speech or None, say=say or None, voice=voice)
         avatars = {k: v for k, v in avatars.items() if Path(v).exists()}  # the studio keeps the last few
         if job.avatar_name:
             avatars[job.avatar_name] = str(job.avatar)
@@ -206,6 +207,15 @@ def _animate_tab(studio: Studio) -> SimpleNamespace:
             driving = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
                                elem_id="driving", height=300)
             clip = gr.Button("Use the bundled clip", size="sm", elem_id="use-clip")
+            with gr.Accordion("…or speech drives the mouth", open=False, elem_id="speech-box"):
+                gr.Markdown("With speech and no driving video the head moves and blinks as a real speaker's does; "
+                            "with a driving video the pose and eyes are the driver's and the mouth the speech's.")
+                speech = gr.Audio(label="Speech (upload or record)", sources=["upload", "microphone"],
+                                  type="filepath", elem_id="speech")
+                say = gr.Textbox(label="…or a sentence to say", placeholder="Bonjour, je suis la Joconde",
+                                 max_lines=3, elem_id="say")
+                voice = gr.Dropdown(VOICES, value="en", label="Voice (language)", elem_id="voice",
+                                    allow_custom_value=True)
             gr.Markdown("**3 · Options**")
             mode = gr.Radio([FEED_FORWARD, FINE_TUNE], value=FEED_FORWARD, label="Avatar", elem_id="mode")
             steps = gr.Slider(1, 1000, value=studio.default_steps, step=1, label="Fine-tuning steps",
@@ -285,8 +295,8 @@ def build_app(studio: Studio):
             trigger(_page_errors(previews, folders), inputs=[a.photos, a.landmarks_file, a.choice, avatars],
                     outputs=a.preview, concurrency_limit=2, concurrency_id="preview", show_progress="minimal")
         job = a.go.click(_page_errors(animate, folders),
-                         inputs=[a.photos, a.landmarks_file, a.choice, a.driving, a.mode, a.steps, a.motion,
-                                 a.framing, a.sbs, avatars],
+                         inputs=[a.photos, a.landmarks_file, a.choice, a.driving, a.speech, a.say, a.voice, a.mode,
+                                 a.steps, a.motion, a.framing, a.sbs, avatars],
                          outputs=[a.result, a.downloads, a.summary, avatars, a.choice],
                          concurrency_limit=1, concurrency_id="render", scroll_to_output=True,
                          show_progress_on=[a.result])

@@ -78,6 +78,7 @@ class Studio:
         self._state = threading.Lock()  # guards the sessions
         self._sessions: dict[str, _Session] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
+        self._speech_model = None  # loaded on the first speech job
 
     def close(self) -> None:
         """Stops every running job, then removes the outputs of this server's jobs when they live in a
@@ -216,22 +217,33 @@ class Studio:
     # -- the job -------------------------------------------------------------------------------------------
     def animate(self, driving, photos=None, landmarks_file=None, avatar_path=None, fine_tune: bool = False,
                 steps: int | None = None, absolute: bool = False, crop_only: bool = False,
-                side_by_side: bool = False, session: str = LOCAL) -> Job:
+                side_by_side: bool = False, session: str = LOCAL, speech=None, say: str | None = None,
+                voice: str = "en") -> Job:
         """Animates the avatar at `avatar_path` (or a new one of `photos`) with the video `driving`, for
-        `session` (stopped by `stop(session)` / `end_session(session)` with Stopped)."""
+        `session` (stopped by `stop(session)` / `end_session(session)` with Stopped). `speech` (an audio file)
+        or `say` (a sentence spoken by espeak-ng in `voice`) drives the mouth instead: over the driver's pose
+        and eyes when there is a driving video, over the speech model's real head motion when there is none."""
         from talkinghead.media import video
         from talkinghead.persons.avatar import Avatar
         from talkinghead.inference.pipeline import animate_video
 
-        if not driving:
-            raise TalkingHeadError("no driving video: upload or record one, or use the bundled clip")
+        say = (say or "").strip() or None
+        if speech and say:
+            raise TalkingHeadError("give a recording or a sentence, not both")
+        if not driving and not speech and not say:
+            raise TalkingHeadError("no driving video: upload or record one, use the bundled clip, or give speech "
+                                   "or a sentence")
         if avatar_path is None and not photos:
             raise TalkingHeadError("no photo: upload photos of one person, or use the Mona Lisa")
-        check_driver(video.probe_video(driving), driving, self.limits)  # before any expensive work
+        if driving:
+            check_driver(video.probe_video(driving), driving, self.limits)  # before any expensive work
         if avatar_path is None:
             photos = self.photos(photos, session)
         s = self._session(session)
         with self._lock, self._job(s) as folder:
+            track = audio_from = None
+            if speech or say:
+                track, audio_from = self._speech_track(speech, say, voice, driving, folder)
             name = None
             if avatar_path is not None:
                 avatar = Avatar.load(avatar_path)
@@ -241,14 +253,35 @@ class Studio:
                                           f"{_stem(photos[0])}_{avatar.mode}.avatar")
                 name = f"{_stem(photos[0])}, {avatar.mode.upper()}, {len(photos)} photo{'s' * (len(photos) > 1)}"
             out = folder / f"{Path(avatar_path).stem}_talking.mp4"
-            res = animate_video(avatar, driving, out, model=self.model, device=self.device, absolute=absolute,
-                                crop_only=crop_only, sbs=side_by_side, warn=_warn)
+            res = animate_video(avatar, driving or None, out, model=self.model, device=self.device,
+                                absolute=absolute, crop_only=crop_only, sbs=side_by_side, warn=_warn, track=track,
+                                audio_from=audio_from)
         summary = (f"{res.frames} frames, {res.size[0]}×{res.size[1]}, {res.fps:.3g} fps; "
                    f"{res.seconds_total:.1f} s ({res.frames_per_second:.1f} frames/s)")
         if avatar.mode == "ft" and name is not None:
             st = avatar.info["finetune"]
             summary += f"; fine-tuned {st['steps']} steps in {st['seconds']:.0f} s"
         return Job(video=out, avatar=Path(avatar_path), avatar_name=name, summary=summary)
+
+    def _speech_track(self, speech, say, voice: str, driving, folder: Path):
+        """(the DriverTrack of the speech or sentence, the audio file the output carries)."""
+        from talkinghead import bundled
+        from talkinghead.inference.pipeline import track_driver
+        from talkinghead.persons.speech_model import load_speech_model
+        from talkinghead.speech.drive import read_speech, speech_track
+
+        if say:
+            from talkinghead.speech.tts import synthesize
+
+            speech = synthesize(say, folder / "say.wav", voice=voice or "en")
+        heard = read_speech(speech, max_seconds=self.limits.driver_seconds + 1)
+        if heard.seconds > self.limits.driver_seconds:
+            raise TalkingHeadError(f"the speech is longer than {self.limits.driver_seconds:g} s: this server "
+                                   "animates up to that; trim it")
+        if self._speech_model is None:
+            self._speech_model = load_speech_model(bundled.SPEECH_MODEL, self.device)
+        driver = track_driver(driving, progress=False) if driving else None
+        return speech_track(self._speech_model, heard, driver=driver), speech
 
     # -- live ----------------------------------------------------------------------------------------------
     def live_puppet(self, avatar_path=None, absolute: bool = False, crop_only: bool = False):

@@ -1,6 +1,7 @@
 """`talkinghead demo`: a feed-forward avatar of the bundled Mona Lisa (paper §3.3 FF, one shot) made with the
 bundled model, animated with the bundled driving clip (relative motion, DESIGN.md §2), writing DIR/monalisa.mp4
-(the whole painting) and DIR/monalisa_side_by_side.mp4 (driver | output). `--mode ft` fine-tunes first (paper
+(the whole painting), DIR/monalisa_side_by_side.mp4 (driver | output) and DIR/monalisa_says.mp4 (she says a
+sentence: espeak-ng and the bundled speech model, DESIGN.md §2). `--mode ft` fine-tunes first (paper
 §3.3 FT); from a single photo the bundled model adapts ψ' alone, which changes its output little, so the demo
 does not spend the time by default.
 """
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     res = animate_video(avatar, DRIVING, out / "monalisa.mp4", sbs_out=out / "monalisa_side_by_side.mp4",
                         model=model, device=args.device, progress=progress)
     t2 = time.time()
+    said = _say(avatar, model, out / "monalisa_says.mp4", args.device, progress)
     st = avatar.info.get("finetune")
     if st:
         print(f"fine-tune: {st['steps']} steps in {st['seconds']:.1f} s; content loss on the shot "
@@ -63,6 +65,34 @@ def run(args: argparse.Namespace) -> int:
         print("feed-forward avatar from one photo (--mode ft fine-tunes on it first)")
     print(f"animate: {res.frames} frames in {res.seconds_total:.1f} s ({res.frames_per_second:.1f} frames/s)")
     print(f"total {t2 - t0:.1f} s (avatar {t1 - t0:.1f} s)")
-    for name in ("monalisa.mp4", "monalisa_side_by_side.mp4", "monalisa.avatar"):
+    for name in ("monalisa.mp4", "monalisa_side_by_side.mp4", "monalisa.avatar") + (("monalisa_says.mp4",) if said else ()):
         print(f"  {out / name}")
     return ExitStatus.SUCCESS
+
+
+SENTENCE, VOICE = "Bonjour, je suis la Joconde.", "fr"
+
+
+def _say(avatar, model, out: Path, device: str, progress: bool) -> bool:
+    """The Mona Lisa says SENTENCE (espeak-ng, the bundled speech model); False, with the reason, where it cannot."""
+    import tempfile
+
+    from talkinghead.bundled import SPEECH_MODEL
+    from talkinghead.errors import TalkingHeadError
+    from talkinghead.inference.pipeline import animate_video
+    from talkinghead.persons.speech_model import load_speech_model
+    from talkinghead.speech.drive import read_speech, speech_track
+    from talkinghead.speech.tts import synthesize
+
+    print(f"saying {SENTENCE!r} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="talkinghead-demo-") as tmp:
+        try:
+            wav = synthesize(SENTENCE, Path(tmp) / "say.wav", voice=VOICE)
+            track = speech_track(load_speech_model(SPEECH_MODEL, device), read_speech(wav))
+        except TalkingHeadError as e:
+            print(f"  skipped: {e}")
+            return False
+        res = animate_video(avatar, None, out, model=model, device=device, progress=progress, track=track,
+                            audio_from=wav)
+    print(f"say: {res.frames} frames in {res.seconds_total:.1f} s")
+    return True

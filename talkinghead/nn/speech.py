@@ -36,13 +36,18 @@ class SpeechToMouth(nn.Module):
         c = cfg.channels
         self.inp = nn.Conv1d(num_features, c, 5, padding=2)
         self.blocks = nn.ModuleList([_Block(c, d, cfg.dropout) for d in cfg.dilations])
-        self.out = nn.Conv1d(c, NUM_POINTS * 2, 1)
+        k = cfg.components or NUM_POINTS * 2
+        self.out = nn.Conv1d(c, k, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)  # starts at the rest mouth
+        # components > 0: the output is a mix of the training offsets' principal components (set by the trainer)
+        self.register_buffer("basis", torch.eye(k, NUM_POINTS * 2) if cfg.components else torch.zeros(0))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.inp(feats))  # (B, C, F)
         for block in self.blocks:
             x = block(x)
-        y = self.out(x)  # (B, 74, F)
-        return y.transpose(1, 2).reshape(y.shape[0], y.shape[2], NUM_POINTS, 2)
+        y = self.out(x).transpose(1, 2)  # (B, F, K)
+        if self.basis.numel():
+            y = y @ self.basis  # (B, F, 74)
+        return y.reshape(y.shape[0], y.shape[1], NUM_POINTS, 2)

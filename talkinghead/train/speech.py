@@ -55,7 +55,7 @@ def gap_correlation(pred: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -
     a, b = gap(pred), gap(target)
     a = (a - (a * m).sum(1, keepdim=True) / n[:, None]) * m
     b = (b - (b * m).sum(1, keepdim=True) / n[:, None]) * m
-    return (a * b).sum(1) / ((a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt() + 1e-6)
+    return (a * b).sum(1) / (a.pow(2).sum(1) * b.pow(2).sum(1) + 1e-10).sqrt()
 
 
 def lip_gap(offsets: np.ndarray, rest: np.ndarray) -> np.ndarray:
@@ -71,22 +71,35 @@ def lip_gap(offsets: np.ndarray, rest: np.ndarray) -> np.ndarray:
 
 def mouth_scores(pred: np.ndarray, clip) -> dict:
     """Self-reenactment scores of (F, 37, 2) offsets against a clip's tracked ones, on its tracked frames: l1,
-    LMD (the mean distance of the 20 lip points, face frame = pose removed, inter-ocular units) and the Pearson
+    LMD (the mean distance of the 20 lip points, face frame = pose removed, inter-ocular units), LMD of the motion
+    (each sequence's mean over the clip taken out: what relative retargeting transfers) and the Pearson
     correlation of the inner-lip gap."""
     m = clip.mask
     p, t = pred[m], clip.offsets[m]
     lips = slice(17, 37)
     lmd = float(np.linalg.norm(p[:, lips] - t[:, lips], axis=-1).mean())
+    dp, dt = p[:, lips] - p[:, lips].mean(0), t[:, lips] - t[:, lips].mean(0)  # the motion: each clip's mean out
+    lmd_motion = float(np.linalg.norm(dp - dt, axis=-1).mean())
     gp, gt = lip_gap(p, clip.rest), lip_gap(t, clip.rest)
     corr = float(np.corrcoef(gp, gt)[0, 1]) if gp.std() > 1e-6 and gt.std() > 1e-6 else 0.0
-    return {"l1": float(np.abs(p - t).sum(-1).mean()), "lmd": lmd, "gap_corr": corr, "frames": int(m.sum())}
+    return {"l1": float(np.abs(p - t).sum(-1).mean()), "lmd": lmd, "lmd_motion": lmd_motion, "gap_corr": corr,
+            "frames": int(m.sum())}
 
 
 def pooled(scores: list[dict]) -> dict:
     """Frame-weighted means of per-clip scores."""
     w = np.array([s["frames"] for s in scores], np.float64)
-    return {k: float(np.average([s[k] for s in scores], weights=w)) for k in ("l1", "lmd", "gap_corr")} | {
+    return {k: float(np.average([s[k] for s in scores], weights=w)) for k in ("l1", "lmd", "lmd_motion", "gap_corr")} | {
         "clips": len(scores), "frames": int(w.sum())}
+
+
+def principal_components(clips, k: int) -> np.ndarray:
+    """(k, 74): the top principal directions of the clips' tracked offsets (each scaled by its standard
+    deviation, so that a coefficient of 1 is a typical movement)."""
+    ys = np.concatenate([c.offsets[c.mask] for c in clips]).reshape(-1, 74).astype(np.float64)
+    ys = ys - ys.mean(0)
+    _, s, vt = np.linalg.svd(ys, full_matrices=False)
+    return (vt[:k] * (s[:k, None] / np.sqrt(len(ys)))).astype(np.float32)
 
 
 class SpeechTrainer:
@@ -110,6 +123,8 @@ class SpeechTrainer:
             raise TalkingHeadError(f"{data_root} holds no training clip with speech")
         torch.manual_seed(cfg.seed)
         self.net = SpeechToMouth(cfg).to(self.device)
+        if cfg.components and not resume:
+            self.net.basis.copy_(torch.from_numpy(principal_components(self.train_clips, cfg.components)))
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
