@@ -264,3 +264,33 @@ def test_say_without_espeak_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     rc, _, err = run_cli(["animate", str(photo), "--say", "hello", "-o", str(tmp_path / "o.mp4")], capsys)
     assert rc == 1 and len(err) == 1 and "espeak-ng" in err[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_tempo_windows_keep_features_and_offsets_together(tmp_path):
+    from talkinghead.data.speech import load_clips, sample_windows
+
+    clips = load_clips(_speech_set(tmp_path / "data", clips=2, frames=100))
+    x, y, m = sample_windows(clips, 4, 80, np.random.default_rng(0), tempo=0.2)
+    assert x.shape == (4, audio.NUM_FEATURES, 80) and y.shape == (4, 80, 37, 2) and m.shape == (4, 80)
+    x1, y1, _ = sample_windows(clips, 4, 80, np.random.default_rng(0))
+    assert np.isfinite(x).all() and np.isfinite(y).all() and not np.allclose(x, x1)
+
+
+def test_evaluate_audio_scores_every_method(tmp_path, capsys):
+    """`evaluate --audio` on a speech set: the model and the three baselines, a report and JSON lines."""
+    import json
+
+    data = _speech_set(tmp_path / "data")
+    rc, _, err = run_cli(["train", "--preset", "speech_tiny", "--data", str(data), "--run", str(tmp_path / "run"),
+                          "--steps", "2", "--no-progress"], capsys)
+    assert rc == 0, err
+    rc, out, err = run_cli(["evaluate", "--audio", "--data", str(data), "--out", str(tmp_path / "rep"),
+                            "--speech-model", str(tmp_path / "run" / "model.safetensors"), "--no-progress"], capsys)
+    assert rc == 0, err
+    assert "LMD" in out
+    rows = [json.loads(ln) for ln in (tmp_path / "rep" / "speech.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"speech", "rendered", "loudness", "still_first", "still_rest", "real"}
+    report = (tmp_path / "rep" / "speech.md").read_text()
+    assert "loudness → jaw" in report and "still (first frame)" in report
+    rc, _, err = run_cli(["evaluate", "--data", str(data), "--out", str(tmp_path / "rep"), "--videos", "1"], capsys)
+    assert rc == 1 and "--audio" in err[-1]

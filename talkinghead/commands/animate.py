@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voice", help="--say's espeak-ng voice (language), e.g. en, en-us, fr, de [default: en]")
     p.add_argument("--speech-model", metavar="FILE",
                    help="speech model file (from `train --preset speech`) [default: the bundled one]")
+    from talkinghead.speech.drive import MOUTH_SCALE
+
+    p.add_argument("--mouth-scale", type=float_range(0, 5), default=MOUTH_SCALE, metavar="S",
+                   help="with --audio/--say: how far the mouth moves, × the speech model's prediction "
+                   f"[default: {MOUTH_SCALE:g}]")
     p.add_argument("--motion", type=int_range(0, 999), default=0, metavar="K",
                    help="with --audio/--say and no driving video: the motion bank's clip K moves the head [default: 0]")
     add_model(p)
@@ -178,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
             driver = None if args.driving is None else track_driver(args.driving, fps=args.fps,
                                                                     progress=not args.no_progress)
-            track = speech_track(speech_model, speech, fps=args.fps or DEFAULT_FPS, driver=driver, seed=args.motion)
+            track = speech_track(speech_model, speech, fps=args.fps or DEFAULT_FPS, driver=driver, seed=args.motion,
+                                 mouth_scale=args.mouth_scale)
             audio_from = audio_path
         res = animate_video(avatar, args.driving, out, model=model, device=args.device, absolute=args.absolute,
                             crop_only=args.crop_only, sbs=args.side_by_side, frames_dir=args.frames,

@@ -171,9 +171,10 @@ def load_clips(root, split: str | None = None) -> list[SpeechClip]:
     return [c for c in clips if split is None or c.split == split]
 
 
-def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.random.Generator):
+def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.random.Generator, tempo: float = 0.0):
     """A batch of `frames`-long windows, clips drawn by length: ((B, 41, L) feats, (B, L, 37, 2) offsets,
-    (B, L) mask), clips shorter than the window padded with mask 0."""
+    (B, L) mask), clips shorter than the window padded with mask 0. tempo > 0: each window is read from a stretch
+    of (1 ± tempo) × L frames, features and offsets resampled together (faster and slower speech)."""
     lengths = np.array([len(c.feats) for c in clips], np.float64)
     picks = rng.choice(len(clips), size=batch, p=lengths / lengths.sum())
     x = np.zeros((batch, clips[0].feats.shape[1], frames), np.float32)
@@ -181,11 +182,21 @@ def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.ran
     m = np.zeros((batch, frames), bool)
     for b, i in enumerate(picks):
         c = clips[i]
-        s = int(rng.integers(0, max(1, len(c.feats) - frames + 1)))
-        n = min(frames, len(c.feats) - s)
-        x[b, :, :n] = c.feats[s:s + n].T
-        y[b, :n] = c.offsets[s:s + n]
-        m[b, :n] = c.mask[s:s + n]
+        rate = float(np.exp(rng.uniform(np.log(1 - tempo), np.log(1 + tempo)))) if tempo > 0 else 1.0
+        span = int(np.ceil(frames * rate))
+        s = int(rng.integers(0, max(1, len(c.feats) - span + 1)))
+        n = min(frames, int((len(c.feats) - s) / rate))
+        if rate == 1.0:
+            idx = s + np.arange(n)
+            x[b, :, :n], y[b, :n], m[b, :n] = c.feats[idx].T, c.offsets[idx], c.mask[idx]
+            continue
+        t = s + np.arange(n) * rate  # fractional source frames
+        i0 = np.minimum(np.floor(t).astype(int), len(c.feats) - 1)
+        i1 = np.minimum(i0 + 1, len(c.feats) - 1)
+        w = (t - i0).astype(np.float32)
+        x[b, :, :n] = ((1 - w)[:, None] * c.feats[i0] + w[:, None] * c.feats[i1]).T
+        y[b, :n] = (1 - w)[:, None, None] * c.offsets[i0] + w[:, None, None] * c.offsets[i1]
+        m[b, :n] = c.mask[i0] & c.mask[i1]
     return x, y, m
 
 

@@ -5,6 +5,7 @@ LMD (the 20 lip points, head pose removed, inter-ocular units), the correlation 
 of the 37 offsets; and whether the mouth closes in the pauses (the mean inner-lip gap where the audio has speech
 and where it has none). Methods, on the same frames:
 - speech: the speech model;
+- rendered: the speech model as `animate` draws it (its offsets × speech.drive.MOUTH_SCALE, closed in pauses);
 - loudness: the jaw opened by the speech's loudness alone (a line fitted on the training clips);
 - still (first frame): the clip's first tracked mouth, held;
 - still (rest): the clip's mouth at rest, held.
@@ -24,13 +25,17 @@ from talkinghead.console import log, progress as progress_bar
 from talkinghead.train.run_folder import RunFolder
 from talkinghead.train.speech import lip_gap, mouth_scores, pooled
 
-METHODS = ("speech", "loudness", "still_first", "still_rest")
+METHODS = ("speech", "rendered", "loudness", "still_first", "still_rest")
 
 
 def method_offsets(name: str, clip, model) -> np.ndarray:
     """(F, 37, 2) offsets of `clip` by method `name`."""
     if name == "speech":
         return model.predict(clip.feats)
+    if name == "rendered":
+        from talkinghead.speech.drive import rendered_offsets
+
+        return rendered_offsets(model, clip.feats, clip.vad)
     if name == "loudness":
         return (clip.loudness[:, None, None] * model.loudness_slope + model.loudness_offset).astype(np.float32)
     if name == "still_first":
@@ -106,7 +111,10 @@ def evaluate_speech(data, out, split=None, speech_model=None, model=None, videos
 
 
 def speech_report(summary: dict, rows: list[dict], sm, num_clips: int, videos: list[Path]) -> str:
-    names = {"speech": "speech model", "loudness": "loudness → jaw", "still_first": "still (first frame)",
+    from talkinghead.speech.drive import MOUTH_SCALE
+
+    names = {"speech": "speech model", "rendered": f"as animate draws it (× {MOUTH_SCALE:g}, closed in pauses)",
+             "loudness": "loudness → jaw", "still_first": "still (first frame)",
              "still_rest": "still (rest)"}
     lines = [f"# Speech → mouth ({num_clips} clips, {summary['speech']['frames']} frames at 100/s)", "",
              f"Model: {sm.path} (step {sm.info.get('step', '?')}, trained on {sm.info.get('train_seconds', '?')} s "

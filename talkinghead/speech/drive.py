@@ -62,9 +62,36 @@ def at_frames(values: np.ndarray, n: int, fps: float) -> np.ndarray:
     return ((1 - w) * values[i0] + w * values[i1]).astype(np.float32)
 
 
-def mouth_offsets(model: SpeechModel, speech: Speech, n: int, fps: float) -> np.ndarray:
-    """(n, 37, 2) mouth and jaw offsets from rest, one per output frame."""
-    return at_frames(model.predict(speech.feats), n, fps)
+PAUSE_RAMP_S = 0.12  # the mouth closes (and opens) over this long around the speech activity's edges
+
+
+def speaking(active: np.ndarray) -> np.ndarray:
+    """(F,) speech activity -> (F,) in [0, 1]: 1 while speaking, ramping to 0 over PAUSE_RAMP_S into a pause
+    (centred: the lips part a little before the sound starts, as real lips do)."""
+    from scipy.ndimage import uniform_filter1d
+
+    return np.clip(uniform_filter1d(active.astype(np.float32), int(PAUSE_RAMP_S * audio.FEATURE_RATE), mode="nearest"),
+                   0.0, 1.0)
+
+
+MOUTH_SCALE = 1.5  # animate's articulation: the model's offsets, damped as any regression from sound is, × this
+
+
+def rendered_offsets(model: SpeechModel, feats: np.ndarray, active: np.ndarray, mouth_scale: float = MOUTH_SCALE,
+                     close_in_pauses: bool = True) -> np.ndarray:
+    """(F, 37, 2) offsets at the audio's rate as animate draws them: the model's × mouth_scale, and with
+    close_in_pauses × `speaking`, so that where the audio has no speech the mouth is the photo's own (the
+    training clips' speakers often hold their lips apart between words, which the model learned)."""
+    off = model.predict(feats) * float(mouth_scale)  # (F, 37, 2)
+    if close_in_pauses:
+        off = off * speaking(active)[:, None, None]
+    return off
+
+
+def mouth_offsets(model: SpeechModel, speech: Speech, n: int, fps: float, mouth_scale: float = MOUTH_SCALE,
+                  close_in_pauses: bool = True) -> np.ndarray:
+    """(n, 37, 2) mouth and jaw offsets from rest, one per output frame (`rendered_offsets`)."""
+    return at_frames(rendered_offsets(model, speech.feats, speech.active, mouth_scale, close_in_pauses), n, fps)
 
 
 def loudness_offsets(model: SpeechModel, wave: np.ndarray, n: int, fps: float) -> np.ndarray:
@@ -89,7 +116,7 @@ def head_motion(model: SpeechModel, n: int, fps: float, seed: int = 0) -> np.nda
 
 
 def speech_track(model: SpeechModel, speech: Speech, fps: float = DEFAULT_FPS, driver: DriverTrack | None = None,
-                 seed: int = 0) -> DriverTrack:
+                 seed: int = 0, mouth_scale: float = MOUTH_SCALE, close_in_pauses: bool = True) -> DriverTrack:
     """The driver track of `speech`: over the bank's head motion, or over `driver`'s pose and eyes (its frames
     beyond the speech hold the speech's end: silence)."""
     if driver is None:
@@ -101,7 +128,7 @@ def speech_track(model: SpeechModel, speech: Speech, fps: float = DEFAULT_FPS, d
         fps, n = driver.fps, len(driver.points)
         base = fill_missing(driver.points)
         width, height, path = driver.width, driver.height, driver.path
-    offsets = mouth_offsets(model, speech, n, fps)  # (n, 37, 2)
+    offsets = mouth_offsets(model, speech, n, fps, mouth_scale, close_in_pauses)  # (n, 37, 2)
     pts = with_mouth(base, offsets)
     points = list(pts) if driver is None else [None if p is None else q for p, q in zip(driver.points, pts)]
     # no mouth floor: the rest is a speaker's most closed mouth, which may part the lips a little, and the photo's

@@ -8,6 +8,7 @@ persons/speech_model.py). Ctrl-C or SIGTERM ends the step, checkpoints and stops
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -125,6 +126,7 @@ class SpeechTrainer:
         self.net = SpeechToMouth(cfg).to(self.device)
         if cfg.components and not resume:
             self.net.basis.copy_(torch.from_numpy(principal_components(self.train_clips, cfg.components)))
+        self.ema = copy.deepcopy(self.net).eval()  # the weights' moving average: what is validated and saved
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -134,6 +136,7 @@ class SpeechTrainer:
         if resume:
             state = state or torch.load(Path(run_dir) / CHECKPOINT, weights_only=False)
             self.net.load_state_dict(state["net"])
+            self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.step = int(state["step"])
             self.rng.bit_generator.state = state["rng"]
@@ -154,7 +157,7 @@ class SpeechTrainer:
         from talkinghead.data.speech import sample_windows
 
         self.net.train()
-        x, y, m = sample_windows(self.train_clips, self.cfg.batch_size, self.frames, self.rng)
+        x, y, m = sample_windows(self.train_clips, self.cfg.batch_size, self.frames, self.rng, self.cfg.tempo)
         x = torch.from_numpy(x).to(self.device)
         if self.cfg.noise > 0:
             x = x + self.cfg.noise * torch.randn_like(x)
@@ -166,14 +169,16 @@ class SpeechTrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.opt.step()
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.lerp_(p, 1 - self.cfg.ema)
         self.step += 1
         return loss.item()
 
     @torch.no_grad()
     def predict(self, clip) -> np.ndarray:
-        self.net.eval()
         x = torch.from_numpy(clip.feats.T[None].copy()).to(self.device)
-        return self.net(x)[0].cpu().numpy()
+        return self.ema(x)[0].cpu().numpy()
 
     def validate(self) -> dict:
         if not self.val_clips:
@@ -187,7 +192,7 @@ class SpeechTrainer:
 
         ckpt = self.run.path / CHECKPOINT
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        state = {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+        state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
                  "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict()}
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         if not hasattr(self, "_bank"):
@@ -197,8 +202,7 @@ class SpeechTrainer:
         info = {"step": self.step, "train_clips": len(self.train_clips),
                 "train_people": len({c.identity for c in self.train_clips}),
                 "train_seconds": round(sum(len(c.feats) for c in self.train_clips) / 100, 1), **val}
-        save_speech_model(self.run.path / MODEL_FILE, self.cfg, self.net.cpu(), self._bank, *self._loud, info)
-        self.net.to(self.device)
+        save_speech_model(self.run.path / MODEL_FILE, self.cfg, self.ema, self._bank, *self._loud, info)
         self.run.log({"step": self.step, "checkpoint": True, **val})
         if val:
             log.info("step %d: val L1 %.4f, LMD %.4f, lip-gap correlation %.3f", self.step, val["val_l1"],
