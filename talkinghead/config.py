@@ -395,9 +395,10 @@ class SpeechConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 8)  # residual blocks of 3-tap convolutions; with the 5-tap input
     #                                              convolution: 1 + 4 + 2·Σ dilations frames of context
     dropout: float = 0.3
+    phones: bool = True  # the phone being spoken (pocketsphinx, media/audio.phones) one-hot beside the features
     components: int = 6  # > 0: predict this many principal components of the training offsets (0: all 74 values)
     # training
-    steps: int = 400  # val peaks early: ~45 training speakers, 6.5 minutes of speech
+    steps: int = 300  # val peaks early: ~45 training speakers, 6.5 minutes of speech
     batch_size: int = 32
     window_s: float = 2.0  # seconds of speech per training sample
     lr: float = 1e-3

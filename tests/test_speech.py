@@ -58,6 +58,24 @@ def test_features_of_a_known_tone(tmp_path):
     assert not audio.speech_activity(np.zeros(RATE, np.float32)).any()  # digital silence is no speech
 
 
+def test_phones_of_speech():
+    """espeak-ng says a sentence; pocketsphinx hears phones where it speaks and silence around it."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("no espeak-ng (scripts/setup.sh installs it as root)")
+    import tempfile
+
+    from talkinghead.speech.tts import synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w = audio.load_audio(synthesize("Hello, my name is Mona.", Path(tmp) / "x.wav"))
+    ph = audio.phones(w)
+    assert ph.shape == (audio.num_feature_frames(len(w)),)
+    sil = audio.PHONES.index("SIL")
+    spoken = ph != sil
+    active = audio.speech_activity(w)
+    assert (spoken == active).mean() > 0.7 and len(set(ph[spoken])) >= 6
+
+
 def test_speech_activity_follows_syllables():
     s = syllables(2.1)
     act = audio.speech_activity(s)
@@ -89,7 +107,8 @@ def test_network_shapes_and_gradients():
 
     cfg = speech_tiny()
     net = SpeechToMouth(cfg)
-    x = torch.randn(2, audio.NUM_FEATURES, 37, requires_grad=True)
+    assert net.num_inputs == audio.NUM_FEATURES + audio.NUM_PHONES  # the features, then the phones one-hot
+    x = torch.randn(2, net.num_inputs, 37, requires_grad=True)
     y = net(x)
     assert y.shape == (2, 37, 37, 2)
     assert torch.all(y == 0)  # starts at the rest mouth
@@ -106,7 +125,7 @@ def test_context_is_about_half_a_second():
     cfg = speech()
     net = SpeechToMouth(cfg).eval()
     torch.nn.init.normal_(net.out.weight, std=0.1)
-    x = torch.zeros(1, audio.NUM_FEATURES, 201, requires_grad=True)
+    x = torch.zeros(1, net.num_inputs, 201, requires_grad=True)
     net(x)[0, 100].sum().backward()
     seen = np.flatnonzero(x.grad[0].abs().sum(0).numpy() > 0)
     assert seen.max() - seen.min() + 1 == cfg.context_frames
@@ -147,7 +166,7 @@ def test_silence_keeps_the_photos_face_shape():
 
     model = _bank_model(canonical_shape())
     s = syllables(1.0)
-    speech = Speech("x.wav", s, audio.features(s), audio.speech_activity(s))
+    speech = Speech("x.wav", s, audio.features(s), audio.speech_activity(s), audio.phones(s))
     track = speech_track(model, speech, fps=25)
     seq = np.stack(track.points)
     assert seq.shape == (25, 68, 2)
@@ -177,7 +196,7 @@ def _speech_set(root: Path, clips=3, frames=60) -> Path:
         loud = audio.loudness(s)
         pts = np.stack([synthetic_face(100, 120, mouth_open=0.3 * loud[min(int(i * 4), len(loud) - 1)])
                         for i in range(frames)]).astype(np.float32)
-        np.savez_compressed(folder / f"v{k}.npz", points=pts, fps=np.float32(25), feats=audio.features(s).astype(np.float16),
+        np.savez_compressed(folder / f"v{k}.npz", points=pts, fps=np.float32(25), feats=audio.features(s).astype(np.float16), phones=audio.phones(s),
                             vad=audio.speech_activity(s), loudness=loud.astype(np.float16), identity=np.str_(f"p{k}"),
                             split=np.str_("val" if k == clips - 1 else "train"), path=np.str_(""))
     return root
@@ -270,9 +289,9 @@ def test_tempo_windows_keep_features_and_offsets_together(tmp_path):
     from talkinghead.data.speech import load_clips, sample_windows
 
     clips = load_clips(_speech_set(tmp_path / "data", clips=2, frames=100))
-    x, y, m = sample_windows(clips, 4, 80, np.random.default_rng(0), tempo=0.2)
-    assert x.shape == (4, audio.NUM_FEATURES, 80) and y.shape == (4, 80, 37, 2) and m.shape == (4, 80)
-    x1, y1, _ = sample_windows(clips, 4, 80, np.random.default_rng(0))
+    x, y, m = sample_windows(clips, 4, 80, np.random.default_rng(0), tempo=0.2, with_phones=True)
+    assert x.shape == (4, audio.NUM_FEATURES + audio.NUM_PHONES, 80) and y.shape == (4, 80, 37, 2) and m.shape == (4, 80)
+    x1, y1, _ = sample_windows(clips, 4, 80, np.random.default_rng(0), with_phones=True)
     assert np.isfinite(x).all() and np.isfinite(y).all() and not np.allclose(x, x1)
 
 

@@ -53,12 +53,13 @@ def process_clip(job) -> dict:
             return {"id": rec.video_id, "skipped": "shorter than half a second"}
         feats = audio.features(wave)
         vad = audio.speech_activity(wave)
+        phones = audio.phones(wave)
         if vad.mean() < 0.05:
             return {"id": rec.video_id, "skipped": "no speech in its audio"}
         if np.isnan(pts[:, 0, 0]).mean() > 0.5:
             return {"id": rec.video_id, "skipped": "no face in most frames"}
         tmp = dest.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, points=pts, fps=np.float32(fps), feats=feats.astype(np.float16), vad=vad,
+        np.savez_compressed(tmp, points=pts, fps=np.float32(fps), feats=feats.astype(np.float16), vad=vad, phones=phones,
                             loudness=audio.loudness(wave).astype(np.float16), identity=np.str_(rec.identity),
                             split=np.str_(rec.split), path=np.str_(rec.path))
         tmp.replace(dest)
@@ -128,6 +129,7 @@ class SpeechClip:
     points: np.ndarray  # (T, 68, 2) the tracked landmarks in pixels (NaN where none)
     fps: float
     path: str = ""  # the clip's video file
+    phones: np.ndarray | None = None  # (F,) int: media/audio.PHONES indices
 
 
 def _at_audio_rate(values: np.ndarray, found: np.ndarray, fps: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +160,8 @@ def load_clip(path) -> SpeechClip:
     offsets, mask = _at_audio_rate(offs, found, fps, n)
     return SpeechClip(Path(path).stem, str(z["identity"]), str(z["split"]), feats[:n], offsets, mask,
                       z["vad"][:n].astype(bool), z["loudness"][:n].astype(np.float32), rest, face,
-                      pts.astype(np.float32), fps, str(z["path"]) if "path" in z else "")
+                      pts.astype(np.float32), fps, str(z["path"]) if "path" in z else "",
+                      z["phones"][:n].astype(np.int64) if "phones" in z else np.full(n, audio.PHONES.index("SIL")))
 
 
 def load_clips(root, split: str | None = None) -> list[SpeechClip]:
@@ -171,30 +174,40 @@ def load_clips(root, split: str | None = None) -> list[SpeechClip]:
     return [c for c in clips if split is None or c.split == split]
 
 
-def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.random.Generator, tempo: float = 0.0):
-    """A batch of `frames`-long windows, clips drawn by length: ((B, 41, L) feats, (B, L, 37, 2) offsets,
-    (B, L) mask), clips shorter than the window padded with mask 0. tempo > 0: each window is read from a stretch
-    of (1 ± tempo) × L frames, features and offsets resampled together (faster and slower speech)."""
+def clip_inputs(clip: SpeechClip, with_phones: bool) -> np.ndarray:
+    """(F, C) the model's inputs of a clip: its audio features, and with_phones its phones one-hot."""
+    if not with_phones:
+        return clip.feats
+    return np.concatenate([clip.feats, audio.one_hot_phones(clip.phones)], axis=1)
+
+
+def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.random.Generator, tempo: float = 0.0,
+                   with_phones: bool = False):
+    """A batch of `frames`-long windows, clips drawn by length: ((B, C, L) inputs (`clip_inputs`), (B, L, 37, 2)
+    offsets, (B, L) mask), clips shorter than the window padded with mask 0. tempo > 0: each window is read from a
+    stretch of (1 ± tempo) × L frames, inputs and offsets resampled together (faster and slower speech)."""
     lengths = np.array([len(c.feats) for c in clips], np.float64)
     picks = rng.choice(len(clips), size=batch, p=lengths / lengths.sum())
-    x = np.zeros((batch, clips[0].feats.shape[1], frames), np.float32)
+    width = clips[0].feats.shape[1] + (audio.NUM_PHONES if with_phones else 0)
+    x = np.zeros((batch, width, frames), np.float32)
     y = np.zeros((batch, frames, 37, 2), np.float32)
     m = np.zeros((batch, frames), bool)
     for b, i in enumerate(picks):
         c = clips[i]
+        inputs = clip_inputs(c, with_phones)  # (F, C)
         rate = float(np.exp(rng.uniform(np.log(1 - tempo), np.log(1 + tempo)))) if tempo > 0 else 1.0
         span = int(np.ceil(frames * rate))
         s = int(rng.integers(0, max(1, len(c.feats) - span + 1)))
         n = min(frames, int((len(c.feats) - s) / rate))
         if rate == 1.0:
             idx = s + np.arange(n)
-            x[b, :, :n], y[b, :n], m[b, :n] = c.feats[idx].T, c.offsets[idx], c.mask[idx]
+            x[b, :, :n], y[b, :n], m[b, :n] = inputs[idx].T, c.offsets[idx], c.mask[idx]
             continue
         t = s + np.arange(n) * rate  # fractional source frames
         i0 = np.minimum(np.floor(t).astype(int), len(c.feats) - 1)
         i1 = np.minimum(i0 + 1, len(c.feats) - 1)
         w = (t - i0).astype(np.float32)
-        x[b, :, :n] = ((1 - w)[:, None] * c.feats[i0] + w[:, None] * c.feats[i1]).T
+        x[b, :, :n] = ((1 - w)[:, None] * inputs[i0] + w[:, None] * inputs[i1]).T
         y[b, :n] = (1 - w)[:, None, None] * c.offsets[i0] + w[:, None, None] * c.offsets[i1]
         m[b, :n] = c.mask[i0] & c.mask[i1]
     return x, y, m

@@ -31,11 +31,11 @@ METHODS = ("speech", "rendered", "loudness", "still_first", "still_rest")
 def method_offsets(name: str, clip, model) -> np.ndarray:
     """(F, 37, 2) offsets of `clip` by method `name`."""
     if name == "speech":
-        return model.predict(clip.feats)
+        return model.predict(clip.feats, clip.phones)
     if name == "rendered":
         from talkinghead.speech.drive import rendered_offsets
 
-        return rendered_offsets(model, clip.feats, clip.vad)
+        return rendered_offsets(model, clip.feats, clip.vad, clip.phones)
     if name == "loudness":
         return (clip.loudness[:, None, None] * model.loudness_slope + model.loudness_offset).astype(np.float32)
     if name == "still_first":

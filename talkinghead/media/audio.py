@@ -1,7 +1,9 @@
 """Speech audio in (DESIGN.md §2 "speech and text as drivers"): any file PyAV reads (wav, mp3, m4a, flac, ogg or
 a video's audio track) → mono 16 kHz samples → per-10-ms features for the speech → mouth model: 40 log-mel
-filterbank energies and the log energy (python_speech_features), normalised per utterance, and speech activity
-(webrtcvad).
+filterbank energies and the log energy (python_speech_features), normalised per utterance; the English phone
+being spoken (pocketsphinx's phone decoder with the en-us acoustic model its wheel ships: trained on far more
+speech than our clips hold, it tells the mouth's shape from the sound better than a small model can learn to);
+and speech activity (webrtcvad).
 
 Unreadable files, files without an audio track, empty or silent audio raise `AudioError` with a one-line message.
 """
@@ -144,3 +146,47 @@ def _fill_runs(x: np.ndarray, value: bool, shorter_than: int) -> np.ndarray:
             x[i:j] = not value
         i = j
     return x
+
+
+# CMU phones (pocketsphinx en-us), then silence and the fillers (breath, noise, ...): one class each for the model
+PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH "
+          "SIL NOISE").split()
+NUM_PHONES = len(PHONES)
+_PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
+_decoder = None
+
+
+def _phone_decoder():
+    global _decoder
+    if _decoder is None:
+        import os
+
+        from pocketsphinx import Config, Decoder, get_model_path
+
+        mp = get_model_path()
+        cfg = Config(lm=None, hmm=os.path.join(mp, "en-us", "en-us"),
+                     allphone=os.path.join(mp, "en-us", "en-us-phone.lm.bin"), lw=1.0,
+                     loglevel="FATAL")
+        _decoder = Decoder(cfg)
+    return _decoder
+
+
+def phones(wave: np.ndarray, rate: int = RATE) -> np.ndarray:
+    """(N,) samples at 16 kHz -> (F,) int8 indices into PHONES, one per 10-ms frame: pocketsphinx's phone
+    decoding (allphone search with its en-us phone language model)."""
+    if rate != 16000:
+        raise ValueError(f"the phone decoder takes 16 kHz audio, got {rate}")
+    n = num_feature_frames(len(wave), rate)
+    out = np.full(n, _PHONE_INDEX["SIL"], np.int8)
+    dec = _phone_decoder()
+    dec.start_utt()
+    dec.process_raw((np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes(), full_utt=True)
+    dec.end_utt()
+    for seg in dec.seg():
+        out[max(seg.start_frame, 0):seg.end_frame + 1] = _PHONE_INDEX.get(seg.word, _PHONE_INDEX["NOISE"])
+    return out[:n]
+
+
+def one_hot_phones(idx: np.ndarray) -> np.ndarray:
+    """(F,) indices -> (F, NUM_PHONES) float32."""
+    return np.eye(NUM_PHONES, dtype=np.float32)[np.asarray(idx, np.int64)]

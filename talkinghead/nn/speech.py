@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkinghead.config import SpeechConfig
+from talkinghead.media.audio import NUM_FEATURES, NUM_PHONES
 
 NUM_POINTS = 37  # landmarks/mouth_motion.MOUTH_JAW
 
@@ -29,10 +30,12 @@ class _Block(nn.Module):
 
 
 class SpeechToMouth(nn.Module):
-    """(B, 41, F) normalised features -> (B, F, 37, 2) offsets."""
+    """(B, C, F) inputs (41 normalised features, then with cfg.phones the phone one-hot) -> (B, F, 37, 2) offsets."""
 
-    def __init__(self, cfg: SpeechConfig, num_features: int = 41):
+    def __init__(self, cfg: SpeechConfig):
         super().__init__()
+        num_features = NUM_FEATURES + (NUM_PHONES if cfg.phones else 0)
+        self.num_inputs = num_features
         c = cfg.channels
         self.inp = nn.Conv1d(num_features, c, 5, padding=2)
         self.blocks = nn.ModuleList([_Block(c, d, cfg.dropout) for d in cfg.dilations])

@@ -58,10 +58,18 @@ class SpeechModel:
     path: str | None = None
 
     @torch.no_grad()
-    def predict(self, feats: np.ndarray) -> np.ndarray:
-        """(F, 41) features -> (F, 37, 2) float32 offsets from the mouth at rest."""
+    def predict(self, feats: np.ndarray, phones: np.ndarray | None = None) -> np.ndarray:
+        """(F, 41) features and (F,) phone indices (media/audio.phones; needed by a model with cfg.phones) ->
+        (F, 37, 2) float32 offsets from the mouth at rest."""
+        from talkinghead.media.audio import one_hot_phones
+
+        feats = np.asarray(feats, np.float32)
+        if self.cfg.phones:
+            if phones is None:
+                raise ValueError("this speech model reads the phones too: give predict(feats, phones)")
+            feats = np.concatenate([feats, one_hot_phones(phones[:len(feats)])], axis=1)
         p = next(self.net.parameters())
-        x = torch.as_tensor(np.asarray(feats, np.float32).T[None], device=p.device, dtype=p.dtype)  # (1, 41, F)
+        x = torch.as_tensor(feats.T[None], device=p.device, dtype=p.dtype)  # (1, C, F)
         return self.net(x)[0].float().cpu().numpy()
 
 

@@ -38,6 +38,7 @@ class Speech:
     wave: np.ndarray  # (N,) 16 kHz
     feats: np.ndarray  # (F, 41)
     active: np.ndarray  # (F,) bool
+    phones: np.ndarray  # (F,) int: media/audio.PHONES
 
     @property
     def seconds(self) -> float:
@@ -50,7 +51,7 @@ def read_speech(path, max_seconds: float | None = None) -> Speech:
     active = audio.speech_activity(wave)
     if active.mean() < 0.02 or active.sum() < 10:
         raise NoSpeechError(f"no speech found in {path} (silence or noise only)")
-    return Speech(str(path), wave, audio.features(wave), active)
+    return Speech(str(path), wave, audio.features(wave), active, audio.phones(wave))
 
 
 def at_frames(values: np.ndarray, n: int, fps: float) -> np.ndarray:
@@ -77,12 +78,12 @@ def speaking(active: np.ndarray) -> np.ndarray:
 MOUTH_SCALE = 1.5  # animate's articulation: the model's offsets, damped as any regression from sound is, × this
 
 
-def rendered_offsets(model: SpeechModel, feats: np.ndarray, active: np.ndarray, mouth_scale: float = MOUTH_SCALE,
-                     close_in_pauses: bool = True) -> np.ndarray:
+def rendered_offsets(model: SpeechModel, feats: np.ndarray, active: np.ndarray, phones: np.ndarray,
+                     mouth_scale: float = MOUTH_SCALE, close_in_pauses: bool = True) -> np.ndarray:
     """(F, 37, 2) offsets at the audio's rate as animate draws them: the model's × mouth_scale, and with
     close_in_pauses × `speaking`, so that where the audio has no speech the mouth is the photo's own (the
     training clips' speakers often hold their lips apart between words, which the model learned)."""
-    off = model.predict(feats) * float(mouth_scale)  # (F, 37, 2)
+    off = model.predict(feats, phones) * float(mouth_scale)  # (F, 37, 2)
     if close_in_pauses:
         off = off * speaking(active)[:, None, None]
     return off
@@ -91,7 +92,8 @@ def rendered_offsets(model: SpeechModel, feats: np.ndarray, active: np.ndarray, 
 def mouth_offsets(model: SpeechModel, speech: Speech, n: int, fps: float, mouth_scale: float = MOUTH_SCALE,
                   close_in_pauses: bool = True) -> np.ndarray:
     """(n, 37, 2) mouth and jaw offsets from rest, one per output frame (`rendered_offsets`)."""
-    return at_frames(rendered_offsets(model, speech.feats, speech.active, mouth_scale, close_in_pauses), n, fps)
+    return at_frames(rendered_offsets(model, speech.feats, speech.active, speech.phones, mouth_scale,
+                                      close_in_pauses), n, fps)
 
 
 def loudness_offsets(model: SpeechModel, wave: np.ndarray, n: int, fps: float) -> np.ndarray:

@@ -157,7 +157,8 @@ class SpeechTrainer:
         from talkinghead.data.speech import sample_windows
 
         self.net.train()
-        x, y, m = sample_windows(self.train_clips, self.cfg.batch_size, self.frames, self.rng, self.cfg.tempo)
+        x, y, m = sample_windows(self.train_clips, self.cfg.batch_size, self.frames, self.rng, self.cfg.tempo,
+                                 self.cfg.phones)
         x = torch.from_numpy(x).to(self.device)
         if self.cfg.noise > 0:
             x = x + self.cfg.noise * torch.randn_like(x)
@@ -177,7 +178,9 @@ class SpeechTrainer:
 
     @torch.no_grad()
     def predict(self, clip) -> np.ndarray:
-        x = torch.from_numpy(clip.feats.T[None].copy()).to(self.device)
+        from talkinghead.data.speech import clip_inputs
+
+        x = torch.from_numpy(clip_inputs(clip, self.cfg.phones).T[None].copy()).to(self.device)
         return self.ema(x)[0].cpu().numpy()
 
     def validate(self) -> dict:
