@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                         model=model, device=args.device, progress=progress)
     t2 = time.time()
     said = _say(avatar, model, out / "monalisa_says.mp4", args.device, progress)
+    t3 = time.time()
     st = avatar.info.get("finetune")
     if st:
         print(f"fine-tune: {st['steps']} steps in {st['seconds']:.1f} s; content loss on the shot "
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("feed-forward avatar from one photo (--mode ft fine-tunes on it first)")
     print(f"animate: {res.frames} frames in {res.seconds_total:.1f} s ({res.frames_per_second:.1f} frames/s)")
-    print(f"total {t2 - t0:.1f} s (avatar {t1 - t0:.1f} s)")
+    print(f"total {t3 - t0:.1f} s (avatar {t1 - t0:.1f} s, the sentence {t3 - t2:.1f} s)")
     for name in ("monalisa.mp4", "monalisa_side_by_side.mp4", "monalisa.avatar") + (("monalisa_says.mp4",) if said else ()):
         print(f"  {out / name}")
     return ExitStatus.SUCCESS
