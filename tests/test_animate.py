@@ -409,3 +409,34 @@ def test_an_output_naming_an_input_is_refused_before_any_work(tmp_path, capsys):
         rc, _, err = run_cli(["animate", str(photo), str(driver), "-o", str(out), "--no-progress"], capsys)
         assert rc == 1 and len(err) == 1 and "is the input" in err[0], (out, err)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# ---- the writer thread (no media) --------------------------------------------------------------------------
+
+def test_in_order_writes_everything_in_order_and_hands_errors_back():
+    from talkinghead.inference.pipeline import InOrder
+
+    seen = []
+    with InOrder(seen.append, depth=2) as w:
+        for i in range(50):
+            w.put(i)
+    assert seen == list(range(50))
+
+    def fail(i):
+        if i == 3:
+            raise ValueError("disk full")
+        seen.append(i)
+
+    seen.clear()
+    with pytest.raises(ValueError, match="disk full"):
+        with InOrder(fail, depth=2) as w:
+            for i in range(50):
+                w.put(i)
+    assert seen == [0, 1, 2]
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the render: what waits is dropped, the thread ends
+        with InOrder(seen.append, depth=100) as w:
+            for i in range(10):
+                w.put(i)
+            raise KeyboardInterrupt
+    assert not w.thread.is_alive() and seen == sorted(seen)

@@ -173,6 +173,52 @@ def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
         yield from crops
 
 
+class InOrder:
+    """`fn(item)` for every `put(item)`, in order, in one background thread, at most `depth` items waiting (the
+    render of the next batch overlaps the writing of this one). The first error `fn` raises is raised again by
+    the next `put` or by leaving the `with` block, which waits for every item; leaving on an error (Ctrl-C
+    included) drops what is still waiting and waits only for the item being written."""
+
+    _END = object()
+
+    def __init__(self, fn: Callable, depth: int = 16):
+        import queue
+        import threading
+
+        self.fn, self.error = fn, None
+        self.queue: "queue.Queue" = queue.Queue(depth)
+        self._dropping = False
+        self.thread = threading.Thread(target=self._run, name="talkinghead-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if self.error is None and not self._dropping:
+                try:
+                    self.fn(item)
+                except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+                    self.error = e
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def __enter__(self) -> "InOrder":
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._dropping = True
+        self.queue.put(self._END)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+
+
 def _sketches(track: DriverTrack) -> Iterator[np.ndarray]:
     """The track's landmarks drawn on black at its size: the driver column of a side-by-side without a video."""
     from talkinghead.landmarks.rasterize import rasterize
@@ -287,10 +333,11 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     if sbs or sbs_out is not None:
         drivers = _driver_frames(driving, track.indices) if driving is not None else _sketches(track)
     audio = audio_from if audio_from is not None else (driving if keep_audio else None)
-    size, n = (0, 0), 0
+    written = {"size": (0, 0), "n": 0}
     with _Outputs(out, sbs_out, frames_dir, track.fps, audio, encoder_preset) as outputs, \
             progress_bar(len(targets), "render", "frame", progress) as bar:
-        for crop in render_stream(animator, targets, batch_size):
+
+        def emit(crop: np.ndarray) -> None:  # in the writer thread, frame after frame in order
             frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
             drv = None
             if drivers is not None:
@@ -299,10 +346,15 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                     raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
                 if sbs:
                     frame = side_by_side(drv, frame)
-            outputs.write(n, frame, drv)
-            size = (frame.shape[1], frame.shape[0])
-            n += 1
+            outputs.write(written["n"], frame, drv)
+            written["size"] = (frame.shape[1], frame.shape[0])
+            written["n"] += 1
             bar.update(1)
+
+        with InOrder(emit) as writer:  # paste-back, decoding and encoding overlap the next batch's render
+            for crop in render_stream(animator, targets, batch_size):
+                writer.put(crop)
+    size, n = written["size"], written["n"]
     frames_path = outputs.frames_path
     t2 = time.time()
     return AnimateResult(out=None if out is None else str(out), frames=n, fps=track.fps, size=size,

@@ -80,11 +80,19 @@ class _Fill:
         fill = out.image.float().cpu().permute(0, 2, 3, 1).numpy()  # (n, s, s, 3): the hole as in training
         result = frames.clone()  # (alpha·colour + (1 − alpha)·base inside, base 0 without a bank)
         for (i, _, _, _, m, _, weight, _), f in zip(jobs, fill):
-            back = cv2.warpAffine(f, m, (r, r), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE)  # (R, R, 3) crop -> frame
-            w = torch.from_numpy(weight)[None].to(frames.device, frames.dtype)  # (1, R, R)
-            filled = torch.from_numpy(back).permute(2, 0, 1).to(frames.device, frames.dtype)  # (3, R, R)
-            result[i] = torch.where(w > 0, w * filled + (1 - w) * result[i], result[i])
+            ys, xs = np.nonzero(weight > 0)
+            if not len(ys):
+                continue
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # only the box where it blends
+            shift = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+            shift[:2, 2] = (x0, y0)
+            m_box = (np.vstack([m, [0, 0, 1]]) @ shift)[:2]  # box pixels -> crop, as m maps frame pixels
+            back = cv2.warpAffine(f, m_box, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)  # (h, w, 3) crop -> the frame's box
+            w = torch.from_numpy(np.ascontiguousarray(weight[y0:y1, x0:x1]))[None].to(frames.device, frames.dtype)
+            filled = torch.from_numpy(back).permute(2, 0, 1).to(frames.device, frames.dtype)  # (3, h, w)
+            box = result[i, :, y0:y1, x0:x1]
+            result[i, :, y0:y1, x0:x1] = torch.where(w > 0, w * filled + (1 - w) * box, box)
         return result
 
 
