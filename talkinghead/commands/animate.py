@@ -19,10 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Make a portrait (or an avatar) talk like the person in a driving video: the driver's "
                      "head and face motion is transferred relative to its most neutral frame onto the source "
                      "face, rendered by the generator and pasted back into the source image. Writes an H.264 "
-                     "mp4 at the driver's frame rate with the driver's audio.")
-    p.add_argument("inputs", nargs="+", metavar="SOURCE... DRIVING",
-                   help="one .avatar file (from `talkinghead finetune`) or one or more photos of one person, then "
-                   "the driving video (optional with --audio/--say)")
+                     "mp4 at the driver's frame rate with the driver's audio. With --audio or --say, speech "
+                     "drives the mouth (and the driving video, when given, the head and eyes).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="SOURCE... DRIVING: one .avatar file (from `talkinghead finetune`) or one or more photos of "
+                   "one person, then the driving video (optional with --audio/--say)")
     p.add_argument("-o", "--out", required=True, help="output video (.mp4)")
     p.add_argument("--audio", metavar="SPEECH", help="speech drives the mouth (wav, mp3, m4a, flac, ogg or a video's "
                    "audio track) and is the output's audio; without a driving video the head moves and blinks as "
