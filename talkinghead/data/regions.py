@@ -56,10 +56,24 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def cut_crop(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8 through the affine `m`; blurred first when it shrinks."""
+    """(H, W, 3) image -> (size, size, 3) of its dtype through the affine `m`; blurred first when it shrinks (only
+    the window the crop samples, grown by the blur's reach: the same pixels as blurring the whole frame)."""
     shrink = 1.0 / float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # frame pixels per crop pixel
     if shrink > 1.2:
-        frame = cv2.GaussianBlur(frame, (0, 0), 0.45 * shrink)
+        sigma = 0.45 * shrink
+        h, w = frame.shape[:2]
+        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+        m_inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+        back = corners @ m_inv[:, :2].T + m_inv[:, 2]  # (4, 2) the crop's corners in the frame
+        reach = int(np.ceil(4 * sigma)) + 2  # cv2's kernel radius for this sigma (4σ for float, 3σ for uint8) + 2
+        x0, y0 = np.floor(back.min(axis=0)).astype(int) - reach
+        x1, y1 = np.ceil(back.max(axis=0)).astype(int) + reach + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies off the frame: the whole frame, as before
+            x0, y0, x1, y1 = 0, 0, w, h
+        frame = cv2.GaussianBlur(np.ascontiguousarray(frame[y0:y1, x0:x1]), (0, 0), sigma)
+        m = m.copy()
+        m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # window pixels -> crop, as m maps frame pixels
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
