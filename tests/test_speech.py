@@ -311,5 +311,6 @@ def test_evaluate_audio_scores_every_method(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"speech", "rendered", "loudness", "still_first", "still_rest", "real"}
     report = (tmp_path / "rep" / "speech.md").read_text()
     assert "loudness → jaw" in report and "still (first frame)" in report
+    assert "## By phone" in report and "| SIL |" in report
     rc, _, err = run_cli(["evaluate", "--data", str(data), "--out", str(tmp_path / "rep"), "--videos", "1"], capsys)
     assert rc == 1 and "--audio" in err[-1]

@@ -9,6 +9,7 @@ and where it has none). Methods, on the same frames:
 - loudness: the jaw opened by the speech's loudness alone (a line fitted on the training clips);
 - still (first frame): the clip's first tracked mouth, held;
 - still (rest): the clip's mouth at rest, held.
+The report also lists, per phone pocketsphinx hears, the tracked and the model's mean inner-lip gap.
 `--videos N` also renders N clips for a look: the real clip | its first frame animated with the clip's own pose
 and eyes and the mouth from its audio | the difference, with the clip's audio.
 """
@@ -84,10 +85,14 @@ def evaluate_speech(data, out, split=None, speech_model=None, model=None, videos
         raise TalkingHeadError(f"no evaluation clip with speech and a face in {data}")
     sm = load_speech_model(speech_model or bundled.SPEECH_MODEL, device)
     rows, per_method = [], {m: [] for m in METHODS}
+    phone_gaps = []  # (phone, tracked gap, the model's gap) per tracked frame
     with progress_bar(len(clips), "speech clips", "clip", progress) as bar:
         for c in clips:
             for m in METHODS:
                 off = method_offsets(m, c, sm)
+                if m == "speech" and c.phones is not None:
+                    phone_gaps.append(np.stack([c.phones[c.mask], lip_gap(c.offsets, c.rest)[c.mask],
+                                                lip_gap(off, c.rest)[c.mask]], axis=1))
                 s = {**mouth_scores(off, c), **pause_gaps(off, c)}
                 per_method[m].append(s)
                 rows.append({"kind": "speech", "video": c.video_id, "identity": c.identity, "method": m, **s})
@@ -103,14 +108,31 @@ def evaluate_speech(data, out, split=None, speech_model=None, model=None, videos
     made = []
     if videos:
         made = render_comparisons(clips[:videos], sm, out / "videos", model=model, device=device, progress=progress)
-    report = speech_report(summary, rows, sm, len(clips), made)
+    report = speech_report(summary, rows, sm, len(clips), made, by_phone(phone_gaps))
     run.write_text("speech.md", report)
     run.write_text("speech_summary.json", json.dumps(summary, indent=2))
     log.info("evaluate --audio: %d clips in %.0f s", len(clips), time.time() - t0)
     return summary
 
 
-def speech_report(summary: dict, rows: list[dict], sm, num_clips: int, videos: list[Path]) -> str:
+def by_phone(phone_gaps: list[np.ndarray], min_frames: int = 30) -> list[tuple[str, int, float, float]]:
+    """(phone, frames, tracked gap, the model's gap) for every phone heard on at least `min_frames` frames, the
+    model's largest under-opening first."""
+    from talkinghead.media.audio import PHONES
+
+    if not phone_gaps:
+        return []
+    a = np.concatenate(phone_gaps)
+    out = []
+    for i, name in enumerate(PHONES):
+        k = a[:, 0] == i
+        if k.sum() >= min_frames:
+            out.append((name, int(k.sum()), float(a[k, 1].mean()), float(a[k, 2].mean())))
+    return sorted(out, key=lambda r: r[3] - r[2])
+
+
+def speech_report(summary: dict, rows: list[dict], sm, num_clips: int, videos: list[Path],
+                  phones: list | None = None) -> str:
     from talkinghead.speech.drive import MOUTH_SCALE
 
     names = {"speech": "speech model", "rendered": f"as animate draws it (× {MOUTH_SCALE:g}, closed in pauses)",
@@ -137,6 +159,12 @@ def speech_report(summary: dict, rows: list[dict], sm, num_clips: int, videos: l
     for vid in dict.fromkeys(x["video"] for x in rows):
         a, b = by[(vid, "speech")], by[(vid, "loudness")]
         lines.append(f"| {vid} | {a['lmd']:.4f} | {a['gap_corr']:.2f} | {b['lmd']:.4f} | {b['gap_corr']:.2f} |")
+    if phones:
+        lines += ["", "## By phone (pocketsphinx's, speech model)", "",
+                  "The mean inner-lip gap on the frames of each phone: the tracked mouth's and the model's "
+                  "(largest under-opening first).", "", "| phone | frames | tracked | model | model − tracked |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {k} | {g:.3f} | {q:.3f} | {q - g:+.3f} |" for n, k, g, q in phones]
     if videos:
         lines += ["", "Videos (real | animated from its audio with its own pose and eyes | difference): "
                   + ", ".join(f"`videos/{p.name}`" for p in videos)]
