@@ -163,13 +163,17 @@ _POSITIVE = {("train", "lr_ge"), ("train", "lr_d"), ("finetune", "lr_g"), ("fine
 SECTIONS = ("model", "loss", "train", "finetune")
 
 
-def set_value(cfg: Config, item: str, flag: str = "--set", section: str | None = None) -> None:
+def set_value(cfg: "Config | SpeechConfig", item: str, flag: str = "--set", section: str | None = None) -> None:
     """Applies one "SECTION.KEY=VALUE" override (or "KEY=VALUE" of the given `section`) to cfg in place, the
     value parsed as JSON (strings as they are) and of the field's type; TalkingHeadError naming `flag` for an
-    unknown key or a value of another type."""
+    unknown key or a value of another type. A SpeechConfig is one section, "speech" (its `name` is the preset's,
+    not a value to set)."""
     key, eq, value = item.partition("=")
     where, dot, name = (section, ".", key) if section else key.partition(".")
-    obj = getattr(cfg, where, None) if where in SECTIONS else None
+    if isinstance(cfg, SpeechConfig):
+        obj = cfg if where == "speech" and name != "name" else None
+    else:
+        obj = getattr(cfg, where, None) if where in SECTIONS else None
     if obj is None or not dot or not eq or not hasattr(obj, name):
         use = f"use KEY=VALUE of the {section} config, e.g. steps=20" if section else \
             "use SECTION.KEY=VALUE, e.g. loss.fm_weight=5"

@@ -314,3 +314,17 @@ def test_evaluate_audio_scores_every_method(tmp_path, capsys):
     assert "## By phone" in report and "| SIL |" in report
     rc, _, err = run_cli(["evaluate", "--data", str(data), "--out", str(tmp_path / "rep"), "--videos", "1"], capsys)
     assert rc == 1 and "--audio" in err[-1]
+
+
+def test_set_overrides_the_speech_preset_as_every_preset(capsys):
+    """`--set speech.KEY=VALUE` goes through config.set_value: JSON values of the field's type."""
+    import json
+
+    rc, out, err = run_cli(["train", "--preset", "speech", "--dry-run", "--set", "speech.phones=false",
+                            "--set", "speech.dilations=[1,2]", "--set", "speech.lr=0.002"], capsys)
+    assert rc == 0, err
+    cfg = json.loads(out)
+    assert cfg["phones"] is False and cfg["dilations"] == [1, 2] and cfg["lr"] == 0.002
+    for bad in ("speech.name=x", "speech.phones=3", "model.channels=8", "speech.lr"):
+        rc, _, err = run_cli(["train", "--preset", "speech", "--dry-run", "--set", bad], capsys)
+        assert rc == 1 and len(err) == 1 and "--set" in err[0], (bad, err)

@@ -114,8 +114,6 @@ def _data_root(args: argparse.Namespace, run: Path | None) -> str | None:
 
 def _speech_config(args: argparse.Namespace, run: Path | None) -> tuple[SpeechConfig, dict | None]:
     """The speech preset (or a resumed run's config) with --steps, --batch-size and --set speech.KEY=VALUE."""
-    import dataclasses
-
     state = None
     if args.resume:
         import torch
@@ -132,21 +130,12 @@ def _speech_config(args: argparse.Namespace, run: Path | None) -> tuple[SpeechCo
         cfg.steps = args.steps
     if args.batch_size is not None:
         cfg.batch_size = args.batch_size
-    names = {f.name: f for f in dataclasses.fields(cfg)}
+    model = (cfg.channels, cfg.dilations, cfg.components, cfg.phones)
     for item in args.set:
-        key, sep, value = item.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or section != "speech" or name not in names or name == "name":
-            raise TalkingHeadError(f"--set {item}: the speech preset takes speech.KEY=VALUE with KEY one of "
-                                   + ", ".join(n for n in names if n != "name"))
-        old = getattr(cfg, name)
-        try:
-            new = tuple(int(v) for v in value.split(",")) if isinstance(old, tuple) else type(old)(value)
-        except ValueError:
-            raise TalkingHeadError(f"--set {item}: not a {type(old).__name__}") from None
-        if state is not None and name in ("channels", "dilations") and new != old:
-            raise TalkingHeadError(f"a resumed run keeps its model: speech.{name} {old} -> {new}")
-        setattr(cfg, name, new)
+        set_value(cfg, item)
+    if state is not None and (cfg.channels, cfg.dilations, cfg.components, cfg.phones) != model:
+        raise TalkingHeadError("a resumed run keeps its model: speech.channels, dilations, components and phones "
+                               "are the checkpoint's")
     return cfg, state
 
 
