@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +130,7 @@ class SpeechClip:
     fps: float
     path: str = ""  # the clip's video file
     phones: np.ndarray | None = None  # (F,) int: media/audio.PHONES indices
+    _inputs: dict = field(default_factory=dict, repr=False, compare=False)  # clip_inputs, made once
 
 
 def _at_audio_rate(values: np.ndarray, found: np.ndarray, fps: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,10 +176,11 @@ def load_clips(root, split: str | None = None) -> list[SpeechClip]:
 
 
 def clip_inputs(clip: SpeechClip, with_phones: bool) -> np.ndarray:
-    """(F, C) the model's inputs of a clip: its audio features, and with_phones its phones one-hot."""
-    if not with_phones:
-        return clip.feats
-    return np.concatenate([clip.feats, audio.one_hot_phones(clip.phones)], axis=1)
+    """(F, C) the model's inputs of a clip (media/audio.model_inputs: its features, and with_phones its phones
+    one-hot), made once per clip and kept: every training window reads them."""
+    if with_phones not in clip._inputs:
+        clip._inputs[with_phones] = audio.model_inputs(clip.feats, clip.phones if with_phones else None)
+    return clip._inputs[with_phones]
 
 
 def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.random.Generator, tempo: float = 0.0,

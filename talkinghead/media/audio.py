@@ -190,3 +190,12 @@ def phones(wave: np.ndarray, rate: int = RATE) -> np.ndarray:
 def one_hot_phones(idx: np.ndarray) -> np.ndarray:
     """(F,) indices -> (F, NUM_PHONES) float32."""
     return np.eye(NUM_PHONES, dtype=np.float32)[np.asarray(idx, np.int64)]
+
+
+def model_inputs(feats: np.ndarray, phones: np.ndarray | None = None) -> np.ndarray:
+    """What the speech → mouth model reads per frame: (F, 41) `features`, then with `phones` (F,) their one-hot
+    -> (F, 41 [+ NUM_PHONES]) float32."""
+    feats = np.asarray(feats, np.float32)
+    if phones is None:
+        return feats
+    return np.concatenate([feats, one_hot_phones(np.asarray(phones)[:len(feats)])], axis=1)

@@ -61,15 +61,13 @@ class SpeechModel:
     def predict(self, feats: np.ndarray, phones: np.ndarray | None = None) -> np.ndarray:
         """(F, 41) features and (F,) phone indices (media/audio.phones; needed by a model with cfg.phones) ->
         (F, 37, 2) float32 offsets from the mouth at rest."""
-        from talkinghead.media.audio import one_hot_phones
+        from talkinghead.media.audio import model_inputs
 
-        feats = np.asarray(feats, np.float32)
-        if self.cfg.phones:
-            if phones is None:
-                raise ValueError("this speech model reads the phones too: give predict(feats, phones)")
-            feats = np.concatenate([feats, one_hot_phones(phones[:len(feats)])], axis=1)
+        if self.cfg.phones and phones is None:
+            raise ValueError("this speech model reads the phones too: give predict(feats, phones)")
+        inputs = model_inputs(feats, phones if self.cfg.phones else None)  # (F, C)
         p = next(self.net.parameters())
-        x = torch.as_tensor(feats.T[None], device=p.device, dtype=p.dtype)  # (1, C, F)
+        x = torch.as_tensor(inputs.T[None], device=p.device, dtype=p.dtype)  # (1, C, F)
         return self.net(x)[0].float().cpu().numpy()
 
 
