@@ -133,15 +133,21 @@ class SpeechClip:
     _inputs: dict = field(default_factory=dict, repr=False, compare=False)  # clip_inputs, made once
 
 
+def lerp_frames(values: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, ...) values at fractional frame positions t (M,), linearly interpolated and held at the ends ->
+    ((M, ...) float32, (M,) i0, (M,) i1: the frames each position lies between)."""
+    t = np.clip(np.asarray(t, np.float64), 0, len(values) - 1)
+    i0 = np.floor(t).astype(int)
+    i1 = np.minimum(i0 + 1, len(values) - 1)
+    w = (t - i0).reshape((-1,) + (1,) * (np.ndim(values) - 1))
+    return ((1 - w) * values[i0] + w * values[i1]).astype(np.float32), i0, i1
+
+
 def _at_audio_rate(values: np.ndarray, found: np.ndarray, fps: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(T, ...) per video frame -> (n, ...) linearly interpolated at 10-ms steps, and where both frames had a face."""
     t = np.arange(n) * audio.HOP_S * fps
-    i0 = np.clip(np.floor(t).astype(int), 0, len(values) - 1)
-    i1 = np.clip(i0 + 1, 0, len(values) - 1)
-    w = (t - i0).reshape((-1,) + (1,) * (values.ndim - 1))
-    ok = found[i0] & found[i1] & (t <= len(values) - 1)
-    v = np.nan_to_num(values)
-    return ((1 - w) * v[i0] + w * v[i1]).astype(np.float32), ok
+    out, i0, i1 = lerp_frames(np.nan_to_num(values), t)
+    return out, found[i0] & found[i1] & (t <= len(values) - 1)
 
 
 def load_clip(path) -> SpeechClip:
@@ -206,11 +212,8 @@ def sample_windows(clips: list[SpeechClip], batch: int, frames: int, rng: np.ran
             x[b, :, :n], y[b, :n], m[b, :n] = inputs[idx].T, c.offsets[idx], c.mask[idx]
             continue
         t = s + np.arange(n) * rate  # fractional source frames
-        i0 = np.minimum(np.floor(t).astype(int), len(c.feats) - 1)
-        i1 = np.minimum(i0 + 1, len(c.feats) - 1)
-        w = (t - i0).astype(np.float32)
-        x[b, :, :n] = ((1 - w)[:, None] * inputs[i0] + w[:, None] * inputs[i1]).T
-        y[b, :n] = (1 - w)[:, None, None] * c.offsets[i0] + w[:, None, None] * c.offsets[i1]
+        xs, i0, i1 = lerp_frames(inputs, t)
+        x[b, :, :n], y[b, :n] = xs.T, lerp_frames(c.offsets, t)[0]
         m[b, :n] = c.mask[i0] & c.mask[i1]
     return x, y, m
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from talkinghead.data.speech import lerp_frames
 from talkinghead.errors import TalkingHeadError
 from talkinghead.inference.pipeline import DriverTrack, fill_missing
 from talkinghead.landmarks.mouth_motion import with_mouth
@@ -56,11 +57,7 @@ def read_speech(path, max_seconds: float | None = None) -> Speech:
 
 def at_frames(values: np.ndarray, n: int, fps: float) -> np.ndarray:
     """(F, ...) at 100 per second -> (n, ...) at `fps`, linearly interpolated."""
-    t = np.arange(n) / fps * audio.FEATURE_RATE
-    i0 = np.clip(np.floor(t).astype(int), 0, len(values) - 1)
-    i1 = np.clip(i0 + 1, 0, len(values) - 1)
-    w = np.clip(t - i0, 0, 1).reshape((-1,) + (1,) * (values.ndim - 1))
-    return ((1 - w) * values[i0] + w * values[i1]).astype(np.float32)
+    return lerp_frames(values, np.arange(n) / fps * audio.FEATURE_RATE)[0]
 
 
 PAUSE_RAMP_S = 0.12  # the mouth closes (and opens) over this long around the speech activity's edges
@@ -111,10 +108,7 @@ def head_motion(model: SpeechModel, n: int, fps: float, seed: int = 0) -> np.nda
     period = max(2 * (m - 1), 1)
     t = np.mod(t, period)
     t = np.where(t > m - 1, period - t, t)
-    i0 = np.clip(np.floor(t).astype(int), 0, m - 1)
-    i1 = np.clip(i0 + 1, 0, m - 1)
-    w = (t - i0)[:, None, None]
-    return ((1 - w) * pts[i0] + w * pts[i1]).astype(np.float32)
+    return lerp_frames(pts, t)[0]
 
 
 def speech_track(model: SpeechModel, speech: Speech, fps: float = DEFAULT_FPS, driver: DriverTrack | None = None,
