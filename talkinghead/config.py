@@ -409,7 +409,6 @@ class SpeechConfig:
     weight_decay: float = 1e-4
     velocity_weight: float = 1.0  # L1 of the frame-to-frame motion beside the L1 of the offsets
     lips_weight: float = 4.0  # the inner-lip points (60-67) count this many times as much
-    corr_weight: float = 0.0  # 1 − the correlation of the inner-lip gap's motion over each window
     noise: float = 0.3  # Gaussian noise on the normalised features (augmentation)
     tempo: float = 0.2  # windows stretched by up to 1 ± this (features and offsets together: faster, slower speech)
     ema: float = 0.99  # the saved weights are this moving average of the trained ones

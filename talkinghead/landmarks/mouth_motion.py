@@ -19,8 +19,13 @@ from talkinghead.landmarks.retarget import apply_transform, invert_transform, pr
 
 MOUTH_JAW = np.r_[0:17, 48:68]  # the 37 points speech moves: the jaw line and both lip contours
 MOUTH = np.arange(48, 68)  # the 20 lip points (the LMD metric's)
-MOUTH_IN_MOUTH_JAW = np.arange(17, 37)
 STABLE = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])  # nose and eye corners
+
+
+def rows(points) -> np.ndarray:
+    """Where the given iBUG 68 indices sit among MOUTH_JAW's 37 rows (the speech model's offsets)."""
+    where = {int(k): i for i, k in enumerate(MOUTH_JAW)}
+    return np.array([where[int(k)] for k in np.ravel(points)])
 
 
 def canonical_shape() -> np.ndarray:

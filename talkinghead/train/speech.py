@@ -18,12 +18,16 @@ import torch
 from talkinghead.config import SpeechConfig
 from talkinghead.console import log, progress as progress_bar
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.mouth_motion import MOUTH, MOUTH_JAW, rows
+from talkinghead.landmarks.openness import INNER_LIPS as INNER_LIP_PAIRS
 from talkinghead.train.interrupts import StepBoundary
 from talkinghead.train.run_folder import RunFolder
 
 CHECKPOINT = "checkpoints/last.pt"
 MODEL_FILE = "model.safetensors"
-INNER_LIPS = np.arange(60, 68) - 48 + 17  # their rows among the 37 mouth-and-jaw points
+INNER_LIPS = rows(np.arange(60, 68))  # the inner lips' rows among the 37 mouth-and-jaw points
+LIPS = rows(MOUTH)  # the 20 lip points' rows (LMD)
+GAP_PAIRS = tuple((int(rows(up)[0]), int(rows(lo)[0])) for up, lo in INNER_LIP_PAIRS)  # upper, lower inner-lip rows
 
 
 def offset_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
@@ -34,8 +38,6 @@ def offset_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cf
     m = mask.float()
     err = ((pred - target).abs().sum(-1) * w).mean(-1)  # (B, L)
     loss = (err * m).sum() / m.sum().clamp(min=1)
-    if cfg.corr_weight > 0:
-        loss = loss + cfg.corr_weight * (1 - gap_correlation(pred, target, m)).mean()
     if cfg.velocity_weight > 0 and pred.shape[1] > 1:
         dm = m[:, 1:] * m[:, :-1]
         dv = (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().sum(-1) * w).mean(-1)
@@ -43,31 +45,11 @@ def offset_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cf
     return loss
 
 
-GAP_ROWS = ((61 - 31, 67 - 31), (62 - 31, 66 - 31), (63 - 31, 65 - 31))  # (upper, lower) rows among the 37
-
-
-def gap_correlation(pred: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """(B, L, 37, 2) offsets, (B, L) float mask -> (B,) the Pearson correlation of the inner-lip gaps' motion over
-    each window's tracked frames (the rest's constant gap drops out)."""
-    def gap(o):
-        return torch.stack([o[:, :, lo, 1] - o[:, :, up, 1] for up, lo in GAP_ROWS]).mean(0)  # (B, L)
-
-    n = m.sum(1).clamp(min=1)
-    a, b = gap(pred), gap(target)
-    a = (a - (a * m).sum(1, keepdim=True) / n[:, None]) * m
-    b = (b - (b * m).sum(1, keepdim=True) / n[:, None]) * m
-    return (a * b).sum(1) / (a.pow(2).sum(1) * b.pow(2).sum(1) + 1e-10).sqrt()
-
-
 def lip_gap(offsets: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """(..., 37, 2) offsets and the (68, 2) rest -> (...,) the inner-lip gap in the face frame (inter-ocular
     units): the mean vertical distance of 61-63 over 67-65, crossed lips 0."""
-    from talkinghead.landmarks.mouth_motion import MOUTH_JAW
-
     pts = np.asarray(offsets) + rest[MOUTH_JAW]
-    row = {int(k): i for i, k in enumerate(MOUTH_JAW)}
-    return np.mean([np.maximum(pts[..., row[lo], 1] - pts[..., row[up], 1], 0.0)
-                    for up, lo in ((61, 67), (62, 66), (63, 65))], axis=0)
+    return np.mean([np.maximum(pts[..., lo, 1] - pts[..., up, 1], 0.0) for up, lo in GAP_PAIRS], axis=0)
 
 
 def mouth_scores(pred: np.ndarray, clip) -> dict:
@@ -77,9 +59,8 @@ def mouth_scores(pred: np.ndarray, clip) -> dict:
     correlation of the inner-lip gap."""
     m = clip.mask
     p, t = pred[m], clip.offsets[m]
-    lips = slice(17, 37)
-    lmd = float(np.linalg.norm(p[:, lips] - t[:, lips], axis=-1).mean())
-    dp, dt = p[:, lips] - p[:, lips].mean(0), t[:, lips] - t[:, lips].mean(0)  # the motion: each clip's mean out
+    lmd = float(np.linalg.norm(p[:, LIPS] - t[:, LIPS], axis=-1).mean())
+    dp, dt = p[:, LIPS] - p[:, LIPS].mean(0), t[:, LIPS] - t[:, LIPS].mean(0)  # the motion: each clip's mean out
     lmd_motion = float(np.linalg.norm(dp - dt, axis=-1).mean())
     gp, gt = lip_gap(p, clip.rest), lip_gap(t, clip.rest)
     corr = float(np.corrcoef(gp, gt)[0, 1]) if gp.std() > 1e-6 and gt.std() > 1e-6 else 0.0
