@@ -172,13 +172,14 @@ def speech_report(summary: dict, rows: list[dict], sm, num_clips: int, videos: l
 
 
 def render_comparisons(clips, sm, folder: Path, model=None, device: str = "cpu", progress: bool = True) -> list[Path]:
-    """For each clip: real | its first frame animated by its audio (pose and eyes from the clip) | |difference|."""
-    import tempfile
+    """For each clip: real | its first frame animated by its audio (pose and eyes from the clip) | |difference|,
+    the clip decoded twice (its first tracked frame, then frame by frame beside the render) rather than held."""
+    import itertools
 
     from talkinghead import bundled
     from talkinghead.inference.animator import Animator
     from talkinghead.inference.pipeline import DriverTrack, driving_targets, render_stream
-    from talkinghead.media import image_files, video, video_writer
+    from talkinghead.media import video, video_writer
     from talkinghead.persons.avatar import make_ff_avatar
     from talkinghead.persons.checkpoint import LoadedModel, resolve_model
     from talkinghead.speech.drive import read_speech, speech_track
@@ -192,18 +193,16 @@ def render_comparisons(clips, sm, folder: Path, model=None, device: str = "cpu",
             log.warning("evaluate --audio: the video of %s is not found; no comparison video", c.video_id)
             continue
         first = int(np.flatnonzero(c.mask)[0] * c.fps / 100) if c.mask.any() else 0
-        frames = list(video.iter_frames(path, max_frames=len(c.points)))
-        with tempfile.TemporaryDirectory() as tmp:
-            photo = Path(tmp) / "first.png"
-            image_files.write_image(photo, frames[first])
-            avatar = make_ff_avatar([str(photo)], lm, shots=1, device=device)
+        photo = next(itertools.islice(video.iter_frames(path), first, None))
+        avatar = make_ff_avatar([photo], lm, shots=1, device=device)
         driver = DriverTrack(path, None, [None if np.isnan(p).any() else p for p in c.points], c.fps,
-                             frames[0].shape[1], frames[0].shape[0])
+                             photo.shape[1], photo.shape[0])
         track = speech_track(sm, read_speech(path), driver=driver)
         targets = driving_targets(avatar, track)
         animator = Animator(avatar, model=lm, device=device)
         dest = folder / f"{c.video_id}.mp4"
         with video_writer.VideoWriter(dest, c.fps, audio_from=path) as w:
+            frames = video.iter_frames(path, max_frames=len(c.points))
             for real, crop in zip(frames, render_stream(animator, targets)):
                 fake = avatar.crop.paste_back(avatar.source_image, crop)
                 diff = np.clip(np.abs(real.astype(np.int16) - fake.astype(np.int16)) * 3, 0, 255).astype(np.uint8)
