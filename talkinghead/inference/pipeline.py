@@ -333,11 +333,12 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
     if sbs or sbs_out is not None:
         drivers = _driver_frames(driving, track.indices) if driving is not None else _sketches(track)
     audio = audio_from if audio_from is not None else (driving if keep_audio else None)
-    written = {"size": (0, 0), "n": 0}
+    size, n = (0, 0), 0
     with _Outputs(out, sbs_out, frames_dir, track.fps, audio, encoder_preset) as outputs, \
             progress_bar(len(targets), "render", "frame", progress) as bar:
 
         def emit(crop: np.ndarray) -> None:  # in the writer thread, frame after frame in order
+            nonlocal size, n
             frame = crop if crop_only else avatar.crop.paste_back(avatar.source_image, crop)
             drv = None
             if drivers is not None:
@@ -346,15 +347,14 @@ def animate_video(avatar: Avatar, driving, out=None, *, model=None, animator: An
                     raise video.VideoError(f"cannot decode video {driving}: fewer frames on the second pass")
                 if sbs:
                     frame = side_by_side(drv, frame)
-            outputs.write(written["n"], frame, drv)
-            written["size"] = (frame.shape[1], frame.shape[0])
-            written["n"] += 1
+            outputs.write(n, frame, drv)
+            size = (frame.shape[1], frame.shape[0])
+            n += 1
             bar.update(1)
 
         with InOrder(emit) as writer:  # paste-back, decoding and encoding overlap the next batch's render
             for crop in render_stream(animator, targets, batch_size):
                 writer.put(crop)
-    size, n = written["size"], written["n"]
     frames_path = outputs.frames_path
     t2 = time.time()
     return AnimateResult(out=None if out is None else str(out), frames=n, fps=track.fps, size=size,
