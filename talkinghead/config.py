@@ -19,6 +19,17 @@ CROP_MARGIN = 0.45
 CROP_SHIFT_Y = -0.2
 
 
+class DictConfig:
+    """`to_dict` / `from_dict` of a config dataclass (what checkpoints, model files and avatars save)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return _from_dict(cls, d)
+
+
 @dataclass
 class ModelConfig:
     """Widths and sizes of E, G and D (paper §3.2, appendix; BigGAN-style residual blocks)."""
@@ -125,22 +136,15 @@ class FinetuneConfig:
 
 
 @dataclass
-class Config:
+class Config(DictConfig):
     name: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        return _from_dict(cls, d)
 
     @classmethod
     def from_json(cls, s: str) -> "Config":
@@ -312,7 +316,7 @@ def preset(name: str) -> Config:
 
 
 @dataclass
-class RegionConfig:
+class RegionConfig(DictConfig):
     """A region generator and its training on crops around the region (DESIGN.md §2, "What the photo cannot
     show"): a slim U-Net fills the region's hole, ê through AdaIN (ψ = P·ê as paper §3.2), so FF and FT of
     §3.3 keep their meaning. Saved inside the region's model file (persons/regions.py)."""
@@ -342,13 +346,6 @@ class RegionConfig:
     d_channels: int = 32  # that D's first width
     d_lr: float = 4e-4
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RegionConfig":
-        return _from_dict(cls, d)
 
 
 def mouth_region(size: int = 64) -> RegionConfig:
@@ -388,7 +385,7 @@ REGION_PRESETS = {"mouth": mouth_region, "mouth96": lambda: mouth_region(96), "m
 
 
 @dataclass
-class SpeechConfig:
+class SpeechConfig(DictConfig):
     """The speech → mouth model and its training (DESIGN.md §2, "speech and text as drivers"): a temporal
     convolution over log-mel frames (media/audio.py, 100 per second) with about half a second of context,
     predicting the 37 mouth and jaw points' offsets from the speaker's mouth at rest in the face frame
@@ -414,13 +411,6 @@ class SpeechConfig:
     ema: float = 0.99  # the saved weights are this moving average of the trained ones
     checkpoint_every: int = 100
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SpeechConfig":
-        return _from_dict(cls, d)
 
     @property
     def context_frames(self) -> int:
