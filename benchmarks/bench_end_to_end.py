@@ -1,8 +1,9 @@
 """`animate` end to end on the demo's photo and clip (the bundled model, FF, the mouth and eye generators, paste-back
-into the whole painting, H.264 with the driver's audio): the sequential path — each batch rendered, then its
-frames pasted back and encoded, in one thread — against `animate_video`, which pastes back and encodes in a
-writer thread while the next batch renders. Both in one process, alternating, on the same landmarks; the decoded
-frames of the two mp4s are compared (no frame may differ). Frames per second = frames / (landmarks + render + write).
+into the whole painting, H.264 with the driver's audio): the sequential path — one batch at a time on torch's
+threads, then its frames pasted back and encoded, in one thread — against `animate_video`, which renders
+batches in worker threads of one intra-op thread each (`render_stream`'s workers) and pastes back and encodes
+in a writer thread meanwhile. Both in one process, alternating, on the same landmarks; the decoded frames of
+the two mp4s are compared (largest pixel difference). Frames per second = frames / (landmarks + render + write).
 
     python benchmarks/bench_end_to_end.py [--repeats 2] [--threads 2] [--json FILE]
 """
@@ -31,7 +32,7 @@ def sequential(avatar, animator, track, out: Path) -> int:
     n = 0
     with video_writer.VideoWriter(out, track.fps, audio_from=bundled.DRIVING, metadata=SYNTHETIC_TAG,
                                   preset="veryfast") as w:
-        for crop in render_stream(animator, targets):
+        for crop in render_stream(animator, targets, workers=1):
             frame = avatar.crop.paste_back(avatar.source_image, crop)
             w.write(frame)
             n += 1

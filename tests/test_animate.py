@@ -440,3 +440,80 @@ def test_in_order_writes_everything_in_order_and_hands_errors_back():
                 w.put(i)
             raise KeyboardInterrupt
     assert not w.thread.is_alive() and seen == sorted(seen)
+
+
+class _CountingAnimator:
+    """render_points' stand-in: frames whose pixels say which target they are, with the threads and the
+    number of batches at once it saw."""
+
+    def __init__(self, fail_at=None):
+        import threading
+        import torch
+
+        self.device, self.fail_at = torch.device("cpu"), fail_at
+        self.lock, self.running, self.most, self.threads, self.calls = threading.Lock(), 0, 0, set(), 0
+
+    def render_points(self, points, full_size=True):
+        import threading
+        import time
+        import torch
+
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.most = max(self.most, self.running)
+            self.threads.add((threading.current_thread().name, torch.get_num_threads()))
+        try:
+            time.sleep(0.01)
+            if self.fail_at is not None and points[0, 0, 0] == self.fail_at:
+                raise ValueError("out of memory")
+            return torch.from_numpy(points[:, :1, :1, None].astype(np.float32)).expand(-1, 3, 4, 4) / 127.5 - 1
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_render_workers_keep_order_hand_errors_back_and_stop_early():
+    """Batches rendered in worker threads (one intra-op thread each, the caller's count untouched) come back in
+    order; a worker's error reaches the caller; leaving early renders no more than what was in flight."""
+    import torch
+
+    from talkinghead.inference.pipeline import render_stream
+
+    targets = np.repeat(np.arange(40, dtype=np.float32)[:, None, None], 68, 1).repeat(2, 2)  # (40, 68, 2)
+    before = torch.get_num_threads()
+    fake = _CountingAnimator()
+    crops = list(render_stream(fake, targets, batch_size=3, workers=2))
+    assert [int(c[0, 0, 0]) for c in crops] == list(range(40))
+    assert fake.most == 2 and {n for _, n in fake.threads} == {1} and torch.get_num_threads() == before
+    assert all(name.startswith("talkinghead-render") for name, _ in fake.threads)
+    with pytest.raises(ValueError, match="out of memory"):
+        list(render_stream(_CountingAnimator(fail_at=9), targets, batch_size=3, workers=2))
+    fake = _CountingAnimator()
+    stream = render_stream(fake, targets, batch_size=3, workers=2)
+    assert int(next(stream)[0, 0, 0]) == 0
+    stream.close()  # the writer failed: the batches not yet started are cancelled
+    assert fake.calls <= 4
+    fake = _CountingAnimator()
+    list(render_stream(fake, targets, batch_size=3, workers=1))
+    assert fake.threads == {("MainThread", before)}
+
+
+def test_render_workers_give_the_frames_of_one_batch_at_a_time(tmp_path):
+    """The warp-guided G and its full-size composition, rendered by two workers of one thread each: the same
+    frames as one batch at a time with the caller's threads (within one grey level: float sums in another
+    order)."""
+    from talkinghead import bundled
+    from talkinghead.config import warp_tiny
+    from talkinghead.inference.animator import Animator
+    from talkinghead.inference.pipeline import render_stream
+
+    model = random_model_file(tmp_path / "warp.safetensors", warp_tiny())
+    av = make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1)
+    animator = Animator(av, model=model)
+    rng = np.random.default_rng(0)
+    targets = av.source_points[None] + rng.normal(0, 1.5, (10, 68, 2)).astype(np.float32)
+    one = np.stack(list(render_stream(animator, targets, batch_size=3, workers=1)))
+    two = np.stack(list(render_stream(animator, targets, batch_size=3, workers=2)))
+    assert one.shape == two.shape == (10, animator.output_size, animator.output_size, 3)
+    assert np.abs(one.astype(int) - two.astype(int)).max() <= 1

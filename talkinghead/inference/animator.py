@@ -75,7 +75,8 @@ class Animator:
                 self.source = Texture(x, y, None, self.G.encode(x))
             # full-resolution composition: the face box as large as it is in the source image (≤ max_output_size)
             self.output_size = int(min(max(round(avatar.crop.side), self.image_size), max_output_size))
-            self.source_full = None  # (1, 3, R, R), made on the first full-size render
+            full = avatar.crop.resized(self.output_size).crop(avatar.source_image)  # (R, R, 3) uint8, once
+            self.source_full = from_uint8(full)[None].to(self.device, dtype)  # (1, 3, R, R)
         textured = self.source is not None
         self.regions = []  # inference.regions' MouthFill / EyeFill per region generator, used in render_points
         if regions and textured:
@@ -168,13 +169,9 @@ class Animator:
         exactly mask·warped + (1 − mask)·generated, since generated = warped + Δ)."""
         import torch.nn.functional as F
 
-        from talkinghead.media.images import from_uint8
         from talkinghead.nn.motion import grid_at_size, warp
 
         r = self.output_size
-        if self.source_full is None:
-            crop = self.avatar.crop.resized(r).crop(self.avatar.source_image)  # (R, R, 3) uint8
-            self.source_full = from_uint8(crop)[None].to(self.device, self.dtype)  # (1, 3, R, R)
         b = out.image.shape[0]
         grid = grid_at_size(out.grid, r)  # (B, R, R, 2)
         mask = F.interpolate(out.mask, size=(r, r), mode="bilinear", align_corners=False)  # (B, 1, R, R)

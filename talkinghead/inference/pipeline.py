@@ -164,13 +164,55 @@ def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
     return np.concatenate([_resize_h(driver, h), _resize_h(output, h)], axis=1)
 
 
+def render_workers(animator: Animator) -> int:
+    """How many batches `render_stream` renders at once by default: on the CPU one per torch thread (at most
+    `MAX_RENDER_WORKERS`), each batch in a thread of its own with one intra-op thread — a batch of 256² convolutions
+    splits badly over threads (two threads on one batch: slower than one, benchmarks/bench_end_to_end.py) —
+    where torch's thread count is per thread (its OpenMP backend); elsewhere one."""
+    import torch
+
+    if animator.device.type != "cpu" or "OpenMP" not in torch.__config__.parallel_info():
+        return 1
+    return max(1, min(torch.get_num_threads(), MAX_RENDER_WORKERS))
+
+
+MAX_RENDER_WORKERS = 4  # beyond a few, paste-back and encoding (one writer) limit the rate
+
+
 def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
-                  full_size: bool = True) -> Iterator[np.ndarray]:
-    """(T, 68, 2) crop landmarks -> rendered crops (R, R, 3) uint8, in batches of `batch_size`; R is the
-    animator's output size (the face's size in the source image for the warp-guided G) or S (full_size=False)."""
-    for s in range(0, len(targets), max(1, batch_size)):
-        crops = to_uint8(animator.render_points(targets[s:s + batch_size], full_size=full_size))  # (B, R, R, 3)
-        yield from crops
+                  full_size: bool = True, workers: int | None = None) -> Iterator[np.ndarray]:
+    """(T, 68, 2) crop landmarks -> rendered crops (R, R, 3) uint8 in order, in batches of `batch_size`; R is
+    the animator's output size (the face's size in the source image for the warp-guided G) or S
+    (full_size=False). workers: batches rendered at once, each in its own thread with one intra-op thread
+    (default `render_workers`); at most workers + 1 batches are held, and leaving early cancels the rest."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = max(1, batch_size)
+    batches = [targets[s:s + step] for s in range(0, len(targets), step)]
+    workers = max(1, min(render_workers(animator) if workers is None else int(workers), len(batches)))
+    if workers == 1:
+        for points in batches:
+            yield from to_uint8(animator.render_points(points, full_size=full_size))  # (B, R, R, 3)
+        return
+
+    def render(points: np.ndarray) -> np.ndarray:
+        import torch
+
+        torch.set_num_threads(1)  # this worker thread's own count (OpenMP's is per thread)
+        return to_uint8(animator.render_points(points, full_size=full_size))  # (B, R, R, 3)
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="talkinghead-render")
+    try:
+        pending: deque = deque()
+        for points in batches:
+            pending.append(pool.submit(render, points))
+            if len(pending) > workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class InOrder:
