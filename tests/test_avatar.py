@@ -276,6 +276,27 @@ def test_grid_at_size_keeps_the_box_geometry():
     assert torch.allclose(dx, torch.full_like(dx, 1.5 * r / s), atol=1e-4)
 
 
+def test_full_size_composition_is_its_formula():
+    """compose_full's one interpolation of grid, mask and correction and its grid units are
+    warp(source_R, grid_at_size(grid, R)) + (1 − mask_R)·(generated − warped)_R, each field resampled alone."""
+    import torch.nn.functional as F
+
+    from talkinghead.nn import GenOutput
+    from talkinghead.nn.motion import grid_at_size, identity_grid, warp
+
+    torch.manual_seed(0)
+    s, r, b = 16, 40, 2
+    an = Animator.__new__(Animator)  # only what compose_full reads
+    an.output_size, an.source_full = r, torch.rand(1, 3, r, r) * 2 - 1
+    warped, generated = torch.rand(b, 3, s, s) * 2 - 1, torch.rand(b, 3, s, s) * 2 - 1
+    out = GenOutput(image=generated, mask=torch.rand(b, 1, s, s), warped=warped, generated=generated,
+                    grid=identity_grid(b, s) + 0.1 * torch.randn(b, s, s, 2))
+    up = lambda t: F.interpolate(t, size=(r, r), mode="bilinear", align_corners=False)  # noqa: E731
+    want = (warp(an.source_full.expand(b, -1, -1, -1), grid_at_size(out.grid, r))
+            + (1 - up(out.mask)) * up(generated - warped)).clamp(-1, 1)
+    assert torch.allclose(an.compose_full(out), want, atol=1e-5)
+
+
 @pytest.mark.media
 def test_finetune_train_parts(tmp_path):
     """FinetuneConfig.train_parts: "psi" leaves every weight of G as it was, "decoder" only the AdaIN decoder

@@ -169,15 +169,15 @@ class Animator:
         exactly mask·warped + (1 − mask)·generated, since generated = warped + Δ)."""
         import torch.nn.functional as F
 
-        from talkinghead.nn.motion import grid_at_size, warp
+        from talkinghead.nn.motion import grid_units_at_size, warp
 
-        r = self.output_size
+        r, s = self.output_size, out.grid.shape[1]
         b = out.image.shape[0]
-        grid = grid_at_size(out.grid, r)  # (B, R, R, 2)
-        mask = F.interpolate(out.mask, size=(r, r), mode="bilinear", align_corners=False)  # (B, 1, R, R)
-        correction = F.interpolate(out.generated - out.warped, size=(r, r), mode="bilinear", align_corners=False)
+        fields = torch.cat([out.grid.permute(0, 3, 1, 2), out.mask, out.generated - out.warped], 1)  # (B, 6, S, S)
+        up = F.interpolate(fields, size=(r, r), mode="bilinear", align_corners=False)  # (B, 6, R, R), one pass
+        grid = grid_units_at_size(up[:, :2], s, r).permute(0, 2, 3, 1)  # (B, R, R, 2): motion.grid_at_size
         warped = warp(self.source_full.expand(b, -1, -1, -1), grid)  # (B, 3, R, R)
-        return (warped + (1 - mask) * correction).clamp(-1, 1)
+        return torch.addcmul(warped, 1 - up[:, 2:3], up[:, 3:]).clamp_(-1, 1)  # warped + (1 − mask)·correction
 
 
 def _frozen_render(animator: Animator, bf16: bool = False):

@@ -42,10 +42,16 @@ def grid_at_size(grid: Tensor, size: int) -> Tensor:
     at S and at (j + 0.5)/R at R, so the grid is resampled at R's pixel centres (align_corners=False) and its
     values moved from S-pixel to R-pixel units through box fractions: identity stays identity. (`resize_grid`
     keeps the values and resamples corner-aligned: what the trained generator's feature pyramid uses.)"""
-    s = grid.shape[1]
     g = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
-    box = ((g + 1) / 2 * (s - 1) + 0.5) / s  # (B, 2, R, R) position as a fraction of the box
-    return (2 * (box * size - 0.5) / (size - 1) - 1).permute(0, 2, 3, 1)
+    return grid_units_at_size(g, grid.shape[1], size).permute(0, 2, 3, 1)
+
+
+def grid_units_at_size(values: Tensor, s: int, size: int) -> Tensor:
+    """Grid values in align_corners=True units of S² crops -> of R² crops of the same boxes (any shape): the box
+    fraction ((v + 1)/2·(S − 1) + 0.5)/S taken back to R's units, one affine map a·v + b."""
+    a = (s - 1) * size / (s * (size - 1))
+    b = (2 * size * ((s - 1) / 2 + 0.5) / s - 1) / (size - 1) - 1
+    return values * a + b
 
 
 def identity_grid(batch: int, size: int, device=None, dtype=torch.float32) -> Tensor:
