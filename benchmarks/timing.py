@@ -35,6 +35,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's small landmark mat
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cpu_model() -> str:
+    """This machine's CPU model and core count, as the closing notes quote them (e.g. "AMD EPYC, 2 cores")."""
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 class Stopwatch:
     """Adds the wall and process-CPU seconds of every ``with`` block it times to ``wall`` / ``cpu``."""
 

@@ -275,3 +275,41 @@ def test_an_unturned_video_reports_no_rotation(tmp_path):
     _levels_video(path, n=3)
     info = probe_video(path)
     assert info.rotation == 0 and (info.width, info.height) == (64, 48)
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_early(tmp_path):
+    """Frames decoded ahead in a thread: the same frames in order; an error after the frames before it; leaving
+    early closes the source and ends the thread."""
+    import threading
+
+    from talkinghead.media.video import read_ahead
+
+    p = _levels_video(tmp_path / "levels.mp4", n=5)
+    assert all(np.array_equal(a, b) for a, b in zip(read_ahead(iter_frames(p)), iter_frames(p)))
+    assert len(list(read_ahead(iter_frames(p), depth=1))) == 5
+
+    def broken():
+        yield 1
+        yield 2
+        raise VideoError("truncated")
+
+    seen = []
+    with pytest.raises(VideoError, match="truncated"):
+        for x in read_ahead(broken()):
+            seen.append(x)
+    assert seen == [1, 2]
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    stream = read_ahead(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()
+    assert closed == [True] and not any(t.name == "talkinghead-decode" for t in threading.enumerate())

@@ -100,7 +100,7 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
                  detector=None) -> DriverTrack:
     """Pass 1: landmarks of every (selected) driving frame (VideoLandmarkTracker: detect, track, re-detect,
     hold through brief occlusions), then smoothed forwards and backwards in time: the whole driver is known,
-    so the smoothing adds no lag."""
+    so the smoothing adds no lag. The frames are decoded ahead in a thread of their own (`video.read_ahead`)."""
     from talkinghead.landmarks.cascade import video_cascade
     from talkinghead.landmarks.track import VideoLandmarkTracker
 
@@ -112,7 +112,7 @@ def track_driver(path, fps: float | None = None, face_index: int | None = None, 
     tracker = VideoLandmarkTracker(detector or video_cascade(), fps=out_fps, face_index=face_index)
     faces = []
     with progress_bar(total, "landmarks", "frame", progress) as bar:
-        for face in tracker.track_iter(_driver_frames(path, indices), smooth=False):
+        for face in tracker.track_iter(video.read_ahead(_driver_frames(path, indices)), smooth=False):
             faces.append(face)
             bar.update(1)
     if not faces:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -180,3 +180,52 @@ def iter_indexed_frames(path, range_start: int = 0, range_stop: int | None = Non
 def _truncated(path, decoded: int, header_frames: int) -> str:
     of = f" of {header_frames}" if header_frames else ""
     return f"{Path(path).name} is truncated or corrupt: decoded {decoded}{of} frames"
+
+
+def read_ahead(frames: Iterable, depth: int = 8) -> Iterator:
+    """The items of `frames` in order, made up to `depth` ahead in a background thread: decoding (PyAV lets go
+    of the GIL) overlaps the caller's work on the frame before. An error is raised where it happened, after
+    the items before it; leaving early stops the thread and closes `frames`."""
+    import queue
+    import threading
+
+    box: "queue.Queue" = queue.Queue(depth)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = iter(frames)
+        last = (end, None)
+        try:
+            for x in it:
+                if not put((x, None)):
+                    return
+        except BaseException as e:  # noqa: BLE001 (raised again in the caller's thread)
+            last = (end, e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        put(last)
+
+    thread = threading.Thread(target=produce, name="talkinghead-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, error = box.get()
+            if x is end:
+                if error is not None:
+                    raise error
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join()
