@@ -91,3 +91,44 @@ def test_warp_beats_copy_on_real_self_reenactment(media):
     akd_copy, akd_warp = akd(t(copy_source(src)), t(drv)).akd.item(), akd(t(warped), t(drv)).akd.item()
     assert akd_warp < 0.05 < akd_copy  # measured: 0.008 vs 0.28
     assert psnr(t(warped), t(drv)).item() > psnr(t(src), t(drv)).item() + 2  # measured: 21.8 vs 16.1 dB
+
+
+def test_warp_field_by_rows_is_the_searched_piecewise_affine_map():
+    """warp_field finds each pixel's triangle run by run along the rows: the same map as looking every pixel up
+    with qhull's find_simplex and taking the first lip triangle holding it (within 1e-9 px) — faces moved,
+    scaled, with open, closed and folded lips, landmarks beyond the frame, square and oblong images."""
+    from scipy.spatial import Delaunay
+
+    from talkinghead.landmarks.warp import MOUTH_TRIANGLES, _affine_maps, _pixel_grid, border_anchors
+
+    def searched(h, w, src, dst):
+        anchors = border_anchors(h, w)
+        s_all, d_all = np.concatenate([src, anchors]), np.concatenate([dst, anchors])
+        tri = Delaunay(d_all)
+        pix = _pixel_grid(h, w)
+        m = np.concatenate([_affine_maps(d_all[tri.simplices], s_all[tri.simplices]), np.eye(3)[None, :, :2]])
+        out = np.einsum("nk,nkd->nd", pix, m[tri.find_simplex(pix[:, :2])])
+        td = dst[MOUTH_TRIANGLES]
+        e = td[:, [1, 2, 0]] - td
+        rel = pix[:, None, None, :2] - td[None]  # (N, K, 3, 2)
+        cross = e[None, ..., 0] * rel[..., 1] - e[None, ..., 1] * rel[..., 0]
+        inside = ((cross >= 0).all(-1) | (cross <= 0).all(-1))
+        inside &= np.abs(e[:, 0, 0] * e[:, 2, 1] - e[:, 0, 1] * e[:, 2, 0])[None] > 1e-9
+        hit = inside.any(1)
+        lip_maps = _affine_maps(td, src[MOUTH_TRIANGLES])
+        out[hit] = np.einsum("nk,nkd->nd", pix[hit], lip_maps[inside.argmax(1)[hit]])
+        return out.reshape(h, w, 2)
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        h, w = [(64, 64), (48, 80), (90, 60)][trial % 3]
+        src = face_points(64, seed=trial) * np.array([w, h]) / 64
+        dst = (src - src.mean(0)) * rng.uniform(0.6, 1.5) + src.mean(0) + rng.normal(0, 8, 2)
+        dst = dst + rng.normal(0, 1.5, dst.shape)
+        if trial % 4 == 1:
+            dst[65:68] = dst[61:64]  # closed lips: coincident points
+        if trial % 4 == 2:
+            dst[[61, 62, 63]], dst[[67, 66, 65]] = dst[[67, 66, 65]].copy(), dst[[61, 62, 63]].copy()  # folded
+        if trial % 4 == 3:
+            dst[:17] += np.array([w, 0])  # the jaw beyond the frame
+        assert np.abs(warp_field(h, w, src, dst) - searched(h, w, src, dst)).max() < 1e-9

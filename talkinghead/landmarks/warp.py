@@ -57,23 +57,21 @@ def _affine_maps(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(dh) @ src  # pinv: safe for sliver triangles
 
 
-def _mouth_override(out: np.ndarray, pix: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
-    """Re-map, in place, the pixels (N, 2) inside the target's `MOUTH_TRIANGLES` with those triangles' maps."""
-    lo, hi = dst[48:68].min(0) - 1, dst[48:68].max(0) + 1
-    near = np.flatnonzero(((pix[:, :2] >= lo) & (pix[:, :2] <= hi)).all(1))  # (n,) pixels by the mouth
-    if not len(near):
-        return
-    tri_d, m = dst[MOUTH_TRIANGLES], _affine_maps(dst[MOUTH_TRIANGLES], src[MOUTH_TRIANGLES])  # (K, 3, 2)
+def _mouth_override(out: np.ndarray, pix: np.ndarray, src: np.ndarray, dst: np.ndarray, h: int, w: int) -> None:
+    """Re-map, in place, the pixels (N = h·w, row-major) inside the target's `MOUTH_TRIANGLES` with those
+    triangles' maps; where they overlap (a lip folded over), the first triangle holding the pixel."""
+    tri_d = dst[MOUTH_TRIANGLES]  # (K, 3, 2)
     e = tri_d[:, [1, 2, 0]] - tri_d  # (K, 3, 2) edge vectors
-    rel = pix[near, None, None, :2] - tri_d[None]  # (n, K, 3, 2)
-    cross = e[None, ..., 0] * rel[..., 1] - e[None, ..., 1] * rel[..., 0]  # (n, K, 3)
-    eps = 1e-9
-    inside = (cross >= -eps).all(-1) | (cross <= eps).all(-1)  # either orientation
-    inside &= np.abs(e[:, 0, 0] * e[:, 2, 1] - e[:, 0, 1] * e[:, 2, 0])[None] > eps  # not degenerate
-    hit = inside.any(1)
-    k = inside.argmax(1)[hit]  # first containing triangle
-    rows = near[hit]
-    out[rows] = np.einsum("nk,nkd->nd", pix[rows], m[k])
+    solid = np.flatnonzero(np.abs(e[:, 0, 0] * e[:, 2, 1] - e[:, 0, 1] * e[:, 2, 0]) > 1e-9)  # not degenerate
+    k, rows, x0, x1 = _spans(tri_d[solid], h, w)
+    if not len(k):
+        return
+    label = np.full(h * w, -1, np.int64)
+    for kk, start, stop in zip(solid[k][::-1], (rows * w + x0)[::-1], (rows * w + x1)[::-1]):
+        label[start:stop] = kk  # the last triangles first: the first one holding a pixel writes last
+    inside = np.flatnonzero(label >= 0)
+    m = _affine_maps(tri_d, src[MOUTH_TRIANGLES])  # (K, 3, 2)
+    out[inside] = np.einsum("nk,nkd->nd", pix[inside], m[label[inside]])
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,6 +80,51 @@ def _pixel_grid(h: int, w: int) -> np.ndarray:
     g = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)], 1).astype(np.float64)  # (N, 3)
     g.setflags(write=False)
     return g
+
+
+def _spans(tri: np.ndarray, h: int, w: int):
+    """The pixel-centre runs of K triangles (K, 3, 2) on each row of an h×w image: (triangle, row, x0, x1)
+    arrays of the non-empty half-open runs [x0, x1), rows [⌈y_min⌉, ⌈y_max⌉) — so triangles of one
+    triangulation share no pixel, an edge's crossing being computed from its endpoints in one fixed order."""
+    a, b = tri, tri[:, [1, 2, 0]]  # (K, 3, 2) edges a -> b
+    swap = (a[..., 1] > b[..., 1]) | ((a[..., 1] == b[..., 1]) & (a[..., 0] > b[..., 0]))
+    p, q = np.where(swap[..., None], b, a), np.where(swap[..., None], a, b)  # p above q
+    y0 = np.ceil(tri[..., 1].min(1)).clip(0, h).astype(np.int64)
+    n = (np.ceil(tri[..., 1].max(1)).clip(0, h).astype(np.int64) - y0).clip(0)  # (K,) rows
+    k = np.repeat(np.arange(len(tri)), n)  # (M,) a triangle per (triangle, row)
+    rows = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - y0, n)  # (M,)
+    y = rows[:, None].astype(np.float64)
+    pk, qk = p[k], q[k]  # (M, 3, 2)
+    dy = qk[..., 1] - pk[..., 1]
+    crosses = (pk[..., 1] <= y) & (y <= qk[..., 1]) & (dy > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = pk[..., 0] + (y - pk[..., 1]) * (qk[..., 0] - pk[..., 0]) / dy  # (M, 3) crossings
+    x0 = np.ceil(np.where(crosses, x, np.inf).min(1).clip(0, w)).astype(np.int64)
+    x1 = np.ceil(np.where(crosses, x, -np.inf).max(1).clip(0, w)).astype(np.int64)
+    keep = x1 > x0
+    return k[keep], rows[keep], x0[keep], x1[keep]
+
+
+def _piecewise_affine(tri_dst: np.ndarray, maps: np.ndarray, h: int, w: int) -> np.ndarray | None:
+    """(h·w, 2) [x y 1] @ maps[k] for every pixel centre, k the triangle of `tri_dst` (K, 3, 2) holding it —
+    run by run along the rows (`_spans`); None when the runs do not tile the image exactly (let find_simplex
+    decide)."""
+    k, rows, x0, x1 = _spans(tri_dst, h, w)
+    order = np.lexsort((x0, rows))
+    k, rows, x0, x1 = k[order], rows[order], x0[order], x1[order]
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    last = np.r_[rows[1:] != rows[:-1], True]
+    tiles = (len(np.unique(rows)) == h and (x0[first] == 0).all() and (x1[last] == w).all()
+             and (x0[~first] == x1[np.flatnonzero(~first) - 1]).all())
+    if not tiles:
+        return None
+    length = x1 - x0
+    xs = np.arange(h * w, dtype=np.float64) % w  # (N,) pixel x, row-major
+    out = np.empty((h * w, 2))
+    for d in range(2):  # along a run: slope·x + (maps[k, 1]·y + maps[k, 2])
+        slope = np.repeat(maps[k, 0, d], length)
+        out[:, d] = slope * xs + np.repeat(maps[k, 1, d] * rows + maps[k, 2, d], length)
+    return out
 
 
 def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndarray,
@@ -102,11 +145,13 @@ def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndar
     simp = tri.simplices  # (K, 3)
     m = _affine_maps(dst_all[simp], src_all[simp])  # (K, 3, 2)
     pix = _pixel_grid(h, w)  # (N, 3) homogeneous pixel centres
-    simplex = tri.find_simplex(pix[:, :2])  # (N,), -1 outside the hull
-    m = np.concatenate([m, np.eye(3)[None, :, :2]])  # index -1 → identity
-    out = np.einsum("nk,nkd->nd", pix, m[simplex])  # (N, 2)
+    out = _piecewise_affine(dst_all[simp], m, h, w)  # each pixel's triangle found by rows, not searched
+    if out is None:
+        simplex = tri.find_simplex(pix[:, :2])  # (N,), -1 outside the hull
+        m = np.concatenate([m, np.eye(3)[None, :, :2]])  # index -1 → identity
+        out = np.einsum("nk,nkd->nd", pix, m[simplex])  # (N, 2)
     if len(src) == 68:
-        _mouth_override(out, pix, src, dst)
+        _mouth_override(out, pix, src, dst, h, w)
     return out.reshape(h, w, 2)
 
 
