@@ -104,6 +104,27 @@ def test_frozen_generator_renders_what_the_eager_one_does(avatar):
     assert torch.allclose(frozen.render_points(two), eager.render_points(two), atol=1e-5)
 
 
+def test_live_fills_the_open_mouth_as_animate_does():
+    """With the bundled model's region generators, a live frame whose driver opens the mouth gets animate's
+    mouth fill (render_points' frame, pasted), and only around the mouth; regions=False leaves the warp's."""
+    from talkinghead.live.puppet import Pose
+    from talkinghead.persons.avatar import make_ff_avatar
+
+    model = LoadedModel.load(bundled.MODEL, with_discriminator=False)
+    av = make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1)
+    filled, plain = (LivePuppet(av, model, max_size=360, regions=r) for r in (True, False))
+    assert filled.animator.regions and not plain.animator.regions
+    p = filled.avatar.source_points.copy()
+    p[[55, 56, 57, 58, 59, 65, 66, 67], 1] += 0.06 * filled.animator.image_size  # the jaw drops
+    pose = Pose(p[None], filled.animator.prepare(p[None]))
+    a, b = filled.render(pose), plain.render(Pose(p[None], plain.animator.prepare(p[None])))
+    moved = np.argwhere(np.abs(a.astype(int) - b.astype(int)).max(-1) > 0)  # (n, 2) rows, columns
+    assert len(moved) > 20
+    mouth = filled.avatar.crop.points_to_image(p[48:68])  # (20, 2) x, y in the output frame
+    lo, hi = mouth.min(0) - 12, mouth.max(0) + 12
+    assert ((moved[:, ::-1] >= lo) & (moved[:, ::-1] <= hi)).all()
+
+
 class _FastCamera(Camera):
     """`n` frames every `period` s (faster than the renderer below); counts the frames delivered so far."""
 

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 from talkinghead.commands.options import (add_device, add_face_index, add_manual_landmarks, add_model,
-                                          add_progress, add_shots, float_range, int_range, manual_detector,
-                                          param_default)
+                                          add_mouth_fill, add_progress, add_shots, float_range, int_range,
+                                          manual_detector, param_default)
 from talkinghead.errors import ExitStatus, NoFaceError, TalkingHeadError
 
 
@@ -45,9 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole image")
     p.add_argument("--side-by-side", action="store_true", help="driver | output side by side")
     p.add_argument("--frames", metavar="DIR", help="also write every output frame as a PNG into DIR")
-    p.add_argument("--no-mouth-fill", action="store_true",
-                   help="leave the mouth the driver opens as the warp-guided generator renders it, without the "
-                   "model's mouth-interior generator (teeth, tongue, cavity)")
+    add_mouth_fill(p)
     add_face_index(p, extra="; the driver's face is its largest, then the one tracked")
     add_manual_landmarks(p)
     add_shots(p, "photos used for an on-the-fly avatar")

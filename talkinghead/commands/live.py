@@ -10,8 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
-from talkinghead.commands.options import (add_device, add_face_index, add_model, float_range, int_range,
-                                          param_default)
+from talkinghead.commands.options import (add_device, add_face_index, add_model, add_mouth_fill, float_range,
+                                          int_range, param_default)
 from talkinghead.errors import ExitStatus, TalkingHeadError
 
 
@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=int_range(64, 8192), default=max_size,
                    help=f"longest side of the output frames: the photo is scaled down to it [default: {max_size}]")
     p.add_argument("--crop-only", action="store_true", help="output the face box, not the whole photo")
+    add_mouth_fill(p)
     p.add_argument("--absolute", action="store_true",
                    help="use the driver's landmarks as they are (leaks the driver's face shape)")
     add_face_index(p, "of a photo")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         puppet = LivePuppet.from_source(args.avatar, args.model, device=args.device, face_index=args.face_index,
                                         max_size=args.max_size, crop_only=args.crop_only, absolute=args.absolute,
-                                        fps=camera.fps)
+                                        fps=camera.fps, regions=not args.no_mouth_fill)
         w, h = puppet.output_size
         outputs = []
         try:

@@ -152,5 +152,12 @@ def manual_detector(args: argparse.Namespace):
     return manual_landmarks(getattr(args, "landmarks", None), getattr(args, "points", None))
 
 
+def add_mouth_fill(p: argparse.ArgumentParser) -> None:
+    """--no-mouth-fill: render without the model's region generators (Animator's `regions`)."""
+    p.add_argument("--no-mouth-fill", action="store_true",
+                   help="leave the mouth the driver opens, and the eyes it closes, as the warp-guided generator "
+                   "renders them, without the model's region generators (teeth, tongue, cavity; eyelids)")
+
+
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -136,6 +136,11 @@ class Animator:
             frames = out.image.float()  # (B, 3, S, S)
         else:
             frames = self.compose_full(out).float()  # (B, 3, R, R)
+        return self.fill_regions(frames, points)
+
+    def fill_regions(self, frames: torch.Tensor, points) -> torch.Tensor:
+        """Frames (B, 3, R, R) rendered for landmarks (B, 68, 2) in crop pixels -> the same with the driving
+        mouth's hole and closing eyes filled by the region generators (none: the frames as they are)."""
         for fill in self.regions:
             frames = fill.fill(frames, points, self.avatar.source_points[None])
         return frames
@@ -173,7 +178,7 @@ class Animator:
 
         r, s = self.output_size, out.grid.shape[1]
         b = out.image.shape[0]
-        fields = torch.cat([out.grid.permute(0, 3, 1, 2), out.mask, out.generated - out.warped], 1)  # (B, 6, S, S)
+        fields = torch.cat([out.grid.permute(0, 3, 1, 2), out.mask, out.generated - out.warped], 1)  # (B,6,S,S)
         up = F.interpolate(fields, size=(r, r), mode="bilinear", align_corners=False)  # (B, 6, R, R), one pass
         grid = grid_units_at_size(up[:, :2], s, r).permute(0, 2, 3, 1)  # (B, R, R, 2): motion.grid_at_size
         warped = warp(self.source_full.expand(b, -1, -1, -1), grid)  # (B, 3, R, R)

@@ -142,12 +142,13 @@ class LivePuppet:
     ``frames`` and ``no_face`` count the frames processed and those without a face. ``process`` is
     ``render(pose(frame))``: the halves can run in two threads (run_live's pipeline). mixed_precision: G's
     convolutions in bfloat16 where the CPU has it natively (Animator's mixed_precision: 0.05 grey levels from
-    float32 on average).
+    float32 on average). regions: the model's region generators fill the mouth the driver opens and the eyes
+    it closes, as in `animate` (Animator's `regions`).
     """
 
     def __init__(self, avatar: Avatar, model=None, *, device="cpu", max_size: int = 720, crop_only: bool = False,
                  absolute: bool = False, fps: float = 25.0, tracker=None, feather: float = 0.08,
-                 dtype: torch.dtype = torch.float32, mixed_precision: bool = True):
+                 dtype: torch.dtype = torch.float32, mixed_precision: bool = True, regions: bool = True):
         from talkinghead.landmarks.retarget import retarget
 
         self._retarget = retarget
@@ -158,7 +159,7 @@ class LivePuppet:
         self.box_size = r = int(c.side)  # R
         # one frame at a time: G traced and frozen, convolutions in bfloat16 where the CPU has it natively
         self.animator = Animator(self.avatar, model=model, device=device, dtype=dtype, max_output_size=r,
-                                 freeze=True, mixed_precision=mixed_precision)
+                                 freeze=True, mixed_precision=mixed_precision, regions=regions)
         self.tracker = tracker if tracker is not None else default_tracker(fps)
         self.background = self.avatar.source_image  # (H', W', 3) uint8, the scaled photo
         bh, bw = self.background.shape[:2]
@@ -233,6 +234,7 @@ class LivePuppet:
         c1 = clocks()
         out = self.animator.compose_full(out) if self.animator.output_size != self.animator.image_size \
             else out.image  # (1, 3, R, R)
+        out = self.animator.fill_regions(out, pose.points)  # the mouth's hole and closing eyes, as animate's
         self.last = self._compose(out)
         c2 = clocks()
         self.times.add("generator", c1[0] - c0[0], c1[1] - c0[1])
