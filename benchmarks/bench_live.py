@@ -14,8 +14,8 @@ setting (run_live's pose thread on or off):
               talkinghead.media.watermark.embed when the package has it). frames/s rendered, latency camera frame ->
               rendered frame (mean, p95), frames dropped, CPU ms per rendered frame (time.process_time of the
               whole process: every thread, the encoder's included) and each stage's ms per frame, wall and
-              the CPU of the thread that ran it (the share column is of the wall total). Targets: >= 25
-              frames/s and < 100 ms mean latency.
+              the CPU of the thread that ran it (the share column is of the wall total). Targets: >= 30
+              frames/s (every frame of a slower camera) and < 50 ms mean latency.
   capacity    LivePuppet.process on every frame of the file back to back in one thread (frames decoded
               beforehand; no clock, no outputs, no pipeline): frames/s one thread reaches, and the parts of
               two stages (timing.StageTimer): retarget's landmark image and flow grid (G's inputs), paste-back's
@@ -42,8 +42,8 @@ from timing import REPO, StageTimer, Stopwatch, header  # before torch: OpenMP w
 
 import torch
 
-FPS_TARGET = 25.0
-LATENCY_TARGET_MS = 100.0
+FPS_TARGET = 30.0  # or every frame of a slower camera (2 % slack for the start)
+LATENCY_TARGET_MS = 50.0
 PEXELS = REPO.parent / "shared" / "data" / "videos" / "pexels_woman.mp4"
 
 
@@ -66,7 +66,8 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: Path, pipeline: bool) -> dict:
+def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: Path, pipeline: bool,
+             regions: bool = True) -> dict:
     from talkinghead.live.camera import FileCamera
     from talkinghead.live.puppet import LivePuppet
     from talkinghead.live.loop import run_live
@@ -74,11 +75,11 @@ def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: 
 
     torch.set_num_threads(threads)
     camera = FileCamera(camera_path)
-    puppet = LivePuppet(avatar, model, max_size=max_size, fps=camera.fps)
+    puppet = LivePuppet(avatar, model, max_size=max_size, fps=camera.fps, regions=regions)
     out = FileOutput(tmp / "live.mp4", camera.fps)
     load_before = load1()
     s = run_live(puppet, camera, [out, StandInWindow()], report_every=0, pipeline=pipeline)
-    return {"camera": Path(camera_path).name, "threads": threads, "pipeline": pipeline,
+    return {"camera": Path(camera_path).name, "threads": threads, "pipeline": pipeline, "regions": regions,
             "size": list(puppet.output_size),
             "frames": s.frames, "captured": s.captured, "dropped": s.dropped, "fps": s.fps,
             "camera_fps": s.camera_fps, "latency_ms": s.latency(), "latency_p95_ms": s.latency(95),
@@ -86,7 +87,8 @@ def realtime(avatar, model, camera_path: str, threads: int, max_size: int, tmp: 
             "file_frames": out.frames, "load_before": load_before, "load_after": load1()}
 
 
-def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_frames: int = 240) -> dict:
+def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_frames: int = 240,
+             regions: bool = True) -> dict:
     from talkinghead.media import video
     from talkinghead.inference.animator import Animator
     from talkinghead.landmarks import warp
@@ -94,7 +96,7 @@ def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_f
 
     torch.set_num_threads(threads)
     frames = list(video.iter_frames(camera_path, max_frames=max_frames))
-    puppet = LivePuppet(avatar, model, max_size=max_size, fps=video.probe_video(camera_path).fps)
+    puppet = LivePuppet(avatar, model, max_size=max_size, fps=video.probe_video(camera_path).fps, regions=regions)
     st = StageTimer()
     st.wrap(Animator, "landmark_images", "landmark image")  # in retarget
     st.wrap(warp, "flow_grid", "flow grid")  # in retarget
@@ -111,10 +113,15 @@ def capacity(avatar, model, camera_path: str, threads: int, max_size: int, max_f
     stages = {k: 1e3 * t.seconds[k] / n for k in ("tracking", "retarget", "generator", "paste-back")}
     stages_cpu = {k: 1e3 * t.cpu_seconds[k] / n for k in stages}
     split = {k: 1e3 * v.wall / n for k, v in st.stages.items()}
-    return {"camera": Path(camera_path).name, "threads": threads, "frames": n, "fps": n / sw.wall,
+    return {"camera": Path(camera_path).name, "threads": threads, "regions": regions, "frames": n, "fps": n / sw.wall,
             "cpu_ms_per_frame": 1e3 * sw.cpu / n, "stages_wall_ms": stages, "stages_cpu_ms": stages_cpu,
             "sub_stages_ms": split, "tracker": dict(getattr(puppet.tracker, "stats", {})),
             "load_before": load_before, "load_after": load1()}
+
+
+def fps_target(r: dict) -> float:
+    """FPS_TARGET, or every frame of a slower camera, less 2 % for the start."""
+    return 0.98 * min(FPS_TARGET, r["camera_fps"])
 
 
 def verdict(value: float, target: float, above: bool) -> str:
@@ -125,9 +132,10 @@ def print_realtime(r: dict) -> None:
     wall, cpu = r["stages_wall_ms"], r["stages_cpu_ms"]
     total = sum(v for k, v in wall.items() if k != "capture") or 1e-9
     print(f"\nreal time: {r['camera']} ({r['camera_fps']:.3g} fps) -> {r['size'][0]}x{r['size'][1]}, "
-          f"torch threads {r['threads']}, pipeline {'on' if r['pipeline'] else 'off'}, load {r['load_before']:.1f} -> {r['load_after']:.1f}")
+          f"torch threads {r['threads']}, pipeline {'on' if r['pipeline'] else 'off'}, region fills "
+          f"{'on' if r['regions'] else 'off'}, load {r['load_before']:.1f} -> {r['load_after']:.1f}")
     print(f"  {r['frames']} frames rendered of {r['captured']} ({r['dropped']} dropped): {r['fps']:.1f} frames/s "
-          f"[target >= {FPS_TARGET:g}: {verdict(r['fps'], FPS_TARGET, True)}]")
+          f"[target >= {fps_target(r):.3g}: {verdict(r['fps'], fps_target(r), True)}]")
     print(f"  latency camera -> rendered: mean {r['latency_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms "
           f"[target < {LATENCY_TARGET_MS:g} ms: {verdict(r['latency_ms'], LATENCY_TARGET_MS, False)}]")
     print(f"  CPU {r['cpu_ms_per_frame']:.1f} ms per rendered frame (all threads); the mp4 has {r['file_frames']} "
@@ -141,7 +149,7 @@ def print_realtime(r: dict) -> None:
 
 def print_capacity(r: dict) -> None:
     print(f"\ncapacity: {r['camera']}, {r['frames']} frames back to back, torch threads {r['threads']}, "
-          f"load {r['load_before']:.1f} -> {r['load_after']:.1f}")
+          f"region fills {'on' if r['regions'] else 'off'}, load {r['load_before']:.1f} -> {r['load_after']:.1f}")
     print(f"  {r['fps']:.1f} frames/s wall, CPU {r['cpu_ms_per_frame']:.1f} ms per frame "
           f"(= {1e3 / max(r['cpu_ms_per_frame'], 1e-9):.1f} frames/s per core); tracker {r['tracker']}")
     for k, v in r["stages_wall_ms"].items():
@@ -157,6 +165,7 @@ def main(argv=None) -> int:
                     "clip, and ../shared/data/videos/pexels_woman.mp4 when present]")
     ap.add_argument("--threads", default="1,2", help="torch thread counts to measure [default: 1,2]")
     ap.add_argument("--pipeline", default="on,off", help="run_live's pipeline: on, off or both [default: on,off]")
+    ap.add_argument("--regions", default="on", help="the region generators' fills: on, off or both [default: on]")
     ap.add_argument("--max-size", type=int, default=720, help="longest side of the output [default: 720]")
     ap.add_argument("--capacity-frames", type=int, default=120, help="frames for the capacity run (0: none)")
     ap.add_argument("--json", help="save the results to this file")
@@ -179,14 +188,16 @@ def main(argv=None) -> int:
         for cam in cameras:
             for th in threads:
                 for pipe in a.pipeline.split(","):
-                    r = realtime(avatar, model, cam, th, a.max_size, Path(tmp), pipe == "on")
-                    print_realtime(r)
-                    results["realtime"].append(r)
+                    for fills in a.regions.split(","):
+                        r = realtime(avatar, model, cam, th, a.max_size, Path(tmp), pipe == "on", fills == "on")
+                        print_realtime(r)
+                        results["realtime"].append(r)
         if a.capacity_frames:
             for th in threads:
-                r = capacity(avatar, model, cameras[0], th, a.max_size, a.capacity_frames)
-                print_capacity(r)
-                results["capacity"].append(r)
+                for fills in a.regions.split(","):
+                    r = capacity(avatar, model, cameras[0], th, a.max_size, a.capacity_frames, fills == "on")
+                    print_capacity(r)
+                    results["capacity"].append(r)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(results, indent=2))
