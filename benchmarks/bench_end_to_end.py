@@ -2,8 +2,9 @@
 into the whole painting, H.264 with the driver's audio): the sequential path — one batch at a time on torch's
 threads, then its frames pasted back and encoded, in one thread — against `animate_video`, which renders
 batches in worker threads of one intra-op thread each (`render_stream`'s workers) and pastes back and encodes
-in a writer thread meanwhile. Both in one process, alternating, on the same landmarks; the decoded frames of
-the two mp4s are compared (largest pixel difference). Frames per second = frames / (landmarks + render + write).
+in a writer thread meanwhile, and decodes the driver ahead while finding its landmarks. Both in one process,
+alternating; the two paths' rendered frames are compared before encoding (largest pixel difference: x264 would
+turn a 1/255 difference into larger ones). Frames per second = frames / (landmarks + render + write).
 
     python benchmarks/bench_end_to_end.py [--repeats 2] [--threads 2] [--json FILE]
 """
@@ -70,7 +71,6 @@ def main(argv=None) -> int:
     from talkinghead.inference.pipeline import animate_video, driving_targets, render_stream
     from talkinghead.persons.avatar import make_ff_avatar
     from talkinghead.persons.checkpoint import LoadedModel
-
 
     model = LoadedModel.load(bundled.MODEL, with_discriminator=False)
     avatar = make_ff_avatar([str(bundled.PORTRAIT)], model, shots=1)

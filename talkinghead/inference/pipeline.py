@@ -164,6 +164,9 @@ def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
     return np.concatenate([_resize_h(driver, h), _resize_h(output, h)], axis=1)
 
 
+MAX_RENDER_WORKERS = 4  # beyond a few, paste-back and encoding (one writer) limit the rate
+
+
 def render_workers(animator: Animator) -> int:
     """How many batches `render_stream` renders at once by default: on the CPU one per torch thread (at most
     `MAX_RENDER_WORKERS`), each batch in a thread of its own with one intra-op thread — a batch of 256² convolutions
@@ -176,9 +179,6 @@ def render_workers(animator: Animator) -> int:
     return max(1, min(torch.get_num_threads(), MAX_RENDER_WORKERS))
 
 
-MAX_RENDER_WORKERS = 4  # beyond a few, paste-back and encoding (one writer) limit the rate
-
-
 def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
                   full_size: bool = True, workers: int | None = None) -> Iterator[np.ndarray]:
     """(T, 68, 2) crop landmarks -> rendered crops (R, R, 3) uint8 in order, in batches of `batch_size`; R is
@@ -188,21 +188,22 @@ def render_stream(animator: Animator, targets: np.ndarray, batch_size: int = 8,
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch
+
     step = max(1, batch_size)
     batches = [targets[s:s + step] for s in range(0, len(targets), step)]
     workers = max(1, min(render_workers(animator) if workers is None else int(workers), len(batches)))
-    if workers == 1:
-        for points in batches:
-            yield from to_uint8(animator.render_points(points, full_size=full_size))  # (B, R, R, 3)
-        return
 
     def render(points: np.ndarray) -> np.ndarray:
-        import torch
-
-        torch.set_num_threads(1)  # this worker thread's own count (OpenMP's is per thread)
         return to_uint8(animator.render_points(points, full_size=full_size))  # (B, R, R, 3)
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="talkinghead-render")
+    if workers == 1:
+        for points in batches:
+            yield from render(points)
+        return
+    # each worker thread's own torch thread count (OpenMP's is per thread): the caller's is left as it is
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="talkinghead-render", initializer=torch.set_num_threads,
+                              initargs=(1,))
     try:
         pending: deque = deque()
         for points in batches:

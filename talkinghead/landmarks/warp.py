@@ -57,7 +57,7 @@ def _affine_maps(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(dh) @ src  # pinv: safe for sliver triangles
 
 
-def _mouth_override(out: np.ndarray, pix: np.ndarray, src: np.ndarray, dst: np.ndarray, h: int, w: int) -> None:
+def _mouth_override(out: np.ndarray, src: np.ndarray, dst: np.ndarray, h: int, w: int) -> None:
     """Re-map, in place, the pixels (N = h·w, row-major) inside the target's `MOUTH_TRIANGLES` with those
     triangles' maps; where they overlap (a lip folded over), the first triangle holding the pixel."""
     tri_d = dst[MOUTH_TRIANGLES]  # (K, 3, 2)
@@ -71,7 +71,7 @@ def _mouth_override(out: np.ndarray, pix: np.ndarray, src: np.ndarray, dst: np.n
         label[start:stop] = kk  # the last triangles first: the first one holding a pixel writes last
     inside = np.flatnonzero(label >= 0)
     m = _affine_maps(tri_d, src[MOUTH_TRIANGLES])  # (K, 3, 2)
-    out[inside] = np.einsum("nk,nkd->nd", pix[inside], m[label[inside]])
+    out[inside] = np.einsum("nk,nkd->nd", _pixel_grid(h, w)[inside], m[label[inside]])
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,7 +114,7 @@ def _piecewise_affine(tri_dst: np.ndarray, maps: np.ndarray, h: int, w: int) -> 
     k, rows, x0, x1 = k[order], rows[order], x0[order], x1[order]
     first = np.r_[True, rows[1:] != rows[:-1]]
     last = np.r_[rows[1:] != rows[:-1], True]
-    tiles = (len(np.unique(rows)) == h and (x0[first] == 0).all() and (x1[last] == w).all()
+    tiles = (first.sum() == h and (x0[first] == 0).all() and (x1[last] == w).all()
              and (x0[~first] == x1[np.flatnonzero(~first) - 1]).all())
     if not tiles:
         return None
@@ -144,14 +144,14 @@ def warp_field(h: int, w: int, source_points: np.ndarray, target_points: np.ndar
     # Per-triangle affine map dst → src: [x y 1] @ M_k = (x', y'), M_k (3, 2) = [D_k 1]⁻¹ S_k.
     simp = tri.simplices  # (K, 3)
     m = _affine_maps(dst_all[simp], src_all[simp])  # (K, 3, 2)
-    pix = _pixel_grid(h, w)  # (N, 3) homogeneous pixel centres
     out = _piecewise_affine(dst_all[simp], m, h, w)  # each pixel's triangle found by rows, not searched
     if out is None:
+        pix = _pixel_grid(h, w)  # (N, 3) homogeneous pixel centres
         simplex = tri.find_simplex(pix[:, :2])  # (N,), -1 outside the hull
         m = np.concatenate([m, np.eye(3)[None, :, :2]])  # index -1 → identity
         out = np.einsum("nk,nkd->nd", pix, m[simplex])  # (N, 2)
     if len(src) == 68:
-        _mouth_override(out, pix, src, dst, h, w)
+        _mouth_override(out, src, dst, h, w)
     return out.reshape(h, w, 2)
 
 
